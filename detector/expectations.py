@@ -1,0 +1,50 @@
+"""Registrations of expected exposure: the model the engine reads.
+
+`Expectation` is the validated, immutable form. Parsing and validation of raw
+registrations (YAML, API bodies) live in `detector.registration`; everything
+that writes a registration goes through `parse_expectation` there, so files,
+API and CLI share one validation path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SEVERITIES = ("critical", "error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    experiment: str
+    owner: str | None = None
+    description: str | None = None
+    starts_at: int | None = None  # epoch ms, inclusive
+    ends_at: int | None = None  # epoch ms, exclusive
+    allowlist: frozenset[str] | None = None
+    max_users: int | None = None
+    fraction: float | None = None  # of eligible traffic
+    segments: dict[str, frozenset[str]] | None = None  # attribute -> allowed values
+    variants: dict[str, float] | None = None  # declared split, sums to 1
+    severity: str = "warning"
+    tolerance: float = 0.0  # fraction rule alerts on fraction * (1 + tolerance)
+    alpha: float = 1e-4  # lifetime false-alarm budget of each sequential test
+    kill_url: str | None = None  # opt-in auto-mitigation (mitigation.kill_url)
+    labels: dict[str, str] = field(default_factory=dict)
+    schema_version: int = 1
+
+    def active_rules(self) -> list[str]:
+        """The rules this declaration switches on, in contract order."""
+        rules = []
+        if self.allowlist is not None:
+            rules.append("allowlist_breach")
+        if self.max_users is not None:
+            rules.append("max_users_exceeded")
+        if self.fraction is not None:
+            rules.append("fraction_exceeded")
+        if self.segments:
+            rules.append("segment_breach")
+        if self.starts_at is not None or self.ends_at is not None:
+            rules.append("outside_window")
+        if self.variants:
+            rules.append("sample_ratio_mismatch")
+        return rules
