@@ -46,6 +46,7 @@ class Rejected:
 
     reason: str
     value: bytes | None
+    kind: str = "invalid_field"  # low-cardinality class for metrics: invalid_json, too_large, invalid_ts, ...
 
 
 _decoder = msgspec.json.Decoder(_Wire)
@@ -65,13 +66,13 @@ def parse_ts(ts: str | int | float | None, default_ms: int) -> int:
 def decode(value: bytes | None, record_ts_ms: int = 0) -> Assignment | Rejected:
     """Decode one Kafka value. Never raises."""
     if value is None:
-        return Rejected("empty value (tombstone)", value)
+        return Rejected("empty value (tombstone)", value, "empty")
     if len(value) > MAX_VALUE_BYTES:
-        return Rejected(f"value of {len(value)} bytes exceeds {MAX_VALUE_BYTES}", value)
+        return Rejected(f"value of {len(value)} bytes exceeds {MAX_VALUE_BYTES}", value, "too_large")
     try:
         w = _decoder.decode(value)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        return Rejected(f"invalid event: {exc}", value)
+        return Rejected(f"invalid event: {exc}", value, "invalid_json" if isinstance(exc, msgspec.DecodeError) else "invalid_field")
     return _validate(w, value, record_ts_ms)
 
 
@@ -87,7 +88,7 @@ def _validate(w: _Wire, value: bytes | None, record_ts_ms: int) -> Assignment | 
     try:
         ts = parse_ts(w.ts, record_ts_ms)
     except (ValueError, OverflowError) as exc:
-        return Rejected(f"invalid ts: {exc}", value)
+        return Rejected(f"invalid ts: {exc}", value, "invalid_ts")
     attrs = None
     if w.attributes:
         if len(w.attributes) > MAX_ATTRIBUTES:

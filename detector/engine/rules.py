@@ -1,0 +1,575 @@
+"""The rules: one batch of one experiment's events in, findings out.
+
+`process_batch` is written for throughput: a single pass over the events builds the
+per-batch distinct users (C-level set/dict operations), membership is decided for the
+whole batch at once (exact sets, or one vectorised Bloom probe), and the sequential
+statistics are evaluated once per batch on distinct counts (one "look" per batch;
+the tests are anytime-valid, so the look schedule does not matter). Rules that judge
+single events (allowlist, segments, window) still record the exact timestamp of the
+first offending event.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from itertools import compress
+from typing import Sequence
+
+import numpy as np
+
+from detector.engine import stats
+from detector.engine.bloom import ScalableBloom
+from detector.engine.hashing import hash64
+from detector.engine.state import DEFAULT_CONFIG, EngineConfig, ExperimentState, enrolled_hashes
+from detector.events import Assignment
+from detector.expectations import Expectation
+
+_INF = float("inf")
+
+
+@dataclass(frozen=True)
+class Finding:
+    experiment: str
+    rule: str
+    severity: str
+    observed: dict
+    expected: dict
+    first_offending_event_at: int  # epoch ms
+    detected_at: int  # epoch ms: ts of the event at which the rule fired / was updated
+    blast_radius: int  # out-of-target users (count)
+    sample_ids: tuple[str, ...] = ()
+    statistic: float | None = None
+    summary: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sample_ids"] = list(self.sample_ids)
+        return d
+
+
+# ---------------------------------------------------------------------------------------
+def expected_dict(exp: Expectation | None) -> dict:
+    """The declaration as JSON-able data (allowlist as a sorted list)."""
+    if exp is None:
+        return {"registered": False}
+    d = {
+        "registered": True,
+        "starts_at": exp.starts_at,
+        "ends_at": exp.ends_at,
+        "allowlist": sorted(exp.allowlist) if exp.allowlist is not None else None,
+        "max_users": exp.max_users,
+        "fraction": exp.fraction,
+        "tolerance": exp.tolerance,
+        "segments": {k: sorted(v) for k, v in exp.segments.items()} if exp.segments else None,
+        "variants": dict(exp.variants) if exp.variants else None,
+        "alpha": exp.alpha,
+        "severity": exp.severity,
+    }
+    return d
+
+
+def _rule_expected(rule: str, exp: Expectation | None) -> dict:
+    if exp is None:
+        return {"registered": False}
+    if rule == "allowlist_breach":
+        al = sorted(exp.allowlist or ())
+        return {"allowlist": al[:100], "allowlist_size": len(al)}
+    if rule == "max_users_exceeded":
+        return {"max_users": exp.max_users}
+    if rule == "fraction_exceeded":
+        return {"fraction": exp.fraction, "tolerance": exp.tolerance, "alpha": exp.alpha,
+                "alert_above": exp.fraction * (1 + exp.tolerance)}
+    if rule == "segment_breach":
+        return {"segments": {k: sorted(v) for k, v in (exp.segments or {}).items()}}
+    if rule == "outside_window":
+        return {"starts_at": exp.starts_at, "ends_at": exp.ends_at}
+    if rule == "sample_ratio_mismatch":
+        return {"variants": dict(exp.variants or {}), "alpha": exp.alpha}
+    return {}
+
+
+def _record(st: ExperimentState, rule: str, items, config: EngineConfig) -> list[tuple[str, int]]:
+    """Record offenders (uid, ts, variant) for `rule`; returns the new ones (uid, ts) in order."""
+    offs = st._off
+    limit = config.blast_radius_limit
+    new: list[tuple[str, int]] = []
+    overflow: list[tuple[str, int, str | None]] = []
+    for uid, ts, v in items:
+        rec = offs.get(uid)
+        if rec is not None:
+            if rule in rec[2]:
+                continue
+            rec[2] = rec[2] + [rule]
+            if ts < rec[0]:
+                rec[0] = ts
+            new.append((uid, ts))
+        elif len(offs) < limit:
+            offs[uid] = [ts, v, [rule]]
+            st.offender_count += 1
+            new.append((uid, ts))
+        else:
+            overflow.append((uid, ts, v))
+    if overflow:  # beyond the id bound: count distinct users with a seen-before filter
+        if st.overflow is None:
+            st.overflow = ScalableBloom(1024)
+        ids = [u for u, _, _ in overflow]
+        user_new = st.overflow.add_new(hash64(["\x01" + u for u in ids]))
+        st.offender_count += int(user_new.sum())
+        rule_new = st.overflow.add_new(hash64([rule + "\x00" + u for u in ids]))
+        new.extend((u, t) for (u, t, _), fresh in zip(overflow, rule_new.tolist()) if fresh)
+    if new:
+        st.rule_count[rule] = st.rule_count.get(rule, 0) + len(new)
+        tmin = min(t for _, t in new)
+        tmax = max(t for _, t in new)
+        if rule not in st.rule_first or tmin < st.rule_first[rule]:
+            st.rule_first[rule] = tmin
+        if rule not in st.rule_last or tmax > st.rule_last[rule]:
+            st.rule_last[rule] = tmax
+        samples = st.rule_samples.setdefault(rule, [])
+        room = config.sample_ids_limit - len(samples)
+        if room > 0:
+            samples.extend(u for u, _ in new[:room])
+    return new
+
+
+def _finding(st, exp, rule, new, detected_at, config, observed_extra=None, statistic=None,
+             summary="") -> "Finding":
+    count = st.rule_count.get(rule, 0)
+    observed = {
+        "offenders": count,
+        "new_offenders": len(new),
+        "enrolled_users": st.s,
+        "eligible_users": st.n,
+        "last_offending_event_at": st.rule_last.get(rule),
+    }
+    if observed_extra:
+        observed.update(observed_extra)
+    return Finding(
+        experiment=st.experiment,
+        rule=rule,
+        severity=config.unregistered_severity if exp is None else exp.severity,
+        observed=observed,
+        expected=_rule_expected(rule, exp),
+        first_offending_event_at=st.rule_first.get(rule, detected_at),
+        detected_at=detected_at,
+        blast_radius=count,
+        sample_ids=tuple(st.rule_samples.get(rule, ())),
+        statistic=statistic if statistic is not None else float(count),
+        summary=summary,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+def process_batch(state: ExperimentState, expectation: Expectation | None,
+                  events: Sequence[Assignment], config: EngineConfig = DEFAULT_CONFIG) -> list[Finding]:
+    """Fold one batch (one experiment, input order) into `state`; return the findings it triggers."""
+    if not events:
+        return []
+    st = state
+    exp = expectation
+    findings: list[Finding] = []
+
+    # ---- one pass: timestamps, first enrolled event per user ----------------------------
+    tss = [e.ts for e in events]
+    bmin = min(tss)
+    bmax = max(tss)
+    first_event_ever = st.events == 0
+    st.events += len(events)
+    st.first_ts = bmin if st.first_ts is None or bmin < st.first_ts else st.first_ts
+    st.last_ts = bmax if st.last_ts is None or bmax > st.last_ts else st.last_ts
+    enr_events = [e for e in events if e.enrolled]
+    enr_first: dict[str, Assignment] = {}
+    for e in enr_events:
+        if e.user_id not in enr_first:
+            enr_first[e.user_id] = e
+    if len(enr_events) == len(events):
+        batch_users = enr_first.keys()
+    else:
+        batch_users = {e.user_id for e in events}
+    if enr_events:
+        etmin = min(e.ts for e in enr_events) if len(enr_events) < len(events) else bmin
+        etmax = max(e.ts for e in enr_events) if len(enr_events) < len(events) else bmax
+        if st.enr_min_ts is None or etmin < st.enr_min_ts:
+            st.enr_min_ts = etmin
+        if st.enr_max_ts is None or etmax > st.enr_max_ts:
+            st.enr_max_ts = etmax
+
+    # ---- distinct users -----------------------------------------------------------------
+    if st.bloom is None:
+        seen = st.seen
+        before = len(seen)
+        seen.update(batch_users)
+        dn = len(seen) - before
+        enr_map = st.enr
+        new_enr = [u for u in enr_first if u not in enr_map]
+        for u in new_enr:
+            enr_map[u] = enr_first[u].variant
+    else:
+        # one hash call and one filter probe for both key spaces
+        cand = list(batch_users)
+        keys = list(enr_first) if enr_first else []
+        h = hash64(cand + keys) if keys else hash64(cand)
+        nc = len(cand)
+        if keys:
+            h[nc:] = enrolled_hashes(h[nc:])
+        fresh = st.bloom.add_new(h)
+        dn = int(np.count_nonzero(fresh[:nc]))
+        new_enr = list(compress(keys, fresh[nc:].tolist())) if keys else []
+        if new_enr:
+            up = st.hll.update
+            for u in new_enr:
+                up(u)
+    ds = len(new_enr)
+    st.n += dn
+    st.s += ds
+    if ds:
+        vc = st.variants
+        for u in new_enr:
+            v = enr_first[u].variant
+            if v is None:
+                st.variant_none += 1
+            else:
+                vc[v] = vc.get(v, 0) + 1
+    if st.bloom is None and len(st.seen) > config.exact_limit:
+        st.to_sketch(config)
+
+    # ---- unregistered -------------------------------------------------------------------
+    if exp is None:
+        if dn or first_event_ever:
+            new = _record(st, "unregistered", [(u, enr_first[u].ts, enr_first[u].variant) for u in new_enr],
+                          config) if new_enr else []
+            if "unregistered" not in st.rule_first:
+                st.rule_first["unregistered"] = bmin
+            st.rule_last["unregistered"] = max(st.rule_last.get("unregistered", bmax), bmax)
+            det = min(t for _, t in new) if new else events[0].ts
+            st.un_reported = st.n
+            findings.append(_finding(
+                st, exp, "unregistered", new, det, config,
+                summary=f"{st.experiment}: assignments with no registration: {st.s} enrolled of "
+                        f"{st.n} eligible distinct users"))
+        return findings
+
+    # ---- allowlist ----------------------------------------------------------------------
+    if exp.allowlist is not None and enr_first:
+        al = exp.allowlist
+        bad = [u for u in enr_first if u not in al]
+        if bad:
+            new = _record(st, "allowlist_breach", [(u, enr_first[u].ts, enr_first[u].variant) for u in bad], config)
+            if new:
+                findings.append(_finding(
+                    st, exp, "allowlist_breach", new, min(t for _, t in new), config,
+                    summary=f"{st.experiment}: {st.rule_count['allowlist_breach']} enrolled users not on the "
+                            f"allowlist of {len(al)} (first: {new[0][0]})"))
+
+    # ---- segments -----------------------------------------------------------------------
+    if exp.segments and enr_events:
+        segs = tuple(exp.segments.items())
+        bad_first: dict[str, Assignment] = {}
+        for e in enr_events:
+            a = e.attributes
+            if a is None:
+                if e.user_id not in bad_first:
+                    bad_first[e.user_id] = e
+                continue
+            for k, allowed in segs:
+                if a.get(k) not in allowed:
+                    if e.user_id not in bad_first:
+                        bad_first[e.user_id] = e
+                    break
+        if bad_first:
+            new = _record(st, "segment_breach", [(u, e.ts, e.variant) for u, e in bad_first.items()], config)
+            if new:
+                sa = st.seg_attrs
+                for u, _ in new:
+                    if u in st._off:
+                        sa[u] = bad_first[u].attributes
+                findings.append(_finding(
+                    st, exp, "segment_breach", new, min(t for _, t in new), config,
+                    summary=f"{st.experiment}: {st.rule_count['segment_breach']} enrolled users outside "
+                            f"segments {', '.join(f'{k}={sorted(v)}' for k, v in segs)}"))
+
+    # ---- window -------------------------------------------------------------------------
+    if (exp.starts_at is not None or exp.ends_at is not None) and enr_events:
+        lo = -_INF if exp.starts_at is None else exp.starts_at
+        hi = _INF if exp.ends_at is None else exp.ends_at
+        # fast path: the whole batch inside the window
+        bad_events = [] if lo <= bmin and bmax < hi else [e for e in enr_events if not (lo <= e.ts < hi)]
+        if bad_events:
+            firsts: dict[str, Assignment] = {}
+            for e in bad_events:
+                if e.user_id not in firsts:
+                    firsts[e.user_id] = e
+            wt = st.win_ts
+            new = _record(st, "outside_window", [(u, e.ts, e.variant) for u, e in firsts.items()], config)
+            newset = {u for u, _ in new}
+            for e in bad_events:  # offending time span per stored offender, for re-judging
+                u = e.user_id
+                r = wt.get(u)
+                if r is not None:
+                    if e.ts < r[0]:
+                        r[0] = e.ts
+                    if e.ts > r[1]:
+                        r[1] = e.ts
+                elif u in newset and u in st._off:
+                    wt[u] = [e.ts, e.ts]
+            if new:
+                findings.append(_finding(
+                    st, exp, "outside_window", new, min(t for _, t in new), config,
+                    summary=f"{st.experiment}: {st.rule_count['outside_window']} users enrolled outside "
+                            f"the declared window"))
+
+    # ---- max users ----------------------------------------------------------------------
+    if exp.max_users is not None and ds:
+        mx = exp.max_users
+        cnt = st.enrolled_lower_bound(config)
+        if cnt > mx and cnt > st.mu_reported:
+            base = max(st.mu_reported, mx)
+            over = cnt - base
+            if st.bloom is None:
+                # exact: the users enrolled after the cap, in arrival order
+                s_before = st.s - ds
+                offending = new_enr[max(0, mx - s_before):]
+            else:
+                offending = new_enr[-over:] if over < len(new_enr) else new_enr
+            new = _record(st, "max_users_exceeded",
+                          [(u, enr_first[u].ts, enr_first[u].variant) for u in offending], config)
+            st.mu_reported = cnt
+            if "max_users_exceeded" not in st.rule_first and offending:
+                st.rule_first["max_users_exceeded"] = enr_first[offending[0]].ts
+            det = enr_first[offending[0]].ts if offending else bmax
+            findings.append(_finding(
+                st, exp, "max_users_exceeded", new, det, config,
+                observed_extra={"enrolled_users_lower_bound": cnt,
+                                "enrolled_users_estimate": st.enrolled_estimate()},
+                statistic=float(cnt),
+                summary=f"{st.experiment}: at least {cnt} distinct enrolled users, declared max {mx}"))
+
+    # ---- fraction: mixture SPRT + CUSUM --------------------------------------------------
+    if exp.fraction is not None and dn:
+        f = _fraction(st, exp, dn, ds, bmin, bmax, config)
+        if f is not None:
+            findings.append(f)
+
+    # ---- sample ratio mismatch ----------------------------------------------------------
+    if exp.variants and ds:
+        f = _srm(st, exp, bmin, bmax, config)
+        if f is not None:
+            findings.append(f)
+    return findings
+
+
+def _fraction(st, exp, dn, ds, bmin, bmax, config):
+    p0 = exp.fraction * (1.0 + exp.tolerance)
+    if st.f_p0 != p0:  # new declaration (or first look): restart the test at this batch
+        st.f_p0 = p0
+        st.f_n0, st.f_s0 = st.n - dn, st.s - ds
+        st.f_w = 0.0
+        st.f_onset = None
+        st.f_start = bmin
+    if st.f_start is None:
+        st.f_start = bmin
+    thr = math.log(1.0 / exp.alpha)
+    h = stats.cusum_threshold(config.cusum_users_per_false_alarm)
+    n, s = st.n - st.f_n0, st.s - st.f_s0
+    if p0 >= 1.0:
+        st.f_stat = 0.0
+        return None
+    if p0 <= 0.0:
+        lm = _INF if s > 0 else 0.0
+        w = lm
+    else:
+        alts = stats.fraction_alternatives(p0, config.fraction_ratios)
+        lm = stats.log_mixture(s, n, alts)
+        a, b = stats.cusum_params(p0)
+        w = st.f_w + ds * a + (dn - ds) * b
+        if w <= 0.0:
+            w = 0.0
+            st.f_onset = None
+        elif st.f_w == 0.0 or st.f_onset is None:
+            st.f_onset = bmin
+    st.f_w = w
+    st.f_stat = lm
+    if lm < thr and w < h:
+        return None
+    by = "mixture SPRT" if lm >= thr else "CUSUM"
+    stat = lm if lm >= thr else w
+    onset = st.f_onset if st.f_onset is not None else st.f_start
+    est = s / n if n else 0.0
+    excess = max(0, int(round(s - p0 * n)))
+    st.rule_count["fraction_exceeded"] = st.rule_count.get("fraction_exceeded", 0) + excess
+    if "fraction_exceeded" not in st.rule_first or onset < st.rule_first["fraction_exceeded"]:
+        st.rule_first["fraction_exceeded"] = onset
+    st.rule_last["fraction_exceeded"] = bmax
+    st.f_alarms += 1
+    observed = {
+        "enrolled_users": st.s, "eligible_users": st.n,
+        "observed_fraction": st.s / st.n if st.n else None,
+        "window_enrolled_users": s, "window_eligible_users": n, "window_fraction": est,
+        "excess_enrolled_users": excess,
+        "log_e_value": lm, "cusum": w, "cusum_threshold": h, "threshold": thr,
+        "detected_by": by, "alarms": st.f_alarms,
+    }
+    f = Finding(
+        experiment=st.experiment, rule="fraction_exceeded", severity=exp.severity,
+        observed=observed, expected=_rule_expected("fraction_exceeded", exp),
+        first_offending_event_at=onset, detected_at=bmax, blast_radius=excess, sample_ids=(),
+        statistic=stat,
+        summary=f"{st.experiment}: {s} of {n} eligible users enrolled ({est:.4%}) vs declared "
+                f"{exp.fraction:.4%} ({by}, ln stat {stat:.1f} >= {thr if by != 'CUSUM' else h:.1f})")
+    # restart the tests from here
+    st.f_n0, st.f_s0 = st.n, st.s
+    st.f_w = 0.0
+    st.f_onset = None
+    st.f_start = bmax
+    return f
+
+
+def _srm_key(exp):
+    return [[v, float(p)] for v, p in exp.variants.items() if p > 0]
+
+
+def _srm(st, exp, bmin, bmax, config):
+    key = _srm_key(exp)
+    if st.srm_key != key:
+        st.srm_key = key
+        st.srm_base = dict(st.variants)
+        # the users of this batch belong to the new test
+        st.srm_start = bmin
+    if len(key) < 2:
+        return None
+    vc, base = st.variants, st.srm_base
+    counts = [vc.get(v, 0) - base.get(v, 0) for v, _ in key]
+    if sum(counts) == 0:
+        return None
+    probs = [p for _, p in key]
+    tot = sum(probs)
+    probs = [p / tot for p in probs]
+    lbf = stats.srm_log_mixture(counts, probs, config.srm_concentrations)
+    st.srm_stat = lbf
+    thr = math.log(1.0 / exp.alpha)
+    if lbf < thr:
+        return None
+    n = sum(counts)
+    excess = int(round(sum(max(0.0, c - p * n) for c, p in zip(counts, probs))))
+    st.srm_alarms += 1
+    start = st.srm_start if st.srm_start is not None else bmin
+    st.rule_count["sample_ratio_mismatch"] = st.rule_count.get("sample_ratio_mismatch", 0) + excess
+    st.rule_first.setdefault("sample_ratio_mismatch", start)
+    st.rule_last["sample_ratio_mismatch"] = bmax
+    observed = {"variants": {v: c for (v, _), c in zip(key, counts)}, "users": n,
+                "observed_split": {v: (c / n) for (v, _), c in zip(key, counts)},
+                "log_bayes_factor": lbf, "threshold": thr, "alarms": st.srm_alarms,
+                "unexpected_variant_users": st.s - sum(vc.get(v, 0) for v, _ in key)}
+    f = Finding(
+        experiment=st.experiment, rule="sample_ratio_mismatch", severity=exp.severity,
+        observed=observed, expected=_rule_expected("sample_ratio_mismatch", exp),
+        first_offending_event_at=start, detected_at=bmax, blast_radius=excess, sample_ids=(),
+        statistic=lbf,
+        summary=f"{st.experiment}: split " + "/".join(str(c) for c in counts) + " vs declared "
+                + "/".join(f"{p:g}" for p in probs) + f" (ln BF {lbf:.1f} >= {thr:.1f})")
+    st.srm_base = dict(vc)
+    st.srm_start = bmax
+    return f
+
+
+# ---------------------------------------------------------------------------------------
+def rule_breaches(state: ExperimentState, expectation: Expectation | None,
+                  config: EngineConfig = DEFAULT_CONFIG) -> dict[str, bool]:
+    """Re-judge the current state under a (possibly new) declaration; rule -> breached.
+
+    Exact where the state allows: allowlist against every enrolled id while exact,
+    else against the stored offender records (plus pigeonhole on the enrolled lower
+    bound); window on the enrolled min/max event time; segments on the stored
+    offending attributes; the sequential tests as one look at the lifetime distinct
+    counts (a single look is a valid test).
+    """
+    st = state
+    exp = expectation
+    if exp is None:
+        return {"unregistered": st.events > 0}
+    out: dict[str, bool] = {}
+    for rule in exp.active_rules():
+        if rule == "allowlist_breach":
+            al = exp.allowlist
+            if st.bloom is None:
+                b = any(u not in al for u in st.enr)
+            else:
+                b = any(u not in al for u in st._off) or st.enrolled_lower_bound(config) > len(al)
+                stored = sum(1 for r in st._off.values() if "allowlist_breach" in r[2])
+                b = b or st.rule_count.get("allowlist_breach", 0) > stored
+            out[rule] = b
+        elif rule == "max_users_exceeded":
+            out[rule] = st.enrolled_lower_bound(config) > exp.max_users
+        elif rule == "fraction_exceeded":
+            p0 = exp.fraction * (1 + exp.tolerance)
+            if p0 <= 0:
+                out[rule] = st.s > 0
+            else:
+                alts = stats.fraction_alternatives(p0, config.fraction_ratios)
+                out[rule] = stats.log_mixture(st.s, st.n, alts) >= math.log(1 / exp.alpha)
+        elif rule == "segment_breach":
+            segs = exp.segments
+            b = False
+            for u, a in st.seg_attrs.items():
+                if a is None or any(a.get(k) not in allowed for k, allowed in segs.items()):
+                    b = True
+                    break
+            stored = sum(1 for r in st._off.values() if "segment_breach" in r[2])
+            out[rule] = b or st.rule_count.get("segment_breach", 0) > stored
+        elif rule == "outside_window":
+            lo = -_INF if exp.starts_at is None else exp.starts_at
+            hi = _INF if exp.ends_at is None else exp.ends_at
+            out[rule] = st.enr_min_ts is not None and (st.enr_min_ts < lo or st.enr_max_ts >= hi)
+        elif rule == "sample_ratio_mismatch":
+            key = _srm_key(exp)
+            counts = [st.variants.get(v, 0) for v, _ in key]
+            if len(key) < 2 or sum(counts) == 0:
+                out[rule] = False
+            else:
+                tot = sum(p for _, p in key)
+                lbf = stats.srm_log_mixture(counts, [p / tot for _, p in key], config.srm_concentrations)
+                out[rule] = lbf >= math.log(1 / exp.alpha)
+    return out
+
+
+def observe(state: ExperimentState, expectation: Expectation | None,
+            config: EngineConfig = DEFAULT_CONFIG) -> dict:
+    """Observed vs expected and the state of each rule, as JSON-able data."""
+    st = state
+    exp = expectation
+    variants = dict(st.variants)
+    if st.variant_none:
+        variants["(none)"] = st.variant_none
+    observed = {
+        "enrolled_users": st.s,
+        "eligible_users": st.n,
+        "observed_fraction": (st.s / st.n) if st.n else None,
+        "enrolled_users_estimate": st.enrolled_estimate(),
+        "enrolled_users_lower_bound": st.enrolled_lower_bound(config),
+        "variants": variants,
+        "events": st.events,
+        "first_event_at": st.first_ts,
+        "last_event_at": st.last_ts,
+        "counting": "exact" if st.bloom is None else "sketch",
+        "out_of_target_users": st.offender_count,
+    }
+    breaches = rule_breaches(st, exp, config)
+    rules: dict[str, dict] = {}
+    for rule, b in breaches.items():
+        r = {"state": "firing" if b else "ok", "statistic": None, "threshold": None,
+             "offenders": st.rule_count.get(rule, 0),
+             "first_offending_event_at": st.rule_first.get(rule),
+             "last_offending_event_at": st.rule_last.get(rule)}
+        if rule in ("unregistered", "allowlist_breach", "segment_breach", "outside_window"):
+            r["statistic"], r["threshold"] = float(st.rule_count.get(rule, 0)), 0.0
+        elif rule == "max_users_exceeded":
+            r["statistic"], r["threshold"] = float(st.enrolled_lower_bound(config)), float(exp.max_users)
+        elif rule == "fraction_exceeded":
+            r.update(statistic=st.f_stat, threshold=math.log(1 / exp.alpha), cusum=st.f_w,
+                     cusum_threshold=stats.cusum_threshold(config.cusum_users_per_false_alarm),
+                     alarms=st.f_alarms)
+        elif rule == "sample_ratio_mismatch":
+            r.update(statistic=st.srm_stat, threshold=math.log(1 / exp.alpha), alarms=st.srm_alarms)
+        rules[rule] = r
+    return {"experiment": st.experiment, "observed": observed, "expected": expected_dict(exp), "rules": rules}

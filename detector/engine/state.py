@@ -1,0 +1,340 @@
+"""Per-experiment state: distinct users, variant counts, offenders, sequential-test state.
+
+Two regimes for "have we seen this user?":
+- exact: a set of eligible ids and a dict enrolled id -> first variant, while the
+  experiment has at most `EngineConfig.exact_limit` distinct users (small QA and
+  allowlisted experiments get exact answers, including re-judging any allowlist);
+- sketch: one scalable Bloom filter holds both key spaces (eligible = h(id),
+  enrolled = mix(h(id))). Sharing one filter makes a false positive equally likely for
+  both, so the undercount of n and S is the same proportion and S/n stays unbiased.
+  Counts are lower bounds (a false positive only drops a user). An HLL (datasketches,
+  lg_k 12, HLL_4) of enrolled ids gives a mergeable estimate and lower bound.
+
+Serialisation is msgpack of a msgspec struct (arrays, not maps) plus raw sketch bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import msgspec
+import numpy as np
+from datasketches import hll_sketch, hll_union, tgt_hll_type
+
+from detector.engine.bloom import ScalableBloom
+from detector.engine.hashing import hash64, mix64
+from detector.engine.stats import RATIOS, SRM_CONCENTRATIONS
+
+RULES = (
+    "unregistered",
+    "allowlist_breach",
+    "max_users_exceeded",
+    "fraction_exceeded",
+    "segment_breach",
+    "outside_window",
+    "sample_ratio_mismatch",
+)
+_ENROLLED_SALT = np.uint64(0x2545F4914F6CDD1D)
+_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    exact_limit: int = 100  # distinct users held exactly (memory: ~150 B per user in a Python set)
+    blast_radius_limit: int = 1_000_000  # offender ids kept; beyond, counted only
+    sample_ids_limit: int = 1000  # ids carried by a finding
+    hll_lg_k: int = 12
+    hll_lower_bound_sigmas: int = 3  # max_users alerts on this lower bound (1, 2 or 3)
+    bloom_initial_capacity: int = 8192  # 16 KiB first stage
+    fraction_ratios: tuple[float, ...] = RATIOS
+    srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
+    cusum_users_per_false_alarm: float = 1e8
+    unregistered_severity: str = "warning"
+
+
+DEFAULT_CONFIG = EngineConfig()
+
+
+def enrolled_hashes(h: np.ndarray) -> np.ndarray:
+    """Enrolled-key hashes derived from id hashes (a separate key space in the same filter)."""
+    return mix64(h ^ _ENROLLED_SALT)
+
+
+class _Snap(msgspec.Struct, array_like=True):
+    fmt: int
+    experiment: str
+    events: int
+    first_ts: int | None
+    last_ts: int | None
+    enr_min_ts: int | None
+    enr_max_ts: int | None
+    n: int
+    s: int
+    variants: dict[str, int]
+    variant_none: int
+    seen: list[str] | None
+    enr: dict[str, str | None] | None
+    bloom: list | None
+    hll: bytes | None
+    counts_lb: bool
+    offenders: dict[str, list]
+    offender_count: int
+    overflow: list | None
+    rule_count: dict[str, int]
+    rule_first: dict[str, int]
+    rule_last: dict[str, int]
+    rule_samples: dict[str, list[str]]
+    seg_attrs: dict[str, dict[str, str] | None]
+    win_ts: dict[str, list[int]]
+    f_p0: float | None
+    f_n0: int
+    f_s0: int
+    f_w: float
+    f_onset: int | None
+    f_start: int | None
+    f_alarms: int
+    f_stat: float | None
+    srm_key: list | None
+    srm_base: dict[str, int]
+    srm_start: int | None
+    srm_alarms: int
+    srm_stat: float | None
+    mu_reported: int
+    un_reported: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_Snap)
+_FIELDS = _Snap.__struct_fields__
+
+
+class ExperimentState:
+    """Mutable state of one experiment. Create with `ExperimentState.new(key)`."""
+
+    __slots__ = tuple("_off" if f == "offenders" else f for f in _FIELDS)
+
+    @classmethod
+    def new(cls, experiment: str) -> "ExperimentState":
+        st = cls.__new__(cls)
+        st.fmt = _FORMAT
+        st.experiment = experiment
+        st.events = 0
+        st.first_ts = st.last_ts = st.enr_min_ts = st.enr_max_ts = None
+        st.n = st.s = 0
+        st.variants = {}
+        st.variant_none = 0
+        st.seen = set()
+        st.enr = {}
+        st.bloom = None
+        st.hll = None
+        st.counts_lb = True  # n and s are lower bounds of the true distinct counts
+        st._off = {}
+        st.offender_count = 0
+        st.overflow = None
+        st.rule_count, st.rule_first, st.rule_last, st.rule_samples = {}, {}, {}, {}
+        st.seg_attrs, st.win_ts = {}, {}
+        st.f_p0 = None
+        st.f_n0 = st.f_s0 = 0
+        st.f_w = 0.0
+        st.f_onset = st.f_start = None
+        st.f_alarms = 0
+        st.f_stat = None
+        st.srm_key = None
+        st.srm_base = {}
+        st.srm_start = None
+        st.srm_alarms = 0
+        st.srm_stat = None
+        st.mu_reported = 0
+        st.un_reported = 0
+        return st
+
+    # -- regime ---------------------------------------------------------------------------
+    @property
+    def exact(self) -> bool:
+        return self.bloom is None
+
+    def to_sketch(self, config: EngineConfig = DEFAULT_CONFIG) -> None:
+        """Switch from exact sets to the Bloom filter + HLL (one way)."""
+        if self.bloom is not None:
+            return
+        cap = max(config.bloom_initial_capacity, 2 * (len(self.seen) + len(self.enr)))
+        self.bloom = ScalableBloom(cap)
+        seen = sorted(self.seen)
+        enr = list(self.enr)
+        self.bloom.add_new(hash64(seen))
+        self.bloom.add_new(enrolled_hashes(hash64(enr)))
+        self.hll = hll_sketch(config.hll_lg_k, tgt_hll_type.HLL_4)
+        for u in enr:
+            self.hll.update(u)
+        self.seen = None
+        self.enr = None
+
+    def enrolled_lower_bound(self, config: EngineConfig = DEFAULT_CONFIG) -> int:
+        """A lower bound of distinct enrolled users: exact, else max(filter count, HLL lower bound)."""
+        if self.bloom is None:
+            return len(self.enr)
+        lb = int(self.hll.get_lower_bound(config.hll_lower_bound_sigmas))
+        return max(lb, self.s) if self.counts_lb else lb
+
+    def enrolled_estimate(self) -> float:
+        return float(len(self.enr)) if self.bloom is None else float(self.hll.get_estimate())
+
+    # -- offenders --------------------------------------------------------------------------
+    def offenders(self) -> Iterator[tuple[str, int, str | None, tuple[str, ...]]]:
+        """Out-of-target users kept exactly (up to blast_radius_limit): id, first seen ms, variant, rules."""
+        for uid, (ts, variant, rules) in self._off.items():
+            yield uid, ts, variant, tuple(rules)
+
+    # -- serialisation ----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        vals = {f: getattr(self, f) for f in _FIELDS if f != "offenders"}
+        if self.bloom is None:
+            vals["seen"] = sorted(self.seen)
+        else:
+            vals["seen"] = None
+            vals["bloom"] = self.bloom.to_obj()
+            vals["hll"] = self.hll.serialize_compact()
+        vals["offenders"] = self._off
+        vals["overflow"] = None if self.overflow is None else self.overflow.to_obj()
+        return _encoder.encode(_Snap(**vals))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ExperimentState":
+        snap = _decoder.decode(data)
+        if snap.fmt != _FORMAT:
+            raise ValueError(f"unsupported state format {snap.fmt}")
+        st = cls.__new__(cls)
+        for f in _FIELDS:
+            if f != "offenders":
+                setattr(st, f, getattr(snap, f))
+        if snap.bloom is None:
+            st.seen = set(snap.seen or ())
+            st.enr = dict(snap.enr or {})
+        else:
+            st.bloom = ScalableBloom.from_obj(snap.bloom)
+            st.hll = hll_sketch.deserialize(snap.hll)
+        st._off = snap.offenders
+        st.overflow = None if snap.overflow is None else ScalableBloom.from_obj(snap.overflow)
+        return st
+
+    def memory_bytes(self) -> int:
+        """Approximate resident size of the state (sketch bytes + Python objects)."""
+        import sys
+
+        size = 0
+        if self.bloom is None:
+            size += sys.getsizeof(self.seen) + sys.getsizeof(self.enr)
+            size += sum(sys.getsizeof(u) for u in self.seen)
+            size += sum(sys.getsizeof(u) for u in self.enr if u not in self.seen)
+        else:
+            size += self.bloom.nbytes + self.hll.get_compact_serialization_bytes()
+        size += sys.getsizeof(self._off) + sum(
+            sys.getsizeof(u) + 120 for u in self._off)  # id + [ts, variant, rules] record
+        if self.overflow is not None:
+            size += self.overflow.nbytes
+        size += 600  # scalar fields, small dicts
+        return size
+
+    # -- merge ------------------------------------------------------------------------------
+    def merge(self, other: "ExperimentState", config: EngineConfig = DEFAULT_CONFIG) -> None:
+        """Fold `other` (same experiment) into self.
+
+        Exact while both are exact and small (set union). Otherwise sets become sketches:
+        filters OR, HLLs union, and the filter counts n, s and variant counts ADD, which
+        assumes the two states saw disjoint users (true for user-partitioned streams);
+        the HLL lower bound then drives max_users. What cannot merge: the paths of the
+        sequential tests (mixture SPRT window, CUSUM): they restart at the merge point
+        on the merged counts, which keeps them valid. Offender records union (earliest
+        first-seen, union of rules) up to blast_radius_limit.
+        """
+        if other.experiment != self.experiment:
+            raise ValueError("cannot merge states of different experiments")
+        o = other
+        self.events += o.events
+        for f, fn in (("first_ts", min), ("last_ts", max), ("enr_min_ts", min), ("enr_max_ts", max)):
+            a, b = getattr(self, f), getattr(o, f)
+            setattr(self, f, b if a is None else a if b is None else fn(a, b))
+        if self.bloom is None and o.bloom is None:
+            self.seen |= o.seen
+            for u, v in o.enr.items():
+                self.enr.setdefault(u, v)
+            self.n, self.s = len(self.seen), len(self.enr)
+            self.variants, self.variant_none = {}, 0
+            for v in self.enr.values():
+                if v is None:
+                    self.variant_none += 1
+                else:
+                    self.variants[v] = self.variants.get(v, 0) + 1
+            if self.n > config.exact_limit:
+                self.to_sketch(config)
+        else:
+            if o.bloom is None:
+                o = ExperimentState.from_bytes(o.to_bytes())
+                o.to_sketch(config)
+            self.to_sketch(config)
+            self.bloom.merge(o.bloom)
+            u = hll_union(config.hll_lg_k)
+            u.update(self.hll)
+            u.update(o.hll)
+            self.hll = u.get_result(tgt_hll_type.HLL_4)
+            self.n += o.n
+            self.s += o.s
+            for v, c in o.variants.items():
+                self.variants[v] = self.variants.get(v, 0) + c
+            self.variant_none += o.variant_none
+            self.counts_lb = False
+        # offenders: stored records union; counts beyond the stored records add
+        mine = self._off
+        limit = config.blast_radius_limit
+        rules_all = set(self.rule_count) | set(o.rule_count)
+        ovf = {r: max(0, self.rule_count.get(r, 0) - _stored(self, r))
+               + max(0, o.rule_count.get(r, 0) - _stored(o, r)) for r in rules_all}
+        ovf_users = max(0, self.offender_count - len(mine)) + max(0, o.offender_count - len(o._off))
+        for uid, (ts, v, rules) in o._off.items():
+            rec = mine.get(uid)
+            if rec is not None:
+                rec[0] = min(rec[0], ts)
+                rec[2] = rec[2] + [r for r in rules if r not in rec[2]]
+            elif len(mine) < limit:
+                mine[uid] = [ts, v, list(rules)]
+            else:
+                ovf_users += 1
+                for r in rules:
+                    ovf[r] = ovf.get(r, 0) + 1
+        self.offender_count = len(mine) + ovf_users
+        if o.overflow is not None:
+            if self.overflow is None:
+                self.overflow = ScalableBloom(1024)
+            self.overflow.merge(o.overflow)
+        for r in rules_all:
+            self.rule_count[r] = _stored(self, r) + ovf.get(r, 0)
+        for r, t in o.rule_first.items():
+            self.rule_first[r] = min(t, self.rule_first.get(r, t))
+        for r, t in o.rule_last.items():
+            self.rule_last[r] = max(t, self.rule_last.get(r, t))
+        for r, ids in o.rule_samples.items():
+            cur = self.rule_samples.setdefault(r, [])
+            have = set(cur)
+            cur.extend(u for u in ids if u not in have)
+            del cur[config.sample_ids_limit:]
+        for uid, a in o.seg_attrs.items():
+            if uid in mine:
+                self.seg_attrs.setdefault(uid, a)
+        for uid, (lo, hi) in o.win_ts.items():
+            if uid in mine:
+                cur = self.win_ts.get(uid)
+                self.win_ts[uid] = [lo, hi] if cur is None else [min(cur[0], lo), max(cur[1], hi)]
+        # sequential tests restart on the merged counts
+        self.f_p0 = None
+        self.f_w = 0.0
+        self.f_onset = None
+        self.f_alarms += o.f_alarms
+        self.srm_key = None
+        self.srm_alarms += o.srm_alarms
+        self.mu_reported = max(self.mu_reported, o.mu_reported)
+        self.un_reported = max(self.un_reported, o.un_reported)
+
+
+def _stored(st: ExperimentState, rule: str) -> int:
+    return sum(1 for rec in st._off.values() if rule in rec[2])

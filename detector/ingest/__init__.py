@@ -1,0 +1,1 @@
+"""The hot path: assignments read in batches, run through the engine, checkpointed with offsets."""

@@ -1,0 +1,62 @@
+"""Settings from the environment (each documented in README.md with its default)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = field(default_factory=lambda: _env("DETECTOR_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    app_id: str = field(default_factory=lambda: _env("DETECTOR_APP_ID", "exposure-detector"))
+    web_host: str = field(default_factory=lambda: _env("DETECTOR_WEB_HOST", "127.0.0.1"))
+    web_port: int = field(default_factory=lambda: _int("DETECTOR_WEB_PORT", 6066))
+    webhook_urls: tuple[str, ...] = field(
+        default_factory=lambda: tuple(u.strip() for u in _env("DETECTOR_WEBHOOK_URLS", "").split(",") if u.strip())
+    )
+    api_token: str = field(default_factory=lambda: _env("DETECTOR_API_TOKEN", ""))
+    expectations_dir: str = field(default_factory=lambda: _env("DETECTOR_EXPECTATIONS_DIR", "config/expectations"))
+    alerting_config: str = field(default_factory=lambda: _env("DETECTOR_ALERTING_CONFIG", "config/alerting.yaml"))
+    data_dir: str = field(default_factory=lambda: _env("DETECTOR_DATA_DIR", "data"))
+    partitions: int = field(default_factory=lambda: _int("DETECTOR_PARTITIONS", 8))
+    # earliest: a first deployment builds its state from the history Kafka still holds.
+    offset_reset: str = field(default_factory=lambda: _env("DETECTOR_OFFSET_RESET", "earliest"))
+    checkpoint_interval_s: float = field(default_factory=lambda: _float("DETECTOR_CHECKPOINT_INTERVAL", 1.0))
+    max_batch_records: int = field(default_factory=lambda: _int("DETECTOR_MAX_BATCH", 20000))
+    tick_interval_s: float = field(default_factory=lambda: _float("DETECTOR_TICK_INTERVAL", 0.5))
+    resolve_quiet_period_s: float = field(default_factory=lambda: _float("DETECTOR_RESOLVE_AFTER", 300.0))
+    group_wait_s: float = field(default_factory=lambda: _float("DETECTOR_GROUP_WAIT", 0.5))
+    repeat_interval_s: float = field(default_factory=lambda: _float("DETECTOR_REPEAT_INTERVAL", 4 * 3600.0))
+    delivery_deadline_s: float = field(default_factory=lambda: _float("DETECTOR_DELIVERY_DEADLINE", 24 * 3600.0))
+    log_level: str = field(default_factory=lambda: _env("DETECTOR_LOG_LEVEL", "info"))
+
+    @property
+    def faust_id(self) -> str:
+        # The assignments consumer group is exactly app_id (our batch reader). Faust's own
+        # group (tables, outbox agent) must differ: the two use different assignment protocols.
+        return f"{self.app_id}-app"
+
+
+TOPIC_ASSIGNMENTS = "exposure.assignments"
+TOPIC_EXPECTATIONS = "exposure.expectations"
+TOPIC_ALERTS = "exposure.alerts"
+TOPIC_TIMELINE = "exposure.timeline"
+TOPIC_DEADLETTER = "exposure.deadletter"
+
+
+def state_topic(settings: Settings) -> str:
+    """Compacted changelog of per-partition engine state, keyed by experiment."""
+    return f"{settings.app_id}-state-changelog"

@@ -1,0 +1,1 @@
+"""Kafka- and HTTP-facing adapters around the pure core (engine, lifecycle, registration)."""

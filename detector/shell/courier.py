@@ -1,0 +1,100 @@
+"""Delivery of outbox notifications: the work of the Faust agent on `exposure.alerts`.
+
+For each notification and each routed sink: skip if already delivered (the
+`deliveries` table, a changelog-backed Faust table, survives restarts), else
+deliver with retries, record the outcome, and append it to the incident's
+timeline. A notification that cannot be delivered before its deadline is
+dead-lettered, counted and logged. The `webhook-id` is the notification id, so
+a receiver can also drop the one duplicate a crash between its 2xx and our
+table write can cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import MutableMapping
+
+import aiohttp
+import orjson
+
+from detector.alerts.delivery import deliver
+from detector.alerts.mitigation import mitigate
+from detector.alerts.notification import Notification
+from detector.alerts.routing import AlertingConfig
+from detector.settings import TOPIC_DEADLETTER, TOPIC_TIMELINE
+
+log = logging.getLogger(__name__)
+
+
+class Courier:
+    def __init__(self, config: AlertingConfig, expectation_of, metrics=None) -> None:
+        self.config = config
+        self.expectation_of = expectation_of
+        self.metrics = metrics
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def handle(self, raw: bytes, deliveries: MutableMapping, send) -> None:
+        """Deliver one outbox record. `send(topic, key, value)` writes to Kafka."""
+        await self.start()
+        try:
+            n = Notification.from_bytes(raw)
+        except Exception as exc:  # a corrupt outbox record must not wedge the agent
+            log.error("unreadable outbox record dropped: %s", exc)
+            return
+        sinks = self.config.sinks_for(n)
+        # Stable order per incident: sinks are delivered one after another, each to completion.
+        for sink in sinks:
+            key = f"{sink.name}|{n.id}"
+            if deliveries.get(key) is not None:
+                continue
+            outcome = await deliver(n, sink, self.session, self.config.delivery, deadline_at=n.created_at / 1000 + self.config.delivery.deadline_s if n.created_at else None)
+            deliveries[key] = outcome.status
+            await self._record(n, outcome, send)
+        kill_url = getattr(self.expectation_of(n.experiment), "kill_url", None)
+        if kill_url and n.is_first_page:
+            key = f"mitigation|{n.incident_id}"
+            if deliveries.get(key) is None:
+                outcome = await mitigate(kill_url, n, self.session)
+                deliveries[key] = outcome.status
+                await self._record(n, outcome, send, kind="mitigation")
+
+    async def _record(self, n: Notification, outcome, send, kind: str = "delivery") -> None:
+        if self.metrics is not None:
+            self.metrics.record_notification(
+                outcome.sink, "sent" if outcome.delivered else "dropped", outcome.duration_ms / 1000
+            )
+        entry = {kind: {**outcome.to_dict(), "notification_status": n.status, "notification_kind": n.kind}}
+        await send(TOPIC_TIMELINE, n.incident_id.encode(), orjson.dumps(entry))
+        if outcome.delivered:
+            log.info(
+                "%s %s delivered to %s after %d attempt(s)", kind, n.id, outcome.sink, outcome.attempts,
+                extra={"experiment": n.experiment, "incident_id": n.incident_id},
+            )
+        else:
+            log.error(
+                "%s %s to %s gave up (%s, %s): dead-lettered", kind, n.id, outcome.sink, outcome.status, outcome.error,
+                extra={"experiment": n.experiment, "incident_id": n.incident_id},
+            )
+            await send(TOPIC_DEADLETTER, n.id.encode(), n.to_bytes())
+
+
+def fold_timeline(current: dict | None, entry: dict) -> dict:
+    """Merge one `exposure.timeline` record into the incident view kept in the `incidents` table."""
+    view = dict(current or {"incident": None, "deliveries": []})
+    if "incident" in entry:
+        view["incident"] = entry["incident"]
+    for kind in ("delivery", "mitigation"):
+        if kind in entry:
+            view["deliveries"] = [*view.get("deliveries", []), {"kind": kind, **entry[kind]}][-200:]
+    view["updated_at"] = int(time.time() * 1000)
+    return view

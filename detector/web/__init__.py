@@ -1,0 +1,1 @@
+"""HTTP views of the worker (aiohttp): one module per area, each exposing add_routes(router, ...)."""

@@ -1,0 +1,458 @@
+"""HTTP API for registrations: `/v1/expectations`, `/v1/experiments/{experiment}`, `/v1/openapi.json`.
+
+    add_routes(app.router, service)      # service: detector.registration.service.RegistrationService
+
+Reads are open; writes (PUT, DELETE) need `Authorization: Bearer <DETECTOR_API_TOKEN>`, compared in
+constant time. A worker with no token configured refuses every write with 503 and says why
+(nobody can authenticate, and it is the operator's configuration, not the caller, that is wrong);
+a missing or wrong token gets 401.
+
+Write flow: auth -> body size (<= 1 MiB, else 413) -> decode (JSON or YAML by Content-Type, 415
+for anything else) -> `parse_expectation` (422 naming each field) -> diff and `risk.assess` ->
+`?dry_run=true` answers here, without writing -> risky without `?confirm=true`: 409 with the
+risks -> write. A write that changes nothing is not written again (`"action": "unchanged"`).
+
+Every error is JSON: `{"error": summary, "errors": [{"field", "message"}, ...]}`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import numbers
+import os
+import time
+from typing import Any, Callable
+
+import orjson
+import yaml
+from aiohttp import web
+
+from detector.expectations import Expectation
+from detector.registration.model import (
+    RegistrationError,
+    expectation_to_dict,
+    format_timestamp,
+    parse_expectation,
+    valid_experiment_key,
+    yaml_load,
+)
+from detector.registration.risk import Risk, assess, diff
+from detector.registration.service import RegistrationService
+
+MAX_BODY_BYTES = 1024 * 1024
+TOKEN_ENV = "DETECTOR_API_TOKEN"
+USER_HEADER = "X-Detector-User"
+JSON_TYPES = ("application/json",)
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+# Parsed as YAML, which accepts JSON too. Form-encoded is here because `curl --data-binary @file`
+# sends that content type by default.
+SNIFF_TYPES = ("application/octet-stream", "text/plain", "application/x-www-form-urlencoded", "")
+
+_SERVICE_KEY = "detector.registration.service"
+
+
+class HTTPProblem(Exception):
+    def __init__(self, status: int, error: str, errors: list[dict[str, Any]] | None = None, **extra: Any):
+        super().__init__(error)
+        self.status, self.error, self.errors, self.extra = status, error, errors or [], extra
+        self.headers: dict[str, str] = {}
+
+    def response(self) -> web.Response:
+        body = {"error": self.error, "errors": self.errors, **self.extra}
+        return json_response(body, status=self.status, headers=self.headers)
+
+
+def _default(value: Any) -> Any:
+    """Serialise what observations from the engine may hold: numpy scalars, sets."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body, default=_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _field_problem(status: int, error: str, field: str, message: str) -> HTTPProblem:
+    return HTTPProblem(status, error, [{"field": field, "message": message}])
+
+
+# ----------------------------------------------------------------------------------- request bits
+def _flag(request: web.Request, name: str) -> bool:
+    if name not in request.query:
+        return False
+    value = request.query[name].strip().lower()
+    if value in ("", "1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise _field_problem(400, f"invalid query parameter {name}", name, f"must be true or false, got {value!r}")
+
+
+def _who(request: web.Request) -> str:
+    who = request.headers.get(USER_HEADER, "").strip()
+    if not who or len(who) > 128 or not who.isprintable():
+        return "api"
+    return who
+
+
+def _experiment(request: web.Request) -> str:
+    key = request.match_info["experiment"]
+    if not valid_experiment_key(key):
+        raise _field_problem(
+            400,
+            "invalid experiment key in the path",
+            "experiment",
+            f"{key[:60]!r} is not a valid experiment key: 1-128 characters, letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        )
+    return key
+
+
+class _Auth:
+    def __init__(self, token: str | None, from_env: bool):
+        self._token, self._from_env = token, from_env
+
+    def configured(self) -> str | None:
+        return (os.environ.get(TOKEN_ENV) or None) if self._from_env else (self._token or None)
+
+    def check(self, request: web.Request) -> None:
+        token = self.configured()
+        if not token:
+            raise _field_problem(
+                503,
+                f"writes are disabled on this worker: {TOKEN_ENV} is not set",
+                "Authorization",
+                f"set {TOKEN_ENV} on the worker to enable PUT and DELETE",
+            )
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not presented:
+            problem = _field_problem(
+                401, "authentication required", "Authorization", f"send 'Authorization: Bearer <{TOKEN_ENV}>'"
+            )
+            problem.headers["WWW-Authenticate"] = 'Bearer realm="detector"'
+            raise problem
+        if not hmac.compare_digest(presented.encode("utf-8"), token.encode("utf-8")):
+            problem = _field_problem(401, "invalid token", "Authorization", "the bearer token is not valid")
+            problem.headers["WWW-Authenticate"] = 'Bearer realm="detector", error="invalid_token"'
+            raise problem
+
+
+async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, or 413 as soon as it is known to exceed `limit` bytes."""
+    too_large = _field_problem(
+        413, "request body too large", "(body)", f"must be at most {limit} bytes ({limit // 1024} KiB)"
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks, size = [], 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_body(body: bytes, content_type: str) -> Any:
+    """JSON or YAML by content type; 400 for a syntax error, 415 for other content types."""
+    ctype = (content_type or "").lower()
+    is_json = ctype in JSON_TYPES or ctype.endswith("+json")
+    if not (is_json or ctype in YAML_TYPES or ctype in SNIFF_TYPES):
+        raise _field_problem(
+            415, "unsupported content type", "Content-Type", f"use application/json or application/yaml, got {ctype!r}"
+        )
+    if not body.strip():
+        raise _field_problem(400, "empty body", "(body)", "send a registration as JSON or YAML")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _field_problem(400, "body is not UTF-8", "(body)", str(exc)) from None
+    try:
+        if is_json:
+            return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        return yaml_load(text)
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
+        kind = "JSON" if is_json else "YAML"
+        raise _field_problem(400, f"body is not valid {kind}", "(body)", str(exc)[:500]) from None
+
+
+def _registration_problem(exc: RegistrationError) -> HTTPProblem:
+    fields = ", ".join(dict.fromkeys(e.field for e in exc.errors))
+    return HTTPProblem(422, f"invalid registration: {fields}", exc.to_dicts())
+
+
+def _risk_problem(risks: list[Risk], action: str, **extra: Any) -> HTTPProblem:
+    return HTTPProblem(
+        409,
+        f"this {action} needs confirmation ({', '.join(r.code for r in risks)}): review the risks and "
+        "repeat with ?confirm=true",
+        [{"field": r.field, "message": r.message, "code": r.code} for r in risks],
+        risks=[r.to_dict() for r in risks],
+        **extra,
+    )
+
+
+# ---------------------------------------------------------------------------------- side by side
+def _expected_for(rule: str, e: Expectation | None) -> Any:
+    if e is None:
+        return None
+    if rule == "allowlist_breach":
+        return {"allowlist_size": len(e.allowlist or ())}
+    if rule == "max_users_exceeded":
+        return {"max_users": e.max_users}
+    if rule == "fraction_exceeded":
+        assert e.fraction is not None
+        return {"fraction": e.fraction, "tolerance": e.tolerance, "alert_above": e.fraction * (1 + e.tolerance)}
+    if rule == "segment_breach":
+        return {k: sorted(v) for k, v in sorted((e.segments or {}).items())}
+    if rule == "outside_window":
+        return {
+            "starts_at": None if e.starts_at is None else format_timestamp(e.starts_at),
+            "ends_at": None if e.ends_at is None else format_timestamp(e.ends_at),
+        }
+    if rule == "sample_ratio_mismatch":
+        return dict(sorted((e.variants or {}).items()))
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else None
+
+
+def side_by_side(experiment: str, e: Expectation | None, obs: dict[str, Any] | None) -> dict[str, Any]:
+    """The declaration and the observation of one experiment, rule by rule."""
+    o = obs or {}
+    enrolled = _int(o.get("enrolled_users", o.get("distinct_users")))
+    eligible = _int(o.get("eligible_users"))
+    fraction = o.get("observed_fraction")
+    fraction = float(fraction) if isinstance(fraction, numbers.Real) and not isinstance(fraction, bool) else None
+    if fraction is None and enrolled is not None and eligible:
+        fraction = enrolled / eligible
+    observed_variants = {k: v for k, v in (o.get("variants") or {}).items() if _int(v) is not None}
+    total = sum(observed_variants.values())
+    declared_variants = (e.variants if e else None) or {}
+    variants = {
+        name: {
+            "declared_weight": declared_variants.get(name),
+            "observed_users": observed_variants.get(name, 0) if obs is not None else None,
+            "observed_share": (observed_variants.get(name, 0) / total) if total else None,
+        }
+        for name in sorted(set(declared_variants) | set(observed_variants))
+    }
+    states = o.get("rules") or {}
+    active = e.active_rules() if e else ["unregistered"]
+    rules = []
+    for rule in active + sorted(r for r in states if r not in active):
+        state = states.get(rule)
+        state = state if isinstance(state, dict) else {}
+        entry = {
+            "rule": rule,
+            "active": rule in active,
+            "expected": _expected_for(rule, e),
+            "state": state.get("state") or ("no_data" if obs is None else "ok"),
+            "statistic": state.get("statistic"),
+        }
+        entry.update({k: v for k, v in state.items() if k not in entry})
+        rules.append(entry)
+    return {
+        "experiment": experiment,
+        "registered": e is not None,
+        "declaration": expectation_to_dict(e) if e else None,
+        "active_rules": active if e else [],
+        "observed": obs is not None,
+        "comparison": {
+            "enrolled_users": {
+                "observed": enrolled,
+                "declared_max": e.max_users if e else None,
+                "allowlist_size": len(e.allowlist) if e and e.allowlist is not None else None,
+            },
+            "eligible_users": {"observed": eligible},
+            "fraction": {
+                "observed": fraction,
+                "declared": e.fraction if e else None,
+                "alert_above": e.fraction * (1 + e.tolerance) if e and e.fraction is not None else None,
+            },
+            "variants": variants,
+        },
+        "rules": rules,
+        "observation": obs,
+    }
+
+
+# --------------------------------------------------------------------------------------- handlers
+class ExpectationsAPI:
+    def __init__(self, service: RegistrationService, auth: _Auth, clock: Callable[[], float]):
+        self.service, self.auth, self.clock = service, auth, clock
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def put(self, request: web.Request) -> web.Response:
+        self.auth.check(request)
+        experiment = _experiment(request)
+        dry_run, confirm = _flag(request, "dry_run"), _flag(request, "confirm")
+        raw = decode_body(await read_body(request), request.content_type)
+        try:
+            new = parse_expectation(raw, path_experiment=experiment)
+        except RegistrationError as exc:
+            raise _registration_problem(exc) from None
+        old = self.service.get(experiment)
+        changes = diff(old, new)
+        risks = assess(old, new, self.service.observation(experiment), now_ms=self._now_ms())
+        action = "create" if old is None else ("update" if changes else "unchanged")
+        result = {
+            "experiment": experiment,
+            "action": action,
+            "dry_run": dry_run,
+            "diff": changes,
+            "active_rules": new.active_rules(),
+            "risks": [r.to_dict() for r in risks],
+            "requires_confirmation": bool(risks) and not confirm,
+            "expectation": expectation_to_dict(new),
+        }
+        if dry_run:
+            return json_response(result)
+        if action == "unchanged":
+            result["risks"], result["requires_confirmation"] = [], False
+            return json_response(result)
+        if risks and not confirm:
+            raise _risk_problem(risks, action, experiment=experiment, diff=changes, active_rules=new.active_rules())
+        await self.service.put(new, _who(request))
+        if action == "create":
+            return json_response(result, status=201, headers={"Location": f"/v1/expectations/{experiment}"})
+        return json_response(result)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        self.auth.check(request)
+        experiment = _experiment(request)
+        dry_run, confirm = _flag(request, "dry_run"), _flag(request, "confirm")
+        old = self.service.get(experiment)
+        if old is None:
+            raise _not_registered(experiment)
+        risks = assess(old, None, self.service.observation(experiment), now_ms=self._now_ms())
+        result = {
+            "experiment": experiment,
+            "action": "delete",
+            "dry_run": dry_run,
+            "diff": diff(old, None),
+            "risks": [r.to_dict() for r in risks],
+            "requires_confirmation": bool(risks) and not confirm,
+        }
+        if dry_run:
+            return json_response(result)
+        if risks and not confirm:
+            raise _risk_problem(risks, "delete", experiment=experiment)
+        await self.service.delete(experiment, _who(request))
+        return json_response(result)
+
+    async def get(self, request: web.Request) -> web.Response:
+        experiment = _experiment(request)
+        e = self.service.get(experiment)
+        if e is None:
+            raise _not_registered(experiment)
+        return json_response(expectation_to_dict(e))
+
+    async def list(self, request: web.Request) -> web.Response:
+        items = self.service.all()
+        body = [expectation_to_dict(items[k]) for k in sorted(items)]
+        return json_response({"count": len(body), "expectations": body})
+
+    async def history(self, request: web.Request) -> web.Response:
+        experiment = _experiment(request)
+        entries = self.service.history(experiment)
+        if not entries and self.service.get(experiment) is None:
+            raise _not_registered(experiment)
+        return json_response({"experiment": experiment, "history": entries})
+
+    async def experiment(self, request: web.Request) -> web.Response:
+        experiment = _experiment(request)
+        e = self.service.get(experiment)
+        obs = self.service.observation(experiment)
+        if e is None and obs is None:
+            raise _field_problem(
+                404, f"unknown experiment {experiment!r}", "experiment", "neither registered nor observed"
+            )
+        return json_response(side_by_side(experiment, e, obs))
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        from detector.web.openapi import openapi_document
+
+        return json_response(openapi_document())
+
+
+def _not_registered(experiment: str) -> HTTPProblem:
+    return _field_problem(404, f"no registration for experiment {experiment!r}", "experiment", "is not registered")
+
+
+def _wrap(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except HTTPProblem as problem:
+            return problem.response()
+        except web.HTTPRequestEntityTooLarge as exc:  # client_max_size, if something read the body
+            return HTTPProblem(413, "request body too large", [{"field": "(body)", "message": exc.text or ""}]).response()
+
+    wrapped.__name__ = getattr(handler, "__name__", "handler")
+    return wrapped
+
+
+class _FromEnv:
+    pass
+
+
+FROM_ENV: Any = _FromEnv()
+
+
+def add_routes(
+    router: web.UrlDispatcher,
+    services: Any,
+    *,
+    token: str | None = FROM_ENV,
+    clock: Callable[[], float] = time.time,
+) -> ExpectationsAPI:
+    """Register the registration routes on `router`.
+
+    `services` is a `RegistrationService`, or an object with a `registrations` attribute holding one.
+    `token` defaults to `DETECTOR_API_TOKEN`, read at each request (so rotating it in the
+    environment of a test or a reloaded worker takes effect); pass None to disable writes.
+    """
+    service = getattr(services, "registrations", services)
+    auth = _Auth(None if isinstance(token, _FromEnv) else token, from_env=isinstance(token, _FromEnv))
+    api = ExpectationsAPI(service, auth, clock)
+    router.add_get("/v1/expectations", _wrap(api.list))
+    router.add_put("/v1/expectations/{experiment}", _wrap(api.put))
+    router.add_get("/v1/expectations/{experiment}", _wrap(api.get))
+    router.add_delete("/v1/expectations/{experiment}", _wrap(api.delete))
+    router.add_get("/v1/expectations/{experiment}/history", _wrap(api.history))
+    router.add_get("/v1/experiments/{experiment}", _wrap(api.experiment))
+    router.add_get("/v1/openapi.json", _wrap(api.openapi))
+    return api
