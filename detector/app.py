@@ -21,7 +21,7 @@ from detector.ingest.service import IngestService
 from detector.observability.metrics import DetectorMetrics
 from detector.registrations import ParsedRegistrations, decode_record
 from detector.registration.model import RegistrationError, parse_expectation
-from detector.settings import TOPIC_ALERTS, TOPIC_EXPECTATIONS, TOPIC_TIMELINE, Settings
+from detector.settings import Settings
 from detector.shell.courier import Courier, fold_timeline
 from detector.shell.observation import observation_view
 from detector.shell.outbox import AlertPublisher
@@ -61,9 +61,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
     alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None)
 
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
-    expectations_topic = app.topic(TOPIC_EXPECTATIONS, **raw)
-    alerts_topic = app.topic(TOPIC_ALERTS, **raw)
-    timeline_topic = app.topic(TOPIC_TIMELINE, **raw)
+    expectations_topic = app.topic(settings.topics.expectations, **raw)
+    alerts_topic = app.topic(settings.topics.alerts, **raw)
+    timeline_topic = app.topic(settings.topics.timeline, **raw)
 
     registrations = app.GlobalTable("registrations", partitions=p)
     registration_history = app.GlobalTable("registration-history", partitions=p)
@@ -71,10 +71,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
     deliveries = app.Table("deliveries", partitions=p)
 
     parsed = ParsedRegistrations(registrations)
-    publisher = AlertPublisher(alerting.lifecycle, parsed.get, metrics)
+    publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics)
     ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop)
     app.service(ingest)
-    courier = Courier(alerting, parsed.get, metrics)
+    courier = Courier(alerting, parsed.get, settings.topics, metrics)
 
     def observation(experiment: str):
         state = ingest.state_of(experiment)

@@ -42,6 +42,12 @@ class Settings:
     repeat_interval_s: float = field(default_factory=lambda: _float("DETECTOR_REPEAT_INTERVAL", 4 * 3600.0))
     delivery_deadline_s: float = field(default_factory=lambda: _float("DETECTOR_DELIVERY_DEADLINE", 24 * 3600.0))
     log_level: str = field(default_factory=lambda: _env("DETECTOR_LOG_LEVEL", "info"))
+    # Prepended to every topic name: several detectors (or test runs) can share one cluster.
+    topic_prefix: str = field(default_factory=lambda: _env("DETECTOR_TOPIC_PREFIX", ""))
+
+    @property
+    def topics(self) -> "Topics":
+        return Topics(self.topic_prefix, self.app_id)
 
     @property
     def faust_id(self) -> str:
@@ -50,13 +56,34 @@ class Settings:
         return f"{self.app_id}-app"
 
 
-TOPIC_ASSIGNMENTS = "exposure.assignments"
-TOPIC_EXPECTATIONS = "exposure.expectations"
-TOPIC_ALERTS = "exposure.alerts"
-TOPIC_TIMELINE = "exposure.timeline"
-TOPIC_DEADLETTER = "exposure.deadletter"
+@dataclass(frozen=True)
+class Topics:
+    """Names of the detector's topics (contract names, after an optional prefix)."""
 
+    prefix: str = ""
+    app_id: str = "exposure-detector"
 
-def state_topic(settings: Settings) -> str:
-    """Compacted changelog of per-partition engine state, keyed by experiment."""
-    return f"{settings.app_id}-state-changelog"
+    @property
+    def assignments(self) -> str:
+        return f"{self.prefix}exposure.assignments"
+
+    @property
+    def expectations(self) -> str:
+        return f"{self.prefix}exposure.expectations"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}exposure.alerts"
+
+    @property
+    def timeline(self) -> str:
+        return f"{self.prefix}exposure.timeline"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}exposure.deadletter"
+
+    @property
+    def state(self) -> str:
+        """Compacted changelog of per-partition engine state, keyed by experiment."""
+        return f"{self.prefix}{self.app_id}-state-changelog"

@@ -11,15 +11,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from detector.settings import (
-    TOPIC_ALERTS,
-    TOPIC_ASSIGNMENTS,
-    TOPIC_DEADLETTER,
-    TOPIC_EXPECTATIONS,
-    TOPIC_TIMELINE,
-    Settings,
-    state_topic,
-)
+from detector.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +20,15 @@ FAUST_TABLES = ("registrations", "registration-history", "incidents", "deliverie
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    p = settings.partitions
+    p, t = settings.partitions, settings.topics
     return [
-        NewTopic(TOPIC_ASSIGNMENTS, p, 1),
+        NewTopic(t.assignments, p, 1),
         # Registrations and engine state: latest value per key is what matters.
-        NewTopic(TOPIC_EXPECTATIONS, p, 1, topic_configs=COMPACT),
-        NewTopic(state_topic(settings), p, 1, topic_configs={**COMPACT, "max.message.bytes": "8388608"}),
-        NewTopic(TOPIC_ALERTS, p, 1),
-        NewTopic(TOPIC_TIMELINE, p, 1),
-        NewTopic(TOPIC_DEADLETTER, 1, 1, topic_configs={"max.message.bytes": "2097152"}),
+        NewTopic(t.expectations, p, 1, topic_configs=COMPACT),
+        NewTopic(t.state, p, 1, topic_configs={**COMPACT, "max.message.bytes": "8388608"}),
+        NewTopic(t.alerts, p, 1),
+        NewTopic(t.timeline, p, 1),
+        NewTopic(t.deadletter, 1, 1, topic_configs={"max.message.bytes": "2097152"}),
         # Faust's table changelogs, created up front: letting Faust create them while the
         # group is assigning partitions leaves the assignment waiting for them.
         *(NewTopic(f"{settings.faust_id}-{t}-changelog", p, 1, topic_configs=COMPACT) for t in FAUST_TABLES),

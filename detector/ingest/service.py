@@ -27,7 +27,7 @@ from detector.engine import Finding
 from detector.events import Rejected, decode
 from detector.ingest import checkpoint
 from detector.ingest.partition import PartitionDetector
-from detector.settings import TOPIC_ASSIGNMENTS, TOPIC_DEADLETTER, Settings, state_topic
+from detector.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class IngestService(Service):
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.topics = settings.topics
         self.expectation_of = expectation_of
         self.alerts = alerts
         self.metrics = metrics
@@ -91,7 +92,7 @@ class IngestService(Service):
             heartbeat_interval_ms=3000,
         )
         await self.consumer.start()
-        self.consumer.subscribe([TOPIC_ASSIGNMENTS], listener=_Rebalance(self))
+        self.consumer.subscribe([self.topics.assignments], listener=_Rebalance(self))
         self.connected = True
 
     async def on_stop(self) -> None:
@@ -161,14 +162,14 @@ class IngestService(Service):
             ("kind", rejected.kind.encode()),
             ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
-        await self.producer.send(TOPIC_DEADLETTER, value=record.value or b"", key=record.key, headers=headers)
+        await self.producer.send(self.topics.deadletter, value=record.value or b"", key=record.key, headers=headers)
 
     # ---- checkpoints, commits, rebalances -----------------------------------------------------
     async def checkpoint(self, commit: bool, partitions: Iterable[int] | None = None) -> None:
         """Persist dirty state for `partitions` (default: all owned), then commit their offsets."""
         owned = list(self.partitions if partitions is None else partitions)
         await self.producer.flush()  # notifications and dead letters first: never checkpoint past them
-        topic = state_topic(self.settings)
+        topic = self.topics.state
         futs = []
         positions = {}
         for p in owned:
@@ -184,7 +185,7 @@ class IngestService(Service):
                         topic, key=checkpoint.LIFECYCLE_KEY, value=checkpoint.encode(-1, lc), partition=p
                     )
                 )
-            tp = TopicPartition(TOPIC_ASSIGNMENTS, p)
+            tp = TopicPartition(self.topics.assignments, p)
             try:
                 positions[tp] = OffsetAndMetadata(await self.consumer.position(tp), "")
             except Exception:  # not assigned any more
@@ -219,7 +220,7 @@ class IngestService(Service):
             )
 
     async def _restore(self, parts: list[int]) -> int:
-        topic = state_topic(self.settings)
+        topic = self.topics.state
         dets = {p: PartitionDetector(p) for p in parts}
         lifecycle_blobs: dict[int, bytes] = {}
         reader = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)

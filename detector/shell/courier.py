@@ -22,13 +22,14 @@ from detector.alerts.delivery import deliver
 from detector.alerts.mitigation import mitigate
 from detector.alerts.notification import Notification
 from detector.alerts.routing import AlertingConfig
-from detector.settings import TOPIC_DEADLETTER, TOPIC_TIMELINE
+from detector.settings import Topics
 
 log = logging.getLogger(__name__)
 
 
 class Courier:
-    def __init__(self, config: AlertingConfig, expectation_of, metrics=None) -> None:
+    def __init__(self, config: AlertingConfig, expectation_of, topics: Topics, metrics=None) -> None:
+        self.topics = topics
         self.config = config
         self.expectation_of = expectation_of
         self.metrics = metrics
@@ -74,7 +75,7 @@ class Courier:
                 outcome.sink, "sent" if outcome.delivered else "dropped", outcome.duration_ms / 1000
             )
         entry = {kind: {**outcome.to_dict(), "notification_status": n.status, "notification_kind": n.kind}}
-        await send(TOPIC_TIMELINE, n.incident_id.encode(), orjson.dumps(entry))
+        await send(self.topics.timeline, n.incident_id.encode(), orjson.dumps(entry))
         if outcome.delivered:
             log.info(
                 "%s %s delivered to %s after %d attempt(s)", kind, n.id, outcome.sink, outcome.attempts,
@@ -85,7 +86,7 @@ class Courier:
                 "%s %s to %s gave up (%s, %s): dead-lettered", kind, n.id, outcome.sink, outcome.status, outcome.error,
                 extra={"experiment": n.experiment, "incident_id": n.incident_id},
             )
-            await send(TOPIC_DEADLETTER, n.id.encode(), n.to_bytes())
+            await send(self.topics.deadletter, n.id.encode(), n.to_bytes())
 
 
 def fold_timeline(current: dict | None, entry: dict) -> dict:

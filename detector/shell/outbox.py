@@ -19,13 +19,14 @@ from detector.alerts.lifecycle import Lifecycle, LifecycleConfig
 from detector.alerts.notification import Notification
 from detector.alerts.timeline import timeline_dict
 from detector.engine import rule_breaches
-from detector.settings import TOPIC_ALERTS, TOPIC_TIMELINE
+from detector.settings import Topics
 
 log = logging.getLogger(__name__)
 
 
 class AlertPublisher:
-    def __init__(self, config: LifecycleConfig, expectation_of: Callable, metrics=None) -> None:
+    def __init__(self, config: LifecycleConfig, expectation_of: Callable, topics: Topics, metrics=None) -> None:
+        self.topics = topics
         self.config = config
         self.expectation_of = expectation_of
         self.metrics = metrics
@@ -116,7 +117,7 @@ class AlertPublisher:
     async def _publish(self, lc: Lifecycle, notes: list[Notification], experiments: Iterable[str]) -> None:
         touched = {}
         for n in notes:
-            await self.producer.send(TOPIC_ALERTS, key=n.incident_id.encode(), value=n.to_bytes())
+            await self.producer.send(self.topics.alerts, key=n.incident_id.encode(), value=n.to_bytes())
             log.info(
                 "notification %s queued: %s %s", n.id, n.status, n.rule,
                 extra={"experiment": n.experiment, "incident_id": n.incident_id},
@@ -135,4 +136,4 @@ class AlertPublisher:
     async def _snapshot(self, incidents: Iterable) -> None:
         for inc in incidents:
             body = orjson.dumps({"incident": timeline_dict(inc)})
-            await self.producer.send(TOPIC_TIMELINE, key=inc.id.encode(), value=body)
+            await self.producer.send(self.topics.timeline, key=inc.id.encode(), value=body)

@@ -13,22 +13,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from detector.registration.model import expectation_to_dict, load_dir
 from detector.registrations import decode_record, encode_record
-from detector.settings import TOPIC_EXPECTATIONS, Settings
+from detector.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-async def current_registrations(bootstrap: str) -> dict[str, dict | None]:
+async def current_registrations(bootstrap: str, topic: str) -> dict[str, dict | None]:
     """Latest record per key of the compacted registrations topic."""
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await reader.start()
     latest: dict[str, dict | None] = {}
     try:
-        parts = reader.partitions_for_topic(TOPIC_EXPECTATIONS) or set()
+        parts = reader.partitions_for_topic(topic) or set()
         if not parts:
             await reader._client.force_metadata_update()
-            parts = reader.partitions_for_topic(TOPIC_EXPECTATIONS) or set()
-        tps = [TopicPartition(TOPIC_EXPECTATIONS, p) for p in parts]
+            parts = reader.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
         end = await reader.end_offsets(tps)
@@ -56,7 +56,7 @@ async def sync_dir(settings: Settings, directory: str | None = None) -> int:
         log.info("no expectations directory at %r; nothing to load", directory)
         return 0
     wanted = load_dir(directory)  # raises RegistrationError naming the file on bad input
-    current = await current_registrations(settings.kafka_bootstrap)
+    current = await current_registrations(settings.kafka_bootstrap, settings.topics.expectations)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     written = 0
@@ -64,7 +64,7 @@ async def sync_dir(settings: Settings, directory: str | None = None) -> int:
         for exp, expectation in wanted.items():
             if current.get(exp) == expectation_to_dict(expectation):
                 continue
-            await producer.send_and_wait(TOPIC_EXPECTATIONS, key=exp.encode(), value=encode_record(expectation, "yaml:" + directory, "yaml"))
+            await producer.send_and_wait(settings.topics.expectations, key=exp.encode(), value=encode_record(expectation, "yaml:" + directory, "yaml"))
             written += 1
     finally:
         await producer.stop()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# System packages the project needs (Debian/Ubuntu, as root or with sudo):
+# Java 17 + Maven to fetch and run Kafka; prometheus (promtool) and prometheus-alertmanager (amtool)
+# for the tests that use a real Prometheus and Alertmanager; python3 venv support.
+set -euo pipefail
+need=()
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+[ ${#need[@]} -eq 0 ] && { echo "system-deps: all present"; exit 0; }
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+# Debian starts packaged daemons where systemd runs; our tests start their own on free ports.
+for svc in prometheus prometheus-alertmanager prometheus-node-exporter; do
+  $sudo systemctl stop "$svc" 2>/dev/null || true
+done
