@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from harness import now_ms, wait_until
+from harness import BOOTSTRAP, now_ms, wait_until
 
 
 def test_kafka_admin_can_create_a_topic(kafka, ns):
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers="127.0.0.1:9092")
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     name = ns.topic("smoke")
     admin.create_topics([NewTopic(name, 2, 1)])
     try:
@@ -45,7 +45,7 @@ def test_malformed_events_go_to_dead_letter_and_good_ones_still_count(workers, p
     producer.send_events([{"experiment": "ghost-2", "user_id": "u1", "ts": now_ms()}])
     receiver.wait_for(lambda b: b.get("experiment") == "ghost-2", timeout=20)
     consumer = KafkaConsumer(
-        ns.topic("exposure.deadletter"), bootstrap_servers="127.0.0.1:9092",
+        ns.topic("exposure.deadletter"), bootstrap_servers=BOOTSTRAP,
         auto_offset_reset="earliest", consumer_timeout_ms=10000,
     )
     got = wait_until(lambda: list(consumer.poll(500).values()), 15, what="dead letter")
