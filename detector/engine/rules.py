@@ -12,7 +12,7 @@ first offending event.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from itertools import compress
 from typing import Sequence
 
@@ -43,9 +43,13 @@ class Finding:
     summary: str = ""
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["sample_ids"] = list(self.sample_ids)
-        return d
+        return {
+            "experiment": self.experiment, "rule": self.rule, "severity": self.severity,
+            "observed": dict(self.observed), "expected": dict(self.expected),
+            "first_offending_event_at": self.first_offending_event_at, "detected_at": self.detected_at,
+            "blast_radius": self.blast_radius, "sample_ids": list(self.sample_ids),
+            "statistic": self.statistic, "summary": self.summary,
+        }
 
 
 # ---------------------------------------------------------------------------------------
@@ -223,14 +227,17 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
     ds = len(new_enr)
     st.n += dn
     st.s += ds
+    batch_vc: dict[str, int] = {}
     if ds:
-        vc = st.variants
         for u in new_enr:
             v = enr_first[u].variant
             if v is None:
                 st.variant_none += 1
             else:
-                vc[v] = vc.get(v, 0) + 1
+                batch_vc[v] = batch_vc.get(v, 0) + 1
+        vc = st.variants
+        for v, c in batch_vc.items():
+            vc[v] = vc.get(v, 0) + c
     if st.bloom is None and len(st.seen) > config.exact_limit:
         st.to_sketch(config)
 
@@ -353,7 +360,7 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
 
     # ---- sample ratio mismatch ----------------------------------------------------------
     if exp.variants and ds:
-        f = _srm(st, exp, bmin, bmax, config)
+        f = _srm(st, exp, batch_vc, bmin, bmax, config)
         if f is not None:
             findings.append(f)
     return findings
@@ -429,11 +436,11 @@ def _srm_key(exp):
     return [[v, float(p)] for v, p in exp.variants.items() if p > 0]
 
 
-def _srm(st, exp, bmin, bmax, config):
+def _srm(st, exp, batch_vc, bmin, bmax, config):
     key = _srm_key(exp)
-    if st.srm_key != key:
+    if st.srm_key != key:  # new declaration (or first look): the test starts with this batch
         st.srm_key = key
-        st.srm_base = dict(st.variants)
+        st.srm_base = {v: c - batch_vc.get(v, 0) for v, c in st.variants.items()}
         # the users of this batch belong to the new test
         st.srm_start = bmin
     if len(key) < 2:

@@ -194,7 +194,9 @@ class ExperimentState:
         else:
             vals["seen"] = None
             vals["bloom"] = self.bloom.to_obj()
-            vals["hll"] = self.hll.serialize_compact()
+            # updatable form: the compact form of a list/set-mode HLL is not byte-stable
+            # across a deserialise/serialise round trip
+            vals["hll"] = self.hll.serialize_updatable()
         vals["offenders"] = self._off
         vals["overflow"] = None if self.overflow is None else self.overflow.to_obj()
         return _encoder.encode(_Snap(**vals))
@@ -228,7 +230,7 @@ class ExperimentState:
             size += sum(sys.getsizeof(u) for u in self.seen)
             size += sum(sys.getsizeof(u) for u in self.enr if u not in self.seen)
         else:
-            size += self.bloom.nbytes + self.hll.get_compact_serialization_bytes()
+            size += self.bloom.nbytes + self.hll.get_updatable_serialization_bytes()
         size += sys.getsizeof(self._off) + sum(
             sys.getsizeof(u) + 120 for u in self._off)  # id + [ts, variant, rules] record
         if self.overflow is not None:

@@ -268,3 +268,14 @@ def test_blast_radius_bounded_with_exact_count_beyond(limit):
     assert len(list(st.offenders())) == limit and st.offender_count == 10
     assert process_batch(st, exp, [ev("x5"), ev("x9")], cfg) == []
     assert process_batch(st, exp, [ev("x10")], cfg)[0].blast_radius == 11
+
+
+def test_srm_counts_the_first_batch_and_restarts_on_new_split():
+    exp = Expectation("exp", variants={"control": 0.5, "treatment": 0.5})
+    st = ExperimentState.new("exp")
+    f = process_batch(st, exp, [ev(f"u{i}", variant="treatment", ts=T0 + i) for i in range(200)])
+    assert f and f[0].observed["users"] == 200 and f[0].first_offending_event_at == T0
+    # re-registration with the observed split: a fresh test on new users, no alarm
+    exp2 = Expectation("exp", variants={"treatment": 1.0})
+    assert process_batch(st, exp2, [ev(f"v{i}", variant="treatment", ts=T0 + 500 + i) for i in range(50)]) == []
+    assert not rule_breaches(st, exp2)["sample_ratio_mismatch"]
