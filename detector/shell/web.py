@@ -6,9 +6,9 @@ import time
 
 from aiohttp import web
 
-from detector.alerts.timeline import timeline_dict, timeline_markdown
 from detector.observability.dashboards import experiment_dashboard
 from detector.web.expectations_api import add_routes as add_expectation_routes
+from detector.web.incidents_api import add_routes as add_incident_routes
 
 
 def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at):
@@ -29,51 +29,14 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
         body, content_type = metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    def incident_view(iid: str) -> dict | None:
-        # Local incidents (this worker's partitions) are freshest; others come from the table.
-        hit = publisher.find(iid)
-        if hit is not None:
-            view = timeline_dict(hit[1])
-        else:
-            row = incidents.get(iid)
-            if not row or not row.get("incident"):
-                return None
-            view = dict(row["incident"])
-        row = incidents.get(iid) or {}
-        view["deliveries"] = row.get("deliveries", [])
-        return view
-
-    async def list_incidents(request: web.Request) -> web.Response:
-        seen = {inc.id: timeline_dict(inc) for inc in publisher.incidents()}
-        for iid, row in list(incidents.items()):
-            if iid not in seen and row.get("incident"):
-                seen[iid] = row["incident"]
-        items = sorted(seen.values(), key=lambda i: (i.get("started_at") or "", i["id"]))
-        q = request.query
-        if "experiment" in q:
-            items = [i for i in items if i["experiment"] == q["experiment"]]
-        if "status" in q:
-            items = [i for i in items if i["status"] == q["status"]]
-        return web.json_response({"incidents": [{k: v for k, v in i.items() if k != "timeline"} for i in items]})
-
-    async def get_incident(request: web.Request) -> web.Response:
-        iid = request.match_info["id"]
-        view = incident_view(iid)
-        if view is None:
-            return web.json_response({"error": f"no incident {iid!r}"}, status=404)
-        if request.query.get("format") == "md":
-            hit = publisher.find(iid)
-            if hit is not None:
-                return web.Response(text=timeline_markdown(hit[1]), content_type="text/markdown")
-        return web.json_response(view)
-
     async def dashboard(request: web.Request) -> web.Response:
         return web.json_response(experiment_dashboard(request.match_info["experiment"]))
 
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_view)
-    r.add_get("/v1/incidents", list_incidents)
-    r.add_get("/v1/incidents/{id}", get_incident)
     r.add_get("/v1/experiments/{experiment}/dashboard.json", dashboard)
     add_expectation_routes(r, registrations, token=settings.api_token or None)
+    # Incidents (list, timeline JSON/Markdown, ack, resolve) and blast radius: detector/web/incidents_api.py
+    add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest, registrations=registrations,
+                        token=settings.api_token or None)

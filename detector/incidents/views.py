@@ -1,0 +1,221 @@
+"""An incident as on-call reads it: one timeline with everything that happened, in order.
+
+Three sources are merged into the timeline of `timeline_dict(incident)`:
+
+- the lifecycle's own entries (first offending event, detection, notifications queued,
+  acknowledgement, registration changes, resolution);
+- delivery and mitigation results, which the delivery agent writes to
+  `exposure.timeline` and the worker folds into the `incidents` table (`deliveries`);
+- the registration history (who changed what, from where), attached to each
+  `registration_change` entry it explains.
+
+Entries are ordered by time; at the same millisecond the lifecycle's entries keep the
+order they were written in (the first offending event before its detection, a
+resolution before the notification that announces it) and delivery results follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from detector.alerts.times import rfc3339
+
+TITLES = {
+    "first_offending_event": "First offending event",
+    "detection": "Detected",
+    "evidence": "New evidence",
+    "notification_queued": "Notification queued",
+    "delivery": "Notification delivery",
+    "mitigation": "Auto-mitigation",
+    "acknowledged": "Acknowledged",
+    "registration_change": "Registration changed",
+    "resolution": "Resolved",
+}
+SUMMARY_FIELDS = (
+    "id", "experiment", "rule", "status", "severity", "summary", "owner", "started_at", "ended_at",
+    "first_offending_event_at", "detected_at", "acknowledged_by", "resolved_by",
+)
+_DELIVERY_DETAIL = ("sink", "notification_id", "notification_kind", "notification_status", "status", "attempts",
+                    "http_status", "duration_ms", "error")
+
+
+def _ms(value: Any) -> int | None:
+    """Epoch ms from epoch ms or an RFC 3339 string."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    try:
+        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def _entry(at_ms: int, kind: str, detail: Mapping[str, Any]) -> dict[str, Any]:
+    return {"at": rfc3339(at_ms), "at_ms": at_ms, "kind": kind, "detail": dict(detail)}
+
+
+def delivery_entries(deliveries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Timeline entries from the delivery records of the `incidents` table."""
+    out = []
+    for d in deliveries:
+        at = _ms(d.get("finished_at"))
+        if at is None:
+            continue
+        kind = "mitigation" if d.get("kind") == "mitigation" else "delivery"
+        out.append(_entry(at, kind, {k: d.get(k) for k in _DELIVERY_DETAIL if d.get(k) is not None}))
+    return out
+
+
+def _delivery_key(e: Mapping[str, Any]) -> tuple:
+    d = e["detail"]
+    return (e["kind"], d.get("sink"), d.get("notification_id"), d.get("status"), d.get("attempts"))
+
+
+def merged_timeline(incident: Mapping[str, Any], deliveries: Iterable[Mapping[str, Any]] = (),
+                    history: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The incident's entries plus delivery results and registration details, in order."""
+    entries = []
+    for e in incident.get("timeline") or []:
+        at = e.get("at_ms") if e.get("at_ms") is not None else _ms(e.get("at"))
+        entries.append(_entry(int(at or 0), e["kind"], e.get("detail") or {}))
+    written = len(entries)
+    have = {_delivery_key(e) for e in entries if e["kind"] in ("delivery", "mitigation")}
+    for e in delivery_entries(deliveries):
+        if _delivery_key(e) not in have:
+            have.add(_delivery_key(e))
+            entries.append(e)
+    changes = sorted(((_ms(h.get("at")) or 0, h) for h in history), key=lambda x: x[0])
+    for e in entries:
+        if e["kind"] != "registration_change" or not changes:
+            continue
+        # The change this entry records: the latest one written before the worker applied it
+        # (the writer's clock may run a little ahead of the worker's: allow 5 s).
+        before = [h for at, h in changes if at <= e["at_ms"] + 5000]
+        if before:
+            h = before[-1]
+            e["detail"].update({k: h.get(k) for k in ("who", "source", "action", "diff") if h.get(k) is not None})
+            e["detail"]["changed_at"] = h.get("at")
+    order = {id(e): i for i, e in enumerate(entries)}  # lifecycle entries first, then deliveries
+    entries.sort(key=lambda e: (e["at_ms"], order[id(e)] >= written, order[id(e)]))
+    return entries
+
+
+def incident_view(incident: Mapping[str, Any], row: Mapping[str, Any] | None = None,
+                  history: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The JSON the API returns for one incident: the incident, its merged timeline, deliveries."""
+    row = row or {}
+    deliveries = list(row.get("deliveries") or [])
+    view = dict(incident)
+    view["timeline"] = merged_timeline(incident, deliveries, history)
+    view["deliveries"] = [
+        {**{k: d.get(k) for k in ("kind", *_DELIVERY_DETAIL) if d.get(k) is not None},
+         "finished_at": rfc3339(_ms(d.get("finished_at")))}
+        for d in deliveries
+    ]
+    view["detection_latency_ms"] = _latency(incident)
+    return view
+
+
+def _latency(incident: Mapping[str, Any]) -> int | None:
+    """Worker clock when the incident opened minus the first offending event's time."""
+    a, b = _ms(incident.get("first_offending_event_at")), _ms(incident.get("started_at"))
+    return None if a is None or b is None else max(0, b - a)
+
+
+def incident_summary(view: Mapping[str, Any]) -> dict[str, Any]:
+    """An incident in a list: the summary fields, blast-radius count, last timeline entry."""
+    out = {k: view.get(k) for k in SUMMARY_FIELDS}
+    br = view.get("blast_radius") or {}
+    out["blast_radius"] = {"count": br.get("count", 0)}
+    tl = view.get("timeline") or []
+    out["timeline_entries"] = len(tl)
+    out["last_event"] = ({"at": tl[-1].get("at"), "kind": tl[-1].get("kind")} if tl else None)
+    return out
+
+
+def matches(view: Mapping[str, Any], query: Mapping[str, str]) -> bool:
+    """Filters of `GET /v1/incidents`: experiment, rule, status, severity, owner, since, until."""
+    for key in ("experiment", "rule", "status", "severity", "owner"):
+        if key in query and query[key] and str(view.get(key)) not in query[key].split(","):
+            return False
+    started = _ms(view.get("started_at"))
+    if "since" in query and started is not None and started < (_ms(query["since"]) or 0):
+        return False
+    if "until" in query and started is not None and started >= (_ms(query["until"]) or 2**62):
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------- Markdown
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def describe(entry: Mapping[str, Any]) -> str:
+    """One timeline entry in words."""
+    kind, d = entry["kind"], entry.get("detail") or {}
+    if kind == "first_offending_event":
+        return "the first enrollment outside the declared population"
+    if kind == "detection":
+        return f"{d.get('summary', '')} (blast radius {d.get('blast_radius')})".strip()
+    if kind == "notification_queued":
+        return f"{d.get('notification_kind', d.get('status'))} `{d.get('notification_id')}`"
+    if kind in ("delivery", "mitigation"):
+        http = f" HTTP {d['http_status']}" if d.get("http_status") is not None else ""
+        err = f" ({d['error']})" if d.get("error") else ""
+        what = "kill switch" if kind == "mitigation" else d.get("sink")
+        attempts = d.get("attempts")
+        return (f"{what}: {d.get('status')}{http}" + (f" after {attempts} attempt(s)" if attempts else "")
+                + f"{err} `{d.get('notification_id')}`")
+    if kind == "acknowledged":
+        return f"by {d.get('by')}"
+    if kind == "resolution":
+        return f"by {d.get('by')}" + ("" if d.get("notified", True) else " (before any page went out)")
+    if kind == "registration_change":
+        parts = []
+        if d.get("who"):
+            parts.append(f"{d.get('action', 'change')} by {d['who']} via {d.get('source', '?')}")
+        diff = d.get("diff")
+        if diff:
+            parts.append("changes: " + orjson.dumps(diff).decode()[:300])
+        if d.get("rule_in_breach") is False:
+            parts.append("rule no longer in breach")
+        return "; ".join(parts) or "registration changed"
+    return ", ".join(f"{k}={v}" for k, v in d.items() if v is not None)
+
+
+def incident_markdown(view: Mapping[str, Any], base_url: str | None = None) -> str:
+    """The incident and its merged timeline as Markdown, ready to paste into a post-mortem."""
+    br = view.get("blast_radius") or {}
+    lat = view.get("detection_latency_ms")
+    lines = [
+        f"## Incident {view['id']}: {view['rule']} in `{view['experiment']}`",
+        "",
+        f"- Status: **{view.get('status')}**" + (f" (resolved by {view['resolved_by']})" if view.get("resolved_by") else ""),
+        f"- Severity: {view.get('severity')}" + (f"; owner: {view['owner']}" if view.get("owner") else ""),
+        f"- Summary: {view.get('summary')}",
+        f"- First offending event: {view.get('first_offending_event_at')}",
+        f"- Incident opened: {view.get('started_at')}" + (f" ({lat} ms after the first offending event)" if lat is not None else ""),
+    ]
+    if view.get("acknowledged_by"):
+        lines.append(f"- Acknowledged by: {view['acknowledged_by']}")
+    if view.get("ended_at"):
+        lines.append(f"- Ended: {view['ended_at']}")
+    csv_path = f"/v1/experiments/{view['experiment']}/blast-radius?format=csv&rule={view['rule']}"
+    lines += [
+        f"- Blast radius: {br.get('count', 0)} user(s); full list: `{(base_url or '').rstrip('/')}{csv_path}`"
+        f" or `detector blast-radius {view['experiment']} --rule {view['rule']} --format csv`",
+        f"- Observed: `{orjson.dumps(view.get('observed') or {}).decode()}`",
+        f"- Expected: `{orjson.dumps(view.get('expected') or {}).decode()}`",
+        "",
+        "| Time (UTC) | Event | Detail |",
+        "|---|---|---|",
+    ]
+    for e in view.get("timeline") or []:
+        lines.append(f"| {e['at']} | {TITLES.get(e['kind'], e['kind'])} | {_cell(describe(e))} |")
+    return "\n".join(lines) + "\n"
