@@ -373,6 +373,51 @@ def _document() -> dict[str, Any]:
                     "responses": {"200": _json(_ref("Incident"), "The incident."), "404": _error("Unknown incident.")},
                 },
             },
+            "/v1/incidents/{id}/ack": _incident_action("Acknowledge an incident (stops repeat pages)", "ackIncident"),
+            "/v1/incidents/{id}/resolve": _incident_action("Resolve an incident by hand", "resolveIncident"),
+            "/v1/incidents/{id}/blast-radius": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {
+                    "summary": "Out-of-target users of the incident's rule (JSON, or CSV with ?format=csv)",
+                    "operationId": "incidentBlastRadius",
+                    "responses": {"200": _json({"type": "object"}, "Users, paged."), "404": _error("Unknown incident.")},
+                },
+            },
+            "/v1/experiments/{experiment}/dashboard.json": {
+                "parameters": [{"name": "experiment", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "get": {
+                    "summary": "A Grafana dashboard for the experiment",
+                    "operationId": "experimentDashboard",
+                    "responses": {"200": _json({"type": "object"}, "Grafana dashboard JSON.")},
+                },
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: Kafka reachable and partitions assigned",
+                    "operationId": "readyz",
+                    "responses": {"200": _json({"type": "object"}, "Ready."), "503": _json({"type": "object"}, "Not ready.")},
+                }
+            },
+        },
+    }
+
+
+def _incident_action(summary: str, operation_id: str) -> dict[str, Any]:
+    return {
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "post": {
+            "summary": summary,
+            "operationId": operation_id,
+            "security": [{"bearer": []}],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"who": {"type": "string"}}}}}},
+            "responses": {
+                "200": _json(_ref("Incident"), "The incident after the action."),
+                "400": _error("Who is acting is missing."),
+                "401": _error("Missing or invalid bearer token."),
+                "404": _error("Unknown incident."),
+                "409": _error("Not possible in the incident's state, or held by another worker."),
+            },
         },
     }
 
