@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv with the project (editable) and test tools
 
 system-deps: ## Java/Maven for Kafka, Prometheus and Alertmanager for their tests (Debian)
-	scripts/system-deps.sh
+	scripts/system-deps.sh all
 
 kafka-up: $(STAMP) ## start a local single-node Apache Kafka (KRaft) on 127.0.0.1:9092
+	scripts/system-deps.sh kafka
 	scripts/kafka.sh up
 
 kafka-down: ## stop it
@@ -35,6 +36,7 @@ simulate: ## produce the incident scenario into a running setup
 	$(BIN)/python -m detector simulate incident
 
 test: install ## every test; starts Kafka if needed and stops it again if it started it
+	@scripts/system-deps.sh all
 	@started=0; \
 	if ! scripts/kafka.sh status >/dev/null 2>&1; then scripts/kafka.sh up && started=1; fi; \
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -3,11 +3,17 @@
 # Java 17 + Maven to fetch and run Kafka; prometheus (promtool) and prometheus-alertmanager (amtool)
 # for the tests that use a real Prometheus and Alertmanager; python3 venv support.
 set -euo pipefail
+# usage: system-deps.sh [kafka|all]   (kafka: only what the broker needs; all: also the test peers)
+what="${1:-all}"
 need=()
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
-command -v promtool >/dev/null || need+=(prometheus)
-command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+command -v python3.11 >/dev/null || need+=(python3.11)
+python3.11 -c "import ensurepip, venv" 2>/dev/null || need+=(python3.11-venv)
+if [ "$what" = all ]; then
+  command -v promtool >/dev/null || need+=(prometheus)
+  command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+fi
 [ ${#need[@]} -eq 0 ] && { echo "system-deps: all present"; exit 0; }
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
