@@ -93,3 +93,37 @@ def hash64(keys: list[str]) -> np.ndarray:
         else:
             out[idx] = np.array([hash64_one(s) for s in sub], np.uint64)
     return out
+
+
+_PAD = tuple(b"\x00" * i for i in range(8))
+_UNPACK = tuple(__import__("struct").Struct(f"<{i}Q").unpack for i in range(33))
+
+
+def hash64_list(keys) -> list[int]:
+    """`hash64` for a few keys as Python ints, without numpy (small-batch path; same values)."""
+    out = []
+    append = out.append
+    M = _M64
+    for key in keys:
+        b = key.encode("utf-8", "surrogatepass")
+        n = len(b)
+        r = n & 7
+        if r:
+            b += _PAD[8 - r]
+        nw = len(b) >> 3
+        h = SEED
+        for w in (_UNPACK[nw](b) if nw <= 32 else [int.from_bytes(b[j:j + 8], "little") for j in range(0, len(b), 8)]):
+            h = ((h ^ w) * P) & M
+            h ^= h >> 29
+        h ^= (n * GOLDEN) & M
+        h ^= h >> 30
+        h = (h * 0xBF58476D1CE4E5B9) & M
+        h ^= h >> 27
+        h = (h * 0x94D049BB133111EB) & M
+        append(h ^ (h >> 31))
+    return out
+
+
+def mix64_int(h: int) -> int:
+    """Scalar `mix64`."""
+    return _mix_int(h)

@@ -20,8 +20,9 @@ import numpy as np
 
 from detector.engine import stats
 from detector.engine.bloom import ScalableBloom
-from detector.engine.hashing import hash64
-from detector.engine.state import DEFAULT_CONFIG, EngineConfig, ExperimentState, enrolled_hashes
+from detector.engine.hashing import hash64, hash64_list, mix64_int
+from detector.engine.state import (DEFAULT_CONFIG, ENROLLED_SALT_INT, RULE_BITS, EngineConfig, ExperimentState,
+                                   enrolled_hashes)
 from detector.events import Assignment
 from detector.expectations import Expectation
 
@@ -93,44 +94,147 @@ def _rule_expected(rule: str, exp: Expectation | None) -> dict:
     return {}
 
 
-def _record(st: ExperimentState, rule: str, items, config: EngineConfig) -> list[tuple[str, int]]:
-    """Record offenders (uid, ts, variant) for `rule`; returns the new ones (uid, ts) in order."""
+# ---- per-expectation derived values, cached by the expectation object's identity -----------
+class _Plan:
+    __slots__ = ("exp", "config", "allowlist", "segs", "window", "max_users", "p0", "thr", "alts",
+                 "cusum", "cusum_h", "srm_key", "srm_probs", "srm_consts", "expected")
+
+    def __init__(self, exp: Expectation, config: EngineConfig) -> None:
+        self.exp = exp
+        self.config = config
+        self.allowlist = exp.allowlist
+        self.segs = tuple(exp.segments.items()) if exp.segments else None
+        if exp.starts_at is not None or exp.ends_at is not None:
+            self.window = (-_INF if exp.starts_at is None else exp.starts_at,
+                           _INF if exp.ends_at is None else exp.ends_at)
+        else:
+            self.window = None
+        self.max_users = exp.max_users
+        self.thr = math.log(1.0 / exp.alpha)
+        self.p0 = self.alts = self.cusum = None
+        self.cusum_h = stats.cusum_threshold(config.cusum_users_per_false_alarm)
+        if exp.fraction is not None:
+            p0 = self.p0 = exp.fraction * (1.0 + exp.tolerance)
+            if 0.0 < p0 < 1.0:
+                self.alts = stats.fraction_alternatives(p0, config.fraction_ratios)
+                self.cusum = stats.cusum_params(p0)
+        self.srm_key = self.srm_probs = self.srm_consts = None
+        if exp.variants:
+            key = self.srm_key = _srm_key(exp)
+            probs = [p for _, p in key]
+            tot = sum(probs)
+            probs = self.srm_probs = [p / tot for p in probs]
+            consts = []
+            if probs:  # the arithmetic of stats.srm_log_bf, with its constants hoisted
+                for k in config.srm_concentrations:
+                    per = []
+                    a_sum = 0.0
+                    for p in probs:
+                        a = k * p
+                        per.append((a, _lgamma(a), math.log(p)))
+                        a_sum += a
+                    consts.append((tuple(per), a_sum, _lgamma(a_sum)))
+            self.srm_consts = tuple(consts)
+        self.expected: dict[str, dict] = {}
+
+    def rule_expected(self, rule: str) -> dict:
+        d = self.expected.get(rule)
+        if d is None:
+            d = self.expected[rule] = _rule_expected(rule, self.exp)
+        return _copy(d)
+
+
+def _copy(d):
+    """Findings get their own copy of the cached declaration data (lists and dicts)."""
+    if isinstance(d, dict):
+        return {k: _copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return list(d)
+    return d
+
+
+_lgamma = math.lgamma
+_PLANS: dict[tuple[int, int], _Plan] = {}
+
+
+def _plan(exp: Expectation, config: EngineConfig) -> _Plan:
+    key = (id(exp), id(config))
+    p = _PLANS.get(key)
+    if p is None or p.exp is not exp or p.config is not config:
+        if len(_PLANS) >= 8192:
+            _PLANS.clear()
+        p = _PLANS[key] = _Plan(exp, config)
+    return p
+
+
+def _srm_log_mixture(counts, consts) -> float:
+    """stats.srm_log_mixture(counts, probs, ks) with per-(probs, k) constants precomputed (same floats)."""
+    ls = []
+    for per, a_sum, lg_sum in consts:
+        acc = 0.0
+        n = 0
+        for x, (a, lga, lp) in zip(counts, per):
+            acc += _lgamma(a + x) - lga - x * lp
+            n += x
+        ls.append(acc + lg_sum - _lgamma(a_sum + n))
+    m = max(ls)
+    return m + math.log(sum(math.exp(x - m) for x in ls) / len(ls))
+
+
+def _record(st: ExperimentState, rule: str, evs, config: EngineConfig) -> list[tuple[str, int]]:
+    """Record offenders (events of distinct users) for `rule`; returns the new ones (uid, ts) in order."""
+    bit = RULE_BITS[rule]
     offs = st._off
-    limit = config.blast_radius_limit
+    get = offs.get
+    room = config.blast_radius_limit - len(offs)
     new: list[tuple[str, int]] = []
-    overflow: list[tuple[str, int, str | None]] = []
-    for uid, ts, v in items:
-        rec = offs.get(uid)
-        if rec is not None:
-            if rule in rec[2]:
-                continue
-            rec[2] = rec[2] + [rule]
+    append = new.append
+    overflow = []
+    added = 0
+    for e in evs:
+        uid = e.user_id
+        rec = get(uid)
+        if rec is None:
+            if room > 0:
+                ts = e.ts
+                offs[uid] = [ts, e.variant, bit]
+                room -= 1
+                added += 1
+                append((uid, ts))
+            else:
+                overflow.append(e)
+        elif not rec[2] & bit:
+            rec[2] |= bit
+            ts = e.ts
             if ts < rec[0]:
                 rec[0] = ts
-            new.append((uid, ts))
-        elif len(offs) < limit:
-            offs[uid] = [ts, v, [rule]]
-            st.offender_count += 1
-            new.append((uid, ts))
-        else:
-            overflow.append((uid, ts, v))
+            append((uid, ts))
+    st.offender_count += added
     if overflow:  # beyond the id bound: count distinct users with a seen-before filter
         if st.overflow is None:
             st.overflow = ScalableBloom(1024)
-        ids = [u for u, _, _ in overflow]
+        ids = [e.user_id for e in overflow]
         user_new = st.overflow.add_new(hash64(["\x01" + u for u in ids]))
         st.offender_count += int(user_new.sum())
         rule_new = st.overflow.add_new(hash64([rule + "\x00" + u for u in ids]))
-        new.extend((u, t) for (u, t, _), fresh in zip(overflow, rule_new.tolist()) if fresh)
+        new.extend((e.user_id, e.ts) for e, fresh in zip(overflow, rule_new.tolist()) if fresh)
     if new:
         st.rule_count[rule] = st.rule_count.get(rule, 0) + len(new)
-        tmin = min(t for _, t in new)
-        tmax = max(t for _, t in new)
-        if rule not in st.rule_first or tmin < st.rule_first[rule]:
+        if len(new) == 1:
+            tmin = tmax = new[0][1]
+        else:
+            tss = [t for _, t in new]
+            tmin = min(tss)
+            tmax = max(tss)
+        rf = st.rule_first.get(rule)
+        if rf is None or tmin < rf:
             st.rule_first[rule] = tmin
-        if rule not in st.rule_last or tmax > st.rule_last[rule]:
+        rl = st.rule_last.get(rule)
+        if rl is None or tmax > rl:
             st.rule_last[rule] = tmax
-        samples = st.rule_samples.setdefault(rule, [])
+        samples = st.rule_samples.get(rule)
+        if samples is None:
+            samples = st.rule_samples[rule] = []
         room = config.sample_ids_limit - len(samples)
         if room > 0:
             samples.extend(u for u, _ in new[:room])
@@ -138,7 +242,7 @@ def _record(st: ExperimentState, rule: str, items, config: EngineConfig) -> list
 
 
 def _finding(st, exp, rule, new, detected_at, config, observed_extra=None, statistic=None,
-             summary="") -> "Finding":
+             summary="", plan=None) -> "Finding":
     count = st.rule_count.get(rule, 0)
     observed = {
         "offenders": count,
@@ -154,7 +258,7 @@ def _finding(st, exp, rule, new, detected_at, config, observed_extra=None, stati
         rule=rule,
         severity=config.unregistered_severity if exp is None else exp.severity,
         observed=observed,
-        expected=_rule_expected(rule, exp),
+        expected=plan.rule_expected(rule) if plan is not None else _rule_expected(rule, exp),
         first_offending_event_at=st.rule_first.get(rule, detected_at),
         detected_at=detected_at,
         blast_radius=count,
@@ -162,6 +266,10 @@ def _finding(st, exp, rule, new, detected_at, config, observed_extra=None, stati
         statistic=statistic if statistic is not None else float(count),
         summary=summary,
     )
+
+
+def _tmin(new) -> int:
+    return new[0][1] if len(new) == 1 else min(t for _, t in new)
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,34 +281,53 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
     st = state
     exp = expectation
     findings: list[Finding] = []
+    nev = len(events)
 
     # ---- one pass: timestamps, first enrolled event per user ----------------------------
-    tss = [e.ts for e in events]
-    bmin = min(tss)
-    bmax = max(tss)
-    first_event_ever = st.events == 0
-    st.events += len(events)
-    st.first_ts = bmin if st.first_ts is None or bmin < st.first_ts else st.first_ts
-    st.last_ts = bmax if st.last_ts is None or bmax > st.last_ts else st.last_ts
-    enr_events = [e for e in events if e.enrolled]
-    enr_first: dict[str, Assignment] = {}
-    for e in enr_events:
-        if e.user_id not in enr_first:
-            enr_first[e.user_id] = e
-    if len(enr_events) == len(events):
-        batch_users = enr_first.keys()
+    if nev == 1:
+        e0 = events[0]
+        bmin = bmax = e0.ts
+        if e0.enrolled:
+            enr_events = [e0]
+            enr_first = {e0.user_id: e0}
+            batch_users = enr_first.keys()
+        else:
+            enr_events = []
+            enr_first = {}
+            batch_users = (e0.user_id,)
     else:
-        batch_users = {e.user_id for e in events}
+        tss = [e.ts for e in events]
+        bmin = min(tss)
+        bmax = max(tss)
+        enr_events = [e for e in events if e.enrolled]
+        enr_first = {}
+        for e in enr_events:
+            if e.user_id not in enr_first:
+                enr_first[e.user_id] = e
+        if len(enr_events) == nev:
+            batch_users = enr_first.keys()
+        else:
+            batch_users = {e.user_id for e in events}
+    first_event_ever = st.events == 0
+    st.events += nev
+    if st.first_ts is None or bmin < st.first_ts:
+        st.first_ts = bmin
+    if st.last_ts is None or bmax > st.last_ts:
+        st.last_ts = bmax
     if enr_events:
-        etmin = min(e.ts for e in enr_events) if len(enr_events) < len(events) else bmin
-        etmax = max(e.ts for e in enr_events) if len(enr_events) < len(events) else bmax
+        if len(enr_events) < nev:
+            etmin = min(e.ts for e in enr_events)
+            etmax = max(e.ts for e in enr_events)
+        else:
+            etmin, etmax = bmin, bmax
         if st.enr_min_ts is None or etmin < st.enr_min_ts:
             st.enr_min_ts = etmin
         if st.enr_max_ts is None or etmax > st.enr_max_ts:
             st.enr_max_ts = etmax
 
     # ---- distinct users -----------------------------------------------------------------
-    if st.bloom is None:
+    fs = st.fset
+    if fs is None:
         seen = st.seen
         before = len(seen)
         seen.update(batch_users)
@@ -210,16 +337,7 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
         for u in new_enr:
             enr_map[u] = enr_first[u].variant
     else:
-        # one hash call and one filter probe for both key spaces
-        cand = list(batch_users)
-        keys = list(enr_first) if enr_first else []
-        h = hash64(cand + keys) if keys else hash64(cand)
-        nc = len(cand)
-        if keys:
-            h[nc:] = enrolled_hashes(h[nc:])
-        fresh = st.bloom.add_new(h)
-        dn = int(np.count_nonzero(fresh[:nc]))
-        new_enr = list(compress(keys, fresh[nc:].tolist())) if keys else []
+        dn, new_enr = _sketch_membership(fs, batch_users, enr_first, config)
         if new_enr:
             up = st.hll.update
             for u in new_enr:
@@ -238,18 +356,17 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
         vc = st.variants
         for v, c in batch_vc.items():
             vc[v] = vc.get(v, 0) + c
-    if st.bloom is None and len(st.seen) > config.exact_limit:
+    if fs is None and len(st.seen) > config.exact_limit:
         st.to_sketch(config)
 
     # ---- unregistered -------------------------------------------------------------------
     if exp is None:
         if dn or first_event_ever:
-            new = _record(st, "unregistered", [(u, enr_first[u].ts, enr_first[u].variant) for u in new_enr],
-                          config) if new_enr else []
+            new = _record(st, "unregistered", [enr_first[u] for u in new_enr], config) if new_enr else []
             if "unregistered" not in st.rule_first:
                 st.rule_first["unregistered"] = bmin
             st.rule_last["unregistered"] = max(st.rule_last.get("unregistered", bmax), bmax)
-            det = min(t for _, t in new) if new else events[0].ts
+            det = _tmin(new) if new else events[0].ts
             st.un_reported = st.n
             findings.append(_finding(
                 st, exp, "unregistered", new, det, config,
@@ -257,21 +374,25 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
                         f"{st.n} eligible distinct users"))
         return findings
 
+    plan = _plan(exp, config)
+    if not enr_first and not dn:
+        return findings  # nothing enrolled and no new eligible user: no rule can change
+
     # ---- allowlist ----------------------------------------------------------------------
-    if exp.allowlist is not None and enr_first:
-        al = exp.allowlist
-        bad = [u for u in enr_first if u not in al]
+    al = plan.allowlist
+    if al is not None and enr_first:
+        bad = [e for u, e in enr_first.items() if u not in al]
         if bad:
-            new = _record(st, "allowlist_breach", [(u, enr_first[u].ts, enr_first[u].variant) for u in bad], config)
+            new = _record(st, "allowlist_breach", bad, config)
             if new:
                 findings.append(_finding(
-                    st, exp, "allowlist_breach", new, min(t for _, t in new), config,
+                    st, exp, "allowlist_breach", new, _tmin(new), config, plan=plan,
                     summary=f"{st.experiment}: {st.rule_count['allowlist_breach']} enrolled users not on the "
                             f"allowlist of {len(al)} (first: {new[0][0]})"))
 
     # ---- segments -----------------------------------------------------------------------
-    if exp.segments and enr_events:
-        segs = tuple(exp.segments.items())
+    segs = plan.segs
+    if segs and enr_events:
         bad_first: dict[str, Assignment] = {}
         for e in enr_events:
             a = e.attributes
@@ -285,21 +406,22 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
                         bad_first[e.user_id] = e
                     break
         if bad_first:
-            new = _record(st, "segment_breach", [(u, e.ts, e.variant) for u, e in bad_first.items()], config)
+            new = _record(st, "segment_breach", bad_first.values(), config)
             if new:
                 sa = st.seg_attrs
+                offs = st._off
                 for u, _ in new:
-                    if u in st._off:
+                    if u in offs:
                         sa[u] = bad_first[u].attributes
                 findings.append(_finding(
-                    st, exp, "segment_breach", new, min(t for _, t in new), config,
+                    st, exp, "segment_breach", new, _tmin(new), config, plan=plan,
                     summary=f"{st.experiment}: {st.rule_count['segment_breach']} enrolled users outside "
                             f"segments {', '.join(f'{k}={sorted(v)}' for k, v in segs)}"))
 
     # ---- window -------------------------------------------------------------------------
-    if (exp.starts_at is not None or exp.ends_at is not None) and enr_events:
-        lo = -_INF if exp.starts_at is None else exp.starts_at
-        hi = _INF if exp.ends_at is None else exp.ends_at
+    win = plan.window
+    if win is not None and enr_events:
+        lo, hi = win
         # fast path: the whole batch inside the window
         bad_events = [] if lo <= bmin and bmax < hi else [e for e in enr_events if not (lo <= e.ts < hi)]
         if bad_events:
@@ -308,7 +430,7 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
                 if e.user_id not in firsts:
                     firsts[e.user_id] = e
             wt = st.win_ts
-            new = _record(st, "outside_window", [(u, e.ts, e.variant) for u, e in firsts.items()], config)
+            new = _record(st, "outside_window", firsts.values(), config)
             newset = {u for u, _ in new}
             for e in bad_events:  # offending time span per stored offender, for re-judging
                 u = e.user_id
@@ -322,52 +444,93 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
                     wt[u] = [e.ts, e.ts]
             if new:
                 findings.append(_finding(
-                    st, exp, "outside_window", new, min(t for _, t in new), config,
+                    st, exp, "outside_window", new, _tmin(new), config, plan=plan,
                     summary=f"{st.experiment}: {st.rule_count['outside_window']} users enrolled outside "
                             f"the declared window"))
 
     # ---- max users ----------------------------------------------------------------------
-    if exp.max_users is not None and ds:
-        mx = exp.max_users
+    mx = plan.max_users
+    if mx is not None and ds:
         cnt = st.enrolled_lower_bound(config)
         if cnt > mx and cnt > st.mu_reported:
             base = max(st.mu_reported, mx)
             over = cnt - base
-            if st.bloom is None:
+            if st.fset is None:
                 # exact: the users enrolled after the cap, in arrival order
                 s_before = st.s - ds
                 offending = new_enr[max(0, mx - s_before):]
             else:
                 offending = new_enr[-over:] if over < len(new_enr) else new_enr
-            new = _record(st, "max_users_exceeded",
-                          [(u, enr_first[u].ts, enr_first[u].variant) for u in offending], config)
+            new = _record(st, "max_users_exceeded", [enr_first[u] for u in offending], config)
             st.mu_reported = cnt
             if "max_users_exceeded" not in st.rule_first and offending:
                 st.rule_first["max_users_exceeded"] = enr_first[offending[0]].ts
             det = enr_first[offending[0]].ts if offending else bmax
             findings.append(_finding(
-                st, exp, "max_users_exceeded", new, det, config,
+                st, exp, "max_users_exceeded", new, det, config, plan=plan,
                 observed_extra={"enrolled_users_lower_bound": cnt,
                                 "enrolled_users_estimate": st.enrolled_estimate()},
                 statistic=float(cnt),
                 summary=f"{st.experiment}: at least {cnt} distinct enrolled users, declared max {mx}"))
 
-    # ---- fraction: mixture SPRT + CUSUM --------------------------------------------------
-    if exp.fraction is not None and dn:
-        f = _fraction(st, exp, dn, ds, bmin, bmax, config)
+    # ---- fraction: mixture SPRT + CUSUM (only when the distinct counts changed) ----------
+    if plan.p0 is not None and dn:
+        f = _fraction(st, exp, plan, dn, ds, bmin, bmax)
         if f is not None:
             findings.append(f)
 
     # ---- sample ratio mismatch ----------------------------------------------------------
-    if exp.variants and ds:
-        f = _srm(st, exp, batch_vc, bmin, bmax, config)
+    if plan.srm_key is not None and ds:
+        f = _srm(st, exp, plan, batch_vc, bmin, bmax)
         if f is not None:
             findings.append(f)
     return findings
 
 
-def _fraction(st, exp, dn, ds, bmin, bmax, config):
-    p0 = exp.fraction * (1.0 + exp.tolerance)
+def _sketch_membership(fs, batch_users, enr_first, config) -> tuple[int, list[str]]:
+    """New eligible users (count) and new enrolled users (ids, batch order) against the fingerprint set.
+
+    One fingerprint array for both key spaces (eligible ids, then enrolled ids) and one probe.
+    Few keys: hashed in pure Python (no numpy set-up); else vectorised. Same fingerprints.
+    """
+    cand = list(batch_users)
+    nc = len(cand)
+    all_enr = batch_users is enr_first.keys() if enr_first else False
+    keys = cand if all_enr else (list(enr_first) if enr_first else [])
+    shift = 64 - fs.bits
+    if nc + len(keys) <= config.small_batch_keys:
+        hc = hash64_list(cand)
+        if all_enr:
+            he = hc
+        elif keys:
+            pos = dict(zip(cand, hc))
+            he = [pos[u] for u in keys]
+        else:
+            he = ()
+        fl = [h >> shift for h in hc]
+        fl += [mix64_int(h ^ ENROLLED_SALT_INT) >> shift for h in he]
+        fresh = fs.add_new_small(fl)
+        return sum(fresh[:nc]), (list(compress(keys, fresh[nc:])) if keys else [])
+    else:
+        h = hash64(cand)
+        if all_enr:
+            h = np.concatenate([h, enrolled_hashes(h.copy())])
+        elif keys:
+            h = np.concatenate([h, enrolled_hashes(hash64(keys))])
+        f = fs.fingerprints(h)
+    fresh = fs.add_new(f)
+    if len(fresh) <= 16:
+        fl = fresh.tolist()
+        dn = sum(fl[:nc])
+        new_enr = list(compress(keys, fl[nc:])) if keys else []
+    else:
+        dn = int(np.count_nonzero(fresh[:nc]))
+        new_enr = list(compress(keys, fresh[nc:].tolist())) if keys else []
+    return dn, new_enr
+
+
+def _fraction(st, exp, plan, dn, ds, bmin, bmax):
+    p0 = plan.p0
     if st.f_p0 != p0:  # new declaration (or first look): restart the test at this batch
         st.f_p0 = p0
         st.f_n0, st.f_s0 = st.n - dn, st.s - ds
@@ -376,8 +539,8 @@ def _fraction(st, exp, dn, ds, bmin, bmax, config):
         st.f_start = bmin
     if st.f_start is None:
         st.f_start = bmin
-    thr = math.log(1.0 / exp.alpha)
-    h = stats.cusum_threshold(config.cusum_users_per_false_alarm)
+    thr = plan.thr
+    h = plan.cusum_h
     n, s = st.n - st.f_n0, st.s - st.f_s0
     if p0 >= 1.0:
         st.f_stat = 0.0
@@ -386,9 +549,8 @@ def _fraction(st, exp, dn, ds, bmin, bmax, config):
         lm = _INF if s > 0 else 0.0
         w = lm
     else:
-        alts = stats.fraction_alternatives(p0, config.fraction_ratios)
-        lm = stats.log_mixture(s, n, alts)
-        a, b = stats.cusum_params(p0)
+        lm = stats.log_mixture(s, n, plan.alts)
+        a, b = plan.cusum
         w = st.f_w + ds * a + (dn - ds) * b
         if w <= 0.0:
             w = 0.0
@@ -419,7 +581,7 @@ def _fraction(st, exp, dn, ds, bmin, bmax, config):
     }
     f = Finding(
         experiment=st.experiment, rule="fraction_exceeded", severity=exp.severity,
-        observed=observed, expected=_rule_expected("fraction_exceeded", exp),
+        observed=observed, expected=plan.rule_expected("fraction_exceeded"),
         first_offending_event_at=onset, detected_at=bmax, blast_radius=excess, sample_ids=(),
         statistic=stat,
         summary=f"{st.experiment}: {s} of {n} eligible users enrolled ({est:.4%}) vs declared "
@@ -436,9 +598,9 @@ def _srm_key(exp):
     return [[v, float(p)] for v, p in exp.variants.items() if p > 0]
 
 
-def _srm(st, exp, batch_vc, bmin, bmax, config):
-    key = _srm_key(exp)
-    if st.srm_key != key:  # new declaration (or first look): the test starts with this batch
+def _srm(st, exp, plan, batch_vc, bmin, bmax):
+    key = plan.srm_key
+    if st.srm_key is not key and st.srm_key != key:  # new declaration (or first look): the test starts here
         st.srm_key = key
         st.srm_base = {v: c - batch_vc.get(v, 0) for v, c in st.variants.items()}
         # the users of this batch belong to the new test
@@ -449,12 +611,10 @@ def _srm(st, exp, batch_vc, bmin, bmax, config):
     counts = [vc.get(v, 0) - base.get(v, 0) for v, _ in key]
     if sum(counts) == 0:
         return None
-    probs = [p for _, p in key]
-    tot = sum(probs)
-    probs = [p / tot for p in probs]
-    lbf = stats.srm_log_mixture(counts, probs, config.srm_concentrations)
+    probs = plan.srm_probs
+    lbf = _srm_log_mixture(counts, plan.srm_consts)
     st.srm_stat = lbf
-    thr = math.log(1.0 / exp.alpha)
+    thr = plan.thr
     if lbf < thr:
         return None
     n = sum(counts)
@@ -470,7 +630,7 @@ def _srm(st, exp, batch_vc, bmin, bmax, config):
                 "unexpected_variant_users": st.s - sum(vc.get(v, 0) for v, _ in key)}
     f = Finding(
         experiment=st.experiment, rule="sample_ratio_mismatch", severity=exp.severity,
-        observed=observed, expected=_rule_expected("sample_ratio_mismatch", exp),
+        observed=observed, expected=plan.rule_expected("sample_ratio_mismatch"),
         first_offending_event_at=start, detected_at=bmax, blast_radius=excess, sample_ids=(),
         statistic=lbf,
         summary=f"{st.experiment}: split " + "/".join(str(c) for c in counts) + " vs declared "
@@ -499,11 +659,11 @@ def rule_breaches(state: ExperimentState, expectation: Expectation | None,
     for rule in exp.active_rules():
         if rule == "allowlist_breach":
             al = exp.allowlist
-            if st.bloom is None:
+            if st.fset is None:
                 b = any(u not in al for u in st.enr)
             else:
                 b = any(u not in al for u in st._off) or st.enrolled_lower_bound(config) > len(al)
-                stored = sum(1 for r in st._off.values() if "allowlist_breach" in r[2])
+                stored = sum(1 for r in st._off.values() if r[2] & 2)
                 b = b or st.rule_count.get("allowlist_breach", 0) > stored
             out[rule] = b
         elif rule == "max_users_exceeded":
@@ -522,7 +682,7 @@ def rule_breaches(state: ExperimentState, expectation: Expectation | None,
                 if a is None or any(a.get(k) not in allowed for k, allowed in segs.items()):
                     b = True
                     break
-            stored = sum(1 for r in st._off.values() if "segment_breach" in r[2])
+            stored = sum(1 for r in st._off.values() if r[2] & 4)
             out[rule] = b or st.rule_count.get("segment_breach", 0) > stored
         elif rule == "outside_window":
             lo = -_INF if exp.starts_at is None else exp.starts_at
@@ -558,7 +718,7 @@ def observe(state: ExperimentState, expectation: Expectation | None,
         "events": st.events,
         "first_event_at": st.first_ts,
         "last_event_at": st.last_ts,
-        "counting": "exact" if st.bloom is None else "sketch",
+        "counting": "exact" if st.fset is None else "sketch",
         "out_of_target_users": st.offender_count,
     }
     breaches = rule_breaches(st, exp, config)

@@ -4,11 +4,14 @@ Two regimes for "have we seen this user?":
 - exact: a set of eligible ids and a dict enrolled id -> first variant, while the
   experiment has at most `EngineConfig.exact_limit` distinct users (small QA and
   allowlisted experiments get exact answers, including re-judging any allowlist);
-- sketch: one scalable Bloom filter holds both key spaces (eligible = h(id),
-  enrolled = mix(h(id))). Sharing one filter makes a false positive equally likely for
-  both, so the undercount of n and S is the same proportion and S/n stays unbiased.
-  Counts are lower bounds (a false positive only drops a user). An HLL (datasketches,
-  lg_k 12, HLL_4) of enrolled ids gives a mergeable estimate and lower bound.
+- sketch: one fingerprint set (detector.engine.fpset, 30-bit fingerprints, ~12-16 bits
+  per key serialised) holds both key spaces (eligible = h(id), enrolled = mix(h(id))).
+  Sharing one set makes a false positive equally likely for both, so the undercount of
+  n and S is the same proportion and S/n stays unbiased. Counts are lower bounds (a
+  false positive only drops a user). An HLL (datasketches, lg_k 12, HLL_4) of enrolled
+  ids gives a mergeable estimate and lower bound.
+
+Offender records are [first seen ms, variant, rule bitmask] (bit order: RULE_BITS).
 
 Serialisation is msgpack of a msgspec struct (arrays, not maps) plus raw sketch bytes.
 """
@@ -23,6 +26,7 @@ import numpy as np
 from datasketches import hll_sketch, hll_union, tgt_hll_type
 
 from detector.engine.bloom import ScalableBloom
+from detector.engine.fpset import FpSet
 from detector.engine.hashing import hash64, mix64
 from detector.engine.stats import RATIOS, SRM_CONCENTRATIONS
 
@@ -36,7 +40,12 @@ RULES = (
     "sample_ratio_mismatch",
 )
 _ENROLLED_SALT = np.uint64(0x2545F4914F6CDD1D)
-_FORMAT = 1
+ENROLLED_SALT_INT = 0x2545F4914F6CDD1D
+_FORMAT = 2
+# offender records carry their rules as a bitmask; bits in the order process_batch judges them
+RULE_BITS = {"unregistered": 1, "allowlist_breach": 2, "segment_breach": 4, "outside_window": 8,
+             "max_users_exceeded": 16}
+MASK_RULES = tuple(tuple(r for r, b in RULE_BITS.items() if m & b) for m in range(32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +55,13 @@ class EngineConfig:
     sample_ids_limit: int = 1000  # ids carried by a finding
     hll_lg_k: int = 12
     hll_lower_bound_sigmas: int = 3  # max_users alerts on this lower bound (1, 2 or 3)
-    bloom_initial_capacity: int = 8192  # 16 KiB first stage
+    bloom_initial_capacity: int = 8192  # (unused since state format 2: the seen-set is a fingerprint set)
     fraction_ratios: tuple[float, ...] = RATIOS
     srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
     cusum_users_per_false_alarm: float = 1e8
     unregistered_severity: str = "warning"
+    fingerprint_bits: int = 30  # seen-set fingerprints: new-user false positive = keys / 2^bits
+    small_batch_keys: int = 24  # batches with at most this many distinct keys hash in pure Python
 
 
 DEFAULT_CONFIG = EngineConfig()
@@ -75,7 +86,7 @@ class _Snap(msgspec.Struct, array_like=True):
     variant_none: int
     seen: list[str] | None
     enr: dict[str, str | None] | None
-    bloom: list | None
+    fset: list | None
     hll: bytes | None
     counts_lb: bool
     offenders: dict[str, list]
@@ -126,7 +137,7 @@ class ExperimentState:
         st.variant_none = 0
         st.seen = set()
         st.enr = {}
-        st.bloom = None
+        st.fset = None
         st.hll = None
         st.counts_lb = True  # n and s are lower bounds of the true distinct counts
         st._off = {}
@@ -152,18 +163,17 @@ class ExperimentState:
     # -- regime ---------------------------------------------------------------------------
     @property
     def exact(self) -> bool:
-        return self.bloom is None
+        return self.fset is None
 
     def to_sketch(self, config: EngineConfig = DEFAULT_CONFIG) -> None:
-        """Switch from exact sets to the Bloom filter + HLL (one way)."""
-        if self.bloom is not None:
+        """Switch from exact sets to the fingerprint set + HLL (one way)."""
+        if self.fset is not None:
             return
-        cap = max(config.bloom_initial_capacity, 2 * (len(self.seen) + len(self.enr)))
-        self.bloom = ScalableBloom(cap)
+        fs = self.fset = FpSet(config.fingerprint_bits)
         seen = sorted(self.seen)
         enr = list(self.enr)
-        self.bloom.add_new(hash64(seen))
-        self.bloom.add_new(enrolled_hashes(hash64(enr)))
+        fs.add_new(fs.fingerprints(hash64(seen)))
+        fs.add_new(fs.fingerprints(enrolled_hashes(hash64(enr))))
         self.hll = hll_sketch(config.hll_lg_k, tgt_hll_type.HLL_4)
         for u in enr:
             self.hll.update(u)
@@ -172,28 +182,29 @@ class ExperimentState:
 
     def enrolled_lower_bound(self, config: EngineConfig = DEFAULT_CONFIG) -> int:
         """A lower bound of distinct enrolled users: exact, else max(filter count, HLL lower bound)."""
-        if self.bloom is None:
+        if self.fset is None:
             return len(self.enr)
         lb = int(self.hll.get_lower_bound(config.hll_lower_bound_sigmas))
         return max(lb, self.s) if self.counts_lb else lb
 
     def enrolled_estimate(self) -> float:
-        return float(len(self.enr)) if self.bloom is None else float(self.hll.get_estimate())
+        return float(len(self.enr)) if self.fset is None else float(self.hll.get_estimate())
 
     # -- offenders --------------------------------------------------------------------------
     def offenders(self) -> Iterator[tuple[str, int, str | None, tuple[str, ...]]]:
         """Out-of-target users kept exactly (up to blast_radius_limit): id, first seen ms, variant, rules."""
-        for uid, (ts, variant, rules) in self._off.items():
-            yield uid, ts, variant, tuple(rules)
+        mr = MASK_RULES
+        for uid, (ts, variant, mask) in self._off.items():
+            yield uid, ts, variant, mr[mask]
 
     # -- serialisation ----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         vals = {f: getattr(self, f) for f in _FIELDS if f != "offenders"}
-        if self.bloom is None:
+        if self.fset is None:
             vals["seen"] = sorted(self.seen)
         else:
             vals["seen"] = None
-            vals["bloom"] = self.bloom.to_obj()
+            vals["fset"] = self.fset.to_obj()
             # updatable form: the compact form of a list/set-mode HLL is not byte-stable
             # across a deserialise/serialise round trip
             vals["hll"] = self.hll.serialize_updatable()
@@ -210,11 +221,11 @@ class ExperimentState:
         for f in _FIELDS:
             if f != "offenders":
                 setattr(st, f, getattr(snap, f))
-        if snap.bloom is None:
+        if snap.fset is None:
             st.seen = set(snap.seen or ())
             st.enr = dict(snap.enr or {})
         else:
-            st.bloom = ScalableBloom.from_obj(snap.bloom)
+            st.fset = FpSet.from_obj(snap.fset)
             st.hll = hll_sketch.deserialize(snap.hll)
         st._off = snap.offenders
         st.overflow = None if snap.overflow is None else ScalableBloom.from_obj(snap.overflow)
@@ -225,14 +236,14 @@ class ExperimentState:
         import sys
 
         size = 0
-        if self.bloom is None:
+        if self.fset is None:
             size += sys.getsizeof(self.seen) + sys.getsizeof(self.enr)
             size += sum(sys.getsizeof(u) for u in self.seen)
             size += sum(sys.getsizeof(u) for u in self.enr if u not in self.seen)
         else:
-            size += self.bloom.nbytes + self.hll.get_updatable_serialization_bytes()
+            size += self.fset.nbytes + self.hll.get_updatable_serialization_bytes()
         size += sys.getsizeof(self._off) + sum(
-            sys.getsizeof(u) + 120 for u in self._off)  # id + [ts, variant, rules] record
+            sys.getsizeof(u) + 100 for u in self._off)  # id + [ts, variant, mask] record
         if self.overflow is not None:
             size += self.overflow.nbytes
         size += 600  # scalar fields, small dicts
@@ -257,7 +268,7 @@ class ExperimentState:
         for f, fn in (("first_ts", min), ("last_ts", max), ("enr_min_ts", min), ("enr_max_ts", max)):
             a, b = getattr(self, f), getattr(o, f)
             setattr(self, f, b if a is None else a if b is None else fn(a, b))
-        if self.bloom is None and o.bloom is None:
+        if self.fset is None and o.fset is None:
             self.seen |= o.seen
             for u, v in o.enr.items():
                 self.enr.setdefault(u, v)
@@ -271,11 +282,11 @@ class ExperimentState:
             if self.n > config.exact_limit:
                 self.to_sketch(config)
         else:
-            if o.bloom is None:
+            if o.fset is None:
                 o = ExperimentState.from_bytes(o.to_bytes())
                 o.to_sketch(config)
             self.to_sketch(config)
-            self.bloom.merge(o.bloom)
+            self.fset.merge(o.fset)
             u = hll_union(config.hll_lg_k)
             u.update(self.hll)
             u.update(o.hll)
@@ -293,16 +304,16 @@ class ExperimentState:
         ovf = {r: max(0, self.rule_count.get(r, 0) - _stored(self, r))
                + max(0, o.rule_count.get(r, 0) - _stored(o, r)) for r in rules_all}
         ovf_users = max(0, self.offender_count - len(mine)) + max(0, o.offender_count - len(o._off))
-        for uid, (ts, v, rules) in o._off.items():
+        for uid, (ts, v, mask) in o._off.items():
             rec = mine.get(uid)
             if rec is not None:
                 rec[0] = min(rec[0], ts)
-                rec[2] = rec[2] + [r for r in rules if r not in rec[2]]
+                rec[2] |= mask
             elif len(mine) < limit:
-                mine[uid] = [ts, v, list(rules)]
+                mine[uid] = [ts, v, mask]
             else:
                 ovf_users += 1
-                for r in rules:
+                for r in MASK_RULES[mask]:
                     ovf[r] = ovf.get(r, 0) + 1
         self.offender_count = len(mine) + ovf_users
         if o.overflow is not None:
@@ -339,4 +350,5 @@ class ExperimentState:
 
 
 def _stored(st: ExperimentState, rule: str) -> int:
-    return sum(1 for rec in st._off.values() if rule in rec[2])
+    bit = RULE_BITS.get(rule, 0)
+    return sum(1 for rec in st._off.values() if rec[2] & bit)

@@ -87,7 +87,7 @@ def test_state_is_compact():
     for i in range(0, len(evs), 5000):
         process_batch(st, Expectation("exp", fraction=0.01), evs[i:i + 5000], cfg)
     size = len(st.to_bytes())
-    assert size <= 16 * 1024 + 4 * st.n, size  # target 16 KiB + 2 B/user; filter growth can double it
+    assert size <= 16 * 1024 + 2 * st.n, size  # target 16 KiB + 2 B/user
 
 
 def test_merge_exact_union():

@@ -1,0 +1,201 @@
+"""A growable set of short hash fingerprints: "seen before?" once an experiment outgrows exact sets.
+
+Each key is stored as the top `bits` (default 30) bits of its 64-bit hash. Two different
+keys with equal fingerprints make the second look seen, so a false positive only ever
+undercounts (never counts a user twice), exactly like a Bloom filter, with probability
+(keys stored) / 2^bits for a new key: 1e-4 at 10^5 keys, 1e-3 at 10^6.
+
+Unlike a Bloom filter the fingerprints can be re-packed at any size, so there is no
+growth waste: in memory they are a sorted uint32 array, a sorted "pending" array of at most
+~8 sqrt(n) (so a batch costs O(batch + sqrt n) and merging into the main array
+O(sqrt n) copies per key) and a Python set of the newest <= 64 (small batches probe and
+insert with a handful of numpy calls); serialised
+they are Elias-Fano coded: per key l = floor(log2(2^bits / n)) low bits plus ~2 bits
+of unary high part, i.e. bits - log2(n) + 2..3 bits per key (~15 at 10^5 keys, ~12 at
+10^6). Sets merge by exact union of fingerprints.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+FP_BITS = 30
+_EMPTY = np.empty(0, np.uint32)
+_PEND_MIN = 2048
+
+
+def _merge(a: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Sorted union of sorted `a` and sorted `u` (disjoint), O(len(a) + len(u)) without np.insert's overhead."""
+    m = len(u)
+    out = np.empty(len(a) + m, np.uint32)
+    ins = a.searchsorted(u)
+    ins += np.arange(m)
+    keep = np.ones(len(out), bool)
+    keep[ins] = False
+    out[ins] = u
+    out[keep] = a
+    return out
+
+
+def _member(a: np.ndarray, f: np.ndarray) -> np.ndarray:
+    idx = a.searchsorted(f)
+    np.minimum(idx, len(a) - 1, out=idx)
+    return a[idx] == f
+
+
+_TINY_MAX = 64
+
+
+class FpSet:
+    __slots__ = ("main", "pend", "tiny", "bits")
+
+    def __init__(self, bits: int = FP_BITS) -> None:
+        if not 8 <= bits <= 32:
+            raise ValueError("fingerprint bits must be in 8..32")
+        self.bits = bits
+        self.main = _EMPTY
+        self.pend = _EMPTY
+        self.tiny: set[int] = set()  # newest few fingerprints, for the pure-Python small-batch path
+
+    def __len__(self) -> int:
+        return len(self.main) + len(self.pend) + len(self.tiny)
+
+    def _flush_tiny(self) -> None:
+        if self.tiny:
+            self._insert_sorted(np.array(sorted(self.tiny), np.uint32))
+            self.tiny = set()
+
+    def _insert_sorted(self, u: np.ndarray) -> None:
+        pend = _merge(self.pend, u) if len(self.pend) else u
+        main = self.main
+        if len(pend) > max(_PEND_MIN, 8 * math.isqrt(len(main))):
+            self.main = _merge(main, pend) if len(main) else pend
+            self.pend = _EMPTY
+        else:
+            self.pend = pend
+
+    def add_new_small(self, fl: list[int]) -> list[bool]:
+        """`add_new` for a few fingerprints given as Python ints (same answers), few numpy calls."""
+        tiny = self.tiny
+        out = [f not in tiny for f in fl]
+        if True in out:
+            arr = None
+            for a in (self.main, self.pend):
+                if len(a):
+                    if arr is None:
+                        arr = np.array(fl, np.uint32)
+                    got = a.take(a.searchsorted(arr), mode="clip").tolist()
+                    out = [o and g != f for o, g, f in zip(out, got, fl)]
+            for i, f in enumerate(fl):
+                if out[i]:
+                    if f in tiny:  # an equal fingerprint earlier in this call
+                        out[i] = False
+                    else:
+                        tiny.add(f)
+            if len(tiny) >= _TINY_MAX:
+                self._flush_tiny()
+        return out
+
+    def fingerprints(self, h: np.ndarray) -> np.ndarray:
+        """uint32 fingerprints of uint64 hashes."""
+        return (h >> np.uint64(64 - self.bits)).astype(np.uint32)
+
+    def add_new(self, f: np.ndarray) -> np.ndarray:
+        """Probe and insert fingerprints (uint32); True where new (the first of equal ones in `f`)."""
+        k = len(f)
+        if k == 0:
+            return np.zeros(0, bool)
+        self._flush_tiny()
+        main, pend = self.main, self.pend
+        if len(main):
+            new = ~_member(main, f)
+            if len(pend):
+                new &= ~_member(pend, f)
+        elif len(pend):
+            new = ~_member(pend, f)
+        else:
+            new = np.ones(k, bool)
+        idx = np.flatnonzero(new)
+        m = len(idx)
+        if m == 0:
+            return new
+        nf = f[idx] if m < k else f
+        if m > 1:
+            order = nf.argsort(kind="stable")
+            u = nf[order]
+            dup = u[1:] == u[:-1]
+            if dup.any():  # equal fingerprints within the call: only the first (stable order) is new
+                new[idx[order[1:][dup]]] = False
+                u = u[np.concatenate(([True], ~dup))]
+        else:
+            u = nf.astype(np.uint32, copy=True)
+        self._insert_sorted(u)
+        return new
+
+    def contains(self, f: np.ndarray) -> np.ndarray:
+        self._flush_tiny()
+        out = np.zeros(len(f), bool)
+        if len(self.main):
+            out |= _member(self.main, f)
+        if len(self.pend):
+            out |= _member(self.pend, f)
+        return out
+
+    def values(self) -> np.ndarray:
+        """All fingerprints, sorted."""
+        self._flush_tiny()
+        if not len(self.pend):
+            return self.main
+        if not len(self.main):
+            return self.pend
+        return _merge(self.main, self.pend)
+
+    @property
+    def nbytes(self) -> int:
+        return self.main.nbytes + self.pend.nbytes + 40 * len(self.tiny)
+
+    # -- serialisation: Elias-Fano ----------------------------------------------------------
+    def to_obj(self) -> list:
+        v = self.values()
+        n = len(v)
+        if n == 0:
+            return [self.bits, 0, 0, b"", b""]
+        lo_bits = max(0, ((1 << self.bits) // n).bit_length() - 1)
+        high = (v >> np.uint32(lo_bits)).astype(np.int64)
+        nb = n + int(high[-1]) + 1
+        unary = np.zeros(nb, bool)
+        unary[high + np.arange(n)] = True
+        hi_b = np.packbits(unary, bitorder="little").tobytes()
+        if lo_bits:
+            low = (v & np.uint32((1 << lo_bits) - 1)).astype("<u4")
+            bits = np.unpackbits(low.view(np.uint8).reshape(n, 4), axis=1, bitorder="little")[:, :lo_bits]
+            lo_b = np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+        else:
+            lo_b = b""
+        return [self.bits, n, lo_bits, hi_b, lo_b]
+
+    @classmethod
+    def from_obj(cls, o: list) -> "FpSet":
+        bits, n, lo_bits, hi_b, lo_b = o
+        s = cls(bits)
+        if n == 0:
+            return s
+        pos = np.flatnonzero(np.unpackbits(np.frombuffer(hi_b, np.uint8), bitorder="little"))[:n]
+        high = (pos - np.arange(n)).astype(np.uint32)
+        v = high << np.uint32(lo_bits)
+        if lo_bits:
+            lb = np.unpackbits(np.frombuffer(lo_b, np.uint8), bitorder="little")[:n * lo_bits].reshape(n, lo_bits)
+            full = np.zeros((n, 32), np.uint8)
+            full[:, :lo_bits] = lb
+            v |= np.packbits(full, axis=1, bitorder="little").view("<u4").reshape(n).astype(np.uint32)
+        s.main = v
+        return s
+
+    def merge(self, other: "FpSet") -> None:
+        if other.bits != self.bits:
+            raise ValueError("cannot merge fingerprint sets of different widths")
+        self.main = np.union1d(self.values(), other.values()).astype(np.uint32)
+        self.tiny = set()
+        self.pend = _EMPTY

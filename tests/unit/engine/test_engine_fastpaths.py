@@ -1,0 +1,99 @@
+"""The small-batch fast paths give the same answers and the same state as the general paths."""
+
+import random
+
+import numpy as np
+import pytest
+
+from detector.engine import EngineConfig, ExperimentState, observe, process_batch
+from detector.engine.fpset import FpSet
+from detector.engine.hashing import hash64, hash64_list, hash64_one
+from detector.expectations import Expectation
+from tests.unit.engine.helpers import T0, ev
+
+
+def test_hash64_list_equals_vectorised():
+    rng = random.Random(5)
+    keys = ["", "a", "héllo", "日本語", "\ud800", "y" * 300] + [
+        "".join(rng.choice("abcxyz-_019é") for _ in range(rng.randrange(1, 40))) for _ in range(500)]
+    assert hash64_list(keys) == hash64(keys).tolist() == [hash64_one(k) for k in keys]
+
+
+def test_fpset_small_and_vector_paths_agree():
+    rng = random.Random(9)
+    a, b = FpSet(16), FpSet(16)  # narrow fingerprints: collisions (false positives) happen
+    for _ in range(400):
+        k = rng.choice([1, 2, 3, 5, 20, 300])
+        fl = [rng.randrange(1 << 16) for _ in range(k)]
+        if rng.random() < 0.3:
+            fl += fl[: k // 2 + 1]  # equal fingerprints within one call
+        ra = a.add_new_small(list(fl))
+        rb = b.add_new(np.array(fl, np.uint32)).tolist()
+        assert ra == rb
+    assert a.values().tolist() == b.values().tolist()
+    assert a.to_obj() == b.to_obj()
+
+
+def test_fpset_round_trip_no_false_negatives_and_rate():
+    s = FpSet()
+    keys = hash64([f"k{i}" for i in range(200_000)])
+    f = s.fingerprints(keys)
+    new = s.add_new(f)
+    assert new.mean() > 0.9998  # false positive rate ~ n / 2^30
+    assert s.contains(f).all()
+    o = s.to_obj()
+    t = FpSet.from_obj(o)
+    assert t.values().tolist() == s.values().tolist() and t.to_obj() == o
+    assert len(o[3]) + len(o[4]) <= 2 * len(f)  # <= 16 bits per key serialised
+    others = s.fingerprints(hash64([f"o{i}" for i in range(50_000)]))
+    assert s.contains(others).mean() < 1e-3
+    u = FpSet()
+    u.add_new(others)
+    u.merge(s)
+    assert u.contains(f).all() and u.contains(others).all()
+
+
+EXPS = [
+    None,
+    Expectation("exp", allowlist=frozenset({"u1", "u2", "u3"}), max_users=40),
+    Expectation("exp", fraction=0.05, variants={"a": 0.5, "b": 0.5}, starts_at=T0 + 50, ends_at=T0 + 5000),
+    Expectation("exp", segments={"c": frozenset({"x"})}, variants={"a": 0.2, "b": 0.8}, fraction=0.5),
+]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("exp", EXPS, ids=["unregistered", "allowlist", "fraction", "segments"])
+def test_process_batch_fast_path_equals_general_path(seed, exp):
+    rng = random.Random(seed)
+    n_users = rng.choice([30, 400, 3000])
+    p = rng.choice([0.05, 0.5, 1.0])
+    evs = []
+    for i in range(4000):
+        enr = rng.random() < p
+        evs.append(ev(f"user-{rng.randrange(n_users)}", enrolled=enr, variant=rng.choice("ab"), ts=T0 + i,
+                      attrs=rng.choice([None, {"c": "x"}, {"c": "y"}])))
+    fast = EngineConfig(exact_limit=50, small_batch_keys=10**9)  # always the pure-Python hashing path
+    slow = EngineConfig(exact_limit=50, small_batch_keys=0)  # always numpy
+    a, b = ExperimentState.new("exp"), ExperimentState.new("exp")
+    fa, fb = [], []
+    i = 0
+    while i < len(evs):
+        k = rng.choice([1, 2, 3, 5, 8, 30, 300])
+        fa += [f.to_dict() for f in process_batch(a, exp, evs[i:i + k], fast)]
+        fb += [f.to_dict() for f in process_batch(b, exp, evs[i:i + k], slow)]
+        i += k
+    assert fa == fb
+    assert a.to_bytes() == b.to_bytes()
+    assert observe(a, exp, fast) == observe(b, exp, slow)
+    assert list(a.offenders()) == list(b.offenders())
+
+
+def test_expectation_cache_follows_identity():
+    st = ExperimentState.new("exp")
+    e1 = Expectation("exp", allowlist=frozenset({"a"}))
+    assert process_batch(st, e1, [ev("a")]) == []
+    e2 = Expectation("exp", allowlist=frozenset({"b"}))  # a new object: a new plan
+    assert [f.rule for f in process_batch(st, e2, [ev("c", ts=T0 + 1)])] == ["allowlist_breach"]
+    f = process_batch(st, e2, [ev("d", ts=T0 + 2)])[0]
+    f.expected["allowlist"].append("mutated")  # findings do not share the cached dict
+    assert process_batch(st, e2, [ev("e", ts=T0 + 3)])[0].expected["allowlist"] == ["b"]
