@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_graph_enabled=False,
         web_stats_enabled=False,
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
     )
     metrics = DetectorMetrics(version=__version__)
     alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None)
@@ -127,7 +129,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
         for exp in list(ingest.experiments()):
             state = ingest.state_of(exp)
             if state is not None:
-                metrics.update_experiment(exp, observe(state, parsed.get(exp)))
+                reg = parsed.get(exp)
+                obs = observe(state, reg)
+                if reg is not None and reg.owner:  # the engine's expected side has no owner
+                    obs["expected"] = {**obs["expected"], "owner": reg.owner}
+                metrics.update_experiment(exp, obs)
 
     add_routes(
         app.web.web_app,

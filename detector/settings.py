@@ -36,12 +36,15 @@ class Settings:
     offset_reset: str = field(default_factory=lambda: _env("DETECTOR_OFFSET_RESET", "earliest"))
     checkpoint_interval_s: float = field(default_factory=lambda: _float("DETECTOR_CHECKPOINT_INTERVAL", 1.0))
     max_batch_records: int = field(default_factory=lambda: _int("DETECTOR_MAX_BATCH", 20000))
-    tick_interval_s: float = field(default_factory=lambda: _float("DETECTOR_TICK_INTERVAL", 0.5))
-    resolve_quiet_period_s: float = field(default_factory=lambda: _float("DETECTOR_RESOLVE_AFTER", 300.0))
-    group_wait_s: float = field(default_factory=lambda: _float("DETECTOR_GROUP_WAIT", 0.5))
-    repeat_interval_s: float = field(default_factory=lambda: _float("DETECTOR_REPEAT_INTERVAL", 4 * 3600.0))
-    delivery_deadline_s: float = field(default_factory=lambda: _float("DETECTOR_DELIVERY_DEADLINE", 24 * 3600.0))
     log_level: str = field(default_factory=lambda: _env("DETECTOR_LOG_LEVEL", "info"))
+    # Kafka consumer-group session timeout (both groups): how long a crashed worker keeps its
+    # partitions before the group hands them to a restarted or surviving worker. The broker
+    # accepts 6..1800 s (group.min/max.session.timeout.ms).
+    session_timeout_s: float = field(default_factory=lambda: _float("DETECTOR_SESSION_TIMEOUT", 30.0))
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return min(3.0, self.session_timeout_s / 3)
     # Prepended to every topic name: several detectors (or test runs) can share one cluster.
     topic_prefix: str = field(default_factory=lambda: _env("DETECTOR_TOPIC_PREFIX", ""))
 

@@ -11,6 +11,12 @@ sink whose URL comes from an unset environment variable is skipped with a
 warning, so the example file is safe to ship. `DETECTOR_WEBHOOK_URLS`
 (comma-separated) adds generic `exposure-alert/v1` webhook sinks that hear
 every notification: the zero-config path.
+
+Timing settings from the environment override the file (deployment-specific
+knobs, in seconds as `detector.settings` reads them):
+`DETECTOR_GROUP_WAIT`, `DETECTOR_GROUP_INTERVAL`, `DETECTOR_REPEAT_INTERVAL`,
+`DETECTOR_RESOLVE_AFTER` (quiet period) for the lifecycle and
+`DETECTOR_DELIVERY_DEADLINE` for delivery.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import fnmatch
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,7 @@ from .lifecycle import LifecycleConfig
 from .notification import Notification
 from .signing import DEFAULT_SECRET_ENV
 from .sinks import build_sink
+from .times import parse_duration_ms
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,34 @@ DEFAULT_CONFIG_PATH = Path("config/alerting.yaml")
 WEBHOOK_URLS_ENV = "DETECTOR_WEBHOOK_URLS"
 EXTERNAL_URL_ENV = "DETECTOR_EXTERNAL_URL"
 MATCH_KEYS = ("severity", "owner", "experiment", "rule")
+# Environment variable -> LifecycleConfig field (milliseconds); they override the file.
+LIFECYCLE_ENV = {
+    "DETECTOR_GROUP_WAIT": "group_wait_ms",
+    "DETECTOR_GROUP_INTERVAL": "group_interval_ms",
+    "DETECTOR_REPEAT_INTERVAL": "repeat_interval_ms",
+    "DETECTOR_RESOLVE_AFTER": "resolve_quiet_period_ms",
+}
+DELIVERY_DEADLINE_ENV = "DETECTOR_DELIVERY_DEADLINE"
+
+
+def _env_overrides(cfg: "AlertingConfig", env: Mapping[str, str]) -> None:
+    """Apply the timing settings given in the environment (see the module docstring)."""
+    lifecycle = {}
+    for name, attr in LIFECYCLE_ENV.items():
+        value = (env.get(name) or "").strip()
+        if value:
+            try:
+                lifecycle[attr] = parse_duration_ms(value)
+            except ValueError:
+                raise ValueError(f"{name}={value!r} is not a duration (seconds, or e.g. 500ms, 5m)") from None
+    if lifecycle:
+        cfg.lifecycle = replace(cfg.lifecycle, **lifecycle)
+    value = (env.get(DELIVERY_DEADLINE_ENV) or "").strip()
+    if value:
+        try:
+            cfg.delivery = replace(cfg.delivery, deadline_s=parse_duration_ms(value) / 1000.0)
+        except ValueError:
+            raise ValueError(f"{DELIVERY_DEADLINE_ENV}={value!r} is not a duration") from None
 
 
 def _as_patterns(value: Any) -> tuple[str, ...] | None:
@@ -117,6 +152,7 @@ def parse_alerting(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None 
         lifecycle=LifecycleConfig.from_dict(raw.get("lifecycle")),
         delivery=RetryPolicy.from_dict(raw.get("delivery")),
     )
+    _env_overrides(cfg, env)
     declared = dict(raw.get("sinks") or {})
     for name, spec in declared.items():
         if not isinstance(spec, Mapping):
