@@ -16,7 +16,7 @@ Two kinds of metrics:
   every series of the experiment (registration deleted).
 
 Labels are experiment, variant, rule, severity and owner only: never user ids.
-Every metric is listed with its meaning in docs/metrics.md.
+Every metric is listed with its meaning in README.md ("Metrics").
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ header) and count it in /metrics, and must reach exactly the findings of the cle
 Timestamps far in the past or future are *rejected* (dead-lettered as `invalid_ts`), not clamped:
 an event more than 1 h after its Kafka record time (Kafka's own broker limit for record
 timestamps) or more than 7 days before it, or outside 1970..9999, says the producer's clock or
-unit is wrong, and judging a window on it would make false findings. See docs/failure-modes.md.
+unit is wrong, and judging a window on it would make false findings. See the "Failure modes" section of README.md.
 """
 
 from __future__ import annotations

@@ -44,7 +44,26 @@ def test_alert_names_documented():
 
     rules = (PROMETHEUS_DIR / "rules" / "detector.yml").read_text()
     tests = "".join(p.read_text() for p in (PROMETHEUS_DIR / "tests").glob("*.yml"))
-    docs = (ROOT / "docs" / "metrics.md").read_text()
+    docs = (ROOT / "README.md").read_text()
     for alert in re.findall(r"- alert: (\w+)", rules):
         assert f"alertname: {alert}" in tests, f"{alert} has no promtool test"
-        assert f"`{alert}`" in docs, f"{alert} missing from docs/metrics.md"
+        assert f"`{alert}`" in docs, f"{alert} missing from README.md"
+
+
+def test_every_exported_metric_is_in_the_readme():
+    """README.md lists every metric the worker exports, with its meaning."""
+    import re
+    from obs_support import ROOT
+
+    from detector.observability.metrics import DetectorMetrics
+
+    m = DetectorMetrics()
+    m.update_experiment("exp-a", {"observed": {"enrolled_users": 1, "eligible_users": 2, "variants": {"a": 1}},
+                                  "expected": {"fraction": 0.5, "max_users": 3, "variants": {"a": 1.0}},
+                                  "rules": {"max_users_exceeded": {"state": "ok", "statistic": 1.0, "threshold": 3.0}}})
+    text = m.render()[0].decode()
+    readme = (ROOT / "README.md").read_text()
+    names = {re.sub(r"_(total|created|bucket|count|sum)$", "", line.split("{")[0].split(" ")[0])
+             for line in text.splitlines() if line.startswith("exposure_detector_")}
+    missing = sorted(n for n in names if f"`{n}" not in readme)
+    assert not missing, f"metrics missing from README.md: {missing}"
