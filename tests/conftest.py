@@ -46,3 +46,7 @@ def workers(ns, tmp_path):
     yield start
     for w in started:
         w.stop()
+    # Captured output is shown only when the test failed: the worker logs say why.
+    for log in sorted(tmp_path.glob("*.log")):
+        print(f"--- {log.name} (last 40 lines) ---")
+        print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))

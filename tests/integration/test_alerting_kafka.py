@@ -18,8 +18,6 @@ stay short; the quiet period also comes through DETECTOR_RESOLVE_AFTER in one te
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -28,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import BOOTSTRAP, Receiver, free_port, now_ms, wait_until
+from harness import BOOTSTRAP, Receiver, free_port, now_ms, require_binary, wait_until
 from standardwebhooks.webhooks import Webhook
 
 pytestmark = pytest.mark.kafka
@@ -36,15 +34,6 @@ pytestmark = pytest.mark.kafka
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 PD_KEY = "R0UTINGKEY0123456789abcdef012345"
 OPS_TOKEN = "ops-bearer-token"
-
-
-@pytest.fixture(autouse=True)
-def _worker_logs_on_failure(tmp_path):
-    """Print the tail of every process log of the test; pytest shows it only when the test fails."""
-    yield
-    for log in sorted(tmp_path.glob("*.log")):
-        print(f"--- {log.name} (last 40 lines) ---")
-        print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
 
 
 def alerting_yaml(tmp_path: Path, sinks: dict, *, quiet: str = "4s", routes: list | None = None,
@@ -314,20 +303,11 @@ def test_quiet_period_from_environment_resolves(workers, producer, receiver, tmp
 
 
 # ---------------------------------------------------------------- bonus: a real Alertmanager
-def _alertmanager_binary() -> str:
-    for name in ("prometheus-alertmanager", "alertmanager"):
-        found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-        if found:
-            return found
-    message = "prometheus-alertmanager not found: apt-get install -y prometheus-alertmanager"
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture
 def alertmanager(tmp_path):
-    binary = _alertmanager_binary()
+    binary = require_binary("prometheus-alertmanager", "alertmanager", package="prometheus-alertmanager")
     cfg = tmp_path / "am.yml"
     cfg.write_text(yaml.safe_dump({"route": {"receiver": "null", "group_wait": "1s"}, "receivers": [{"name": "null"}]}))
     port = free_port()

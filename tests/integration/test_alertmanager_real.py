@@ -10,9 +10,6 @@ In CI (CI=true) a missing binary is a failure, not a skip.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from harness import free_port, require_binary
 
 from detector.alerts.delivery import RetryPolicy, deliver
 from detector.alerts.fingerprint import label_fingerprint_hex
@@ -37,25 +35,9 @@ AM_CONFIG = REPO / "config" / "alertmanager" / "alertmanager.yml"
 POLICY = RetryPolicy(timeout_s=5, initial_backoff_s=0.1, max_backoff_s=0.5, deadline_s=10)
 
 
-def _binary(*names: str) -> str:
-    for name in names:
-        found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-        if found:
-            return found
-    message = f"{' or '.join(names)} not found: apt-get install -y prometheus-alertmanager"
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_amtool_check_config_accepts_our_config():
-    amtool = _binary("amtool")
+    amtool = require_binary("amtool", package="prometheus-alertmanager")
     result = subprocess.run([amtool, "check-config", str(AM_CONFIG)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
@@ -81,14 +63,14 @@ async def webhook_receiver():
 
 @pytest.fixture
 async def alertmanager(tmp_path, webhook_receiver):
-    binary = _binary("prometheus-alertmanager", "alertmanager")
+    binary = require_binary("prometheus-alertmanager", "alertmanager", package="prometheus-alertmanager")
     server, received = webhook_receiver
     config = yaml.safe_load(AM_CONFIG.read_text())  # our shipped config, pointed at the test receiver
     config["receivers"][0]["webhook_configs"][0]["url"] = str(server.make_url("/alertmanager"))
     config["route"]["group_wait"] = "1s"
     cfg_file = tmp_path / "alertmanager.yml"
     cfg_file.write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "alertmanager.log", "wb")
     proc = subprocess.Popen(
         [binary, f"--config.file={cfg_file}", f"--storage.path={tmp_path / 'data'}",

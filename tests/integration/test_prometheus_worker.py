@@ -14,45 +14,23 @@ With CI=true a missing binary is a failure, not a skip.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
-from harness import free_port, now_ms, wait_until
+from harness import free_port, now_ms, require_binary, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.prometheus]
 
 TOKEN = "prom-test-token"
 
 
-@pytest.fixture(autouse=True)
-def _worker_logs_on_failure(tmp_path):
-    """Print the tail of every process log of the test; pytest shows it only when the test fails."""
-    yield
-    for log in sorted(tmp_path.glob("*.log")):
-        print(f"--- {log.name} (last 40 lines) ---")
-        print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if found:
-        return found
-    message = f"{name} not found: apt-get install -y prometheus"
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture
 def prometheus_for(tmp_path):
     """Factory: prometheus_for(target) starts Prometheus scraping http://target/metrics every second."""
-    binary = _binary("prometheus")
+    binary = require_binary("prometheus", package="prometheus")
     procs = []
 
     def start(target: str) -> str:
@@ -178,7 +156,7 @@ def test_prometheus_scrapes_per_experiment_series_from_a_kafka_fed_worker(worker
         assert f'"{uid}"' not in text
 
     # promtool accepts the live output (per-experiment series included).
-    promtool = _binary("promtool")
+    promtool = require_binary("promtool", package="prometheus")
     res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
 
@@ -200,7 +178,7 @@ def test_prometheus_scrapes_per_experiment_series_from_a_kafka_fed_worker(worker
 
 def test_promtool_check_metrics_on_a_fresh_worker(workers):
     """Before any event: only the health metrics, which must lint cleanly too."""
-    promtool = _binary("promtool")
+    promtool = require_binary("promtool", package="prometheus")
     w = workers()
     with urllib.request.urlopen(f"{w.url}/metrics", timeout=5) as r:
         text = r.read().decode()

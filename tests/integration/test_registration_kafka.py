@@ -34,15 +34,6 @@ LONG_QUIET = "300"  # resolution must come from the registration change, not the
 VISIBLE_WITHIN_S = 5.0
 
 
-@pytest.fixture(autouse=True)
-def _worker_logs_on_failure(tmp_path):
-    """Print the tail of every process log of the test; pytest shows it only when the test fails."""
-    yield
-    for log in sorted(tmp_path.glob("*.log")):
-        print(f"--- {log.name} (last 40 lines) ---")
-        print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
-
-
 # ------------------------------------------------------------------------------------ helpers
 def put(worker, experiment: str, body, *, headers=None, query: str = ""):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -41,6 +41,25 @@ def require_kafka() -> None:
         raise RuntimeError(f"Kafka is not reachable at {BOOTSTRAP} (run `make kafka-up`): {exc}") from exc
 
 
+def require_binary(*names: str, package: str) -> str:
+    """Path of a Debian-packaged peer (prometheus, promtool, alertmanager, amtool).
+
+    Missing: fail under CI=true (CI installs it, so absence is a bug), skip elsewhere.
+    """
+    import shutil
+
+    import pytest
+
+    for name in names:
+        found = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+        if found:
+            return found
+    message = f"{' or '.join(names)} not found: apt-get install -y {package}"
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message} (required when CI=true)")
+    pytest.skip(message)
+
+
 def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition"):
     deadline = time.time() + timeout
     last = None
