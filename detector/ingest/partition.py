@@ -38,37 +38,49 @@ class PartitionDetector:
     def apply(
         self,
         events: Sequence[Assignment],
-        offsets: Sequence[int],
+        offsets: Sequence[int] | None,
         expectations: Mapping[str, Expectation] | Callable[[str], Expectation | None],
+        last_offset: int | None = None,
     ) -> list[Finding]:
-        """Run one batch (events in offset order) through the engine; returns the findings."""
+        """Run one batch (events in offset order) through the engine; returns the findings.
+
+        `offsets` holds each event's input offset. The shell may pass None (with `last_offset`,
+        the batch's last offset) when the batch starts after `skip_upto`: per-event offsets are
+        only needed to drop what a restored checkpoint already covers.
+        """
         if not events:
             return []
         lookup = expectations if callable(expectations) else expectations.get
+        last = offsets[-1] if last_offset is None else last_offset
         groups: dict[str, list[Assignment]] = {}
-        if offsets[0] <= self.skip_upto:
+        if offsets is not None and offsets[0] <= self.skip_upto:
             # Replaying after a restore: drop what each experiment's checkpoint already covers.
             applied = self.applied
             for ev, off in zip(events, offsets):
                 if off > applied.get(ev.experiment, -1):
                     groups.setdefault(ev.experiment, []).append(ev)
         else:
+            get = groups.get
             for ev in events:
-                g = groups.get(ev.experiment)
+                g = get(ev.experiment)
                 if g is None:
                     groups[ev.experiment] = [ev]
                 else:
                     g.append(ev)
-        last = offsets[-1]
         findings: list[Finding] = []
         cfg = self.engine_config
+        states = self.states
+        applied = self.applied
+        dirty = self.dirty
         for exp, evs in groups.items():
-            state = self.states.get(exp)
+            state = states.get(exp)
             if state is None:
-                state = self.states[exp] = ExperimentState.new(exp)
-            findings.extend(process_batch(state, lookup(exp), evs, cfg))
-            self.applied[exp] = last
-            self.dirty.add(exp)
+                state = states[exp] = ExperimentState.new(exp)
+            found = process_batch(state, lookup(exp), evs, cfg)
+            if found:
+                findings.extend(found)
+            applied[exp] = last
+            dirty.add(exp)
         return findings
 
     def take_dirty_checkpoints(self) -> list[tuple[bytes, bytes]]:

@@ -24,12 +24,15 @@ from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
 from detector.engine import Finding
-from detector.events import Rejected, decode
-from detector.ingest import checkpoint
+from detector.events import Rejected, decode_batch
+from detector.ingest import checkpoint, fastfetch
 from detector.ingest.partition import PartitionDetector
 from detector.settings import Settings
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_COST_FACTOR = 10.0  # checkpoint at most every 10x the last checkpoint's duration
+MAX_CHECKPOINT_BYTES = 8 * 1024 * 1024 - 64 * 1024  # the state topic's max.message.bytes (8 MiB), less headroom
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -53,9 +56,14 @@ class IngestService(Service):
         expectation_of: Callable,  # experiment -> Expectation | None
         alerts,  # detector.alerts.publisher.AlertPublisher
         metrics=None,
+        decoder: Callable | None = None,  # per-record decoder (detector.adapters); default: native JSON
+        registrations_wait_s: float = 60.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.decoder = decoder
+        self.registrations_wait_s = registrations_wait_s
+        self.registrations_ready = False
         self.settings = settings
         self.topics = settings.topics
         self.expectation_of = expectation_of
@@ -68,6 +76,7 @@ class IngestService(Service):
         self.connected = False
         self.last_batch_at = 0.0
         self._last_checkpoint = 0.0
+        self._checkpoint_seconds = 0.0  # duration of the last periodic checkpoint
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -81,15 +90,17 @@ class IngestService(Service):
         )
         await self.producer.start()
         self.alerts.producer = self.producer
+        raw = fastfetch.install()  # getmany hands out aiokafka's C records (offset, timestamp, key, value)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap,
             group_id=s.app_id,
+            key_deserializer=fastfetch.RAW if raw else None,
             enable_auto_commit=False,
             auto_offset_reset=s.offset_reset,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
-            session_timeout_ms=30000,
-            heartbeat_interval_ms=3000,
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
         )
         await self.consumer.start()
         self.consumer.subscribe([self.topics.assignments], listener=_Rebalance(self))
@@ -108,10 +119,15 @@ class IngestService(Service):
 
     @Service.task
     async def _run(self) -> None:
+        await self._await_registrations()
+        getmany = self.consumer.getmany
+        max_records = self.settings.max_batch_records
+        interval = self.settings.checkpoint_interval_s
         while not self.should_stop:
             try:
-                batch = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.max_batch_records)
-                self.connected = True
+                batch = await getmany(timeout_ms=100, max_records=max_records)
+                if batch:  # an empty fetch proves nothing: aiokafka returns {} while the broker is away
+                    self.connected = True
             except Exception as exc:
                 self.connected = False
                 log.warning("fetch failed, retrying: %s", exc)
@@ -122,8 +138,119 @@ class IngestService(Service):
                     await self._process(tp.partition, records)
                 now = time.time()
                 await self.alerts.tick(now)
-                if now - self._last_checkpoint >= self.settings.checkpoint_interval_s:
+                # Checkpoint every interval, and at once when caught up (an empty fetch) so that
+                # an idle detector has everything it applied checkpointed and committed.
+                # The interval stretches to 10x the last checkpoint's duration, so that writing
+                # state (every dirty experiment's sketches) never takes more than ~10% of the time.
+                due = max(interval, CHECKPOINT_COST_FACTOR * self._checkpoint_seconds)
+                if now - self._last_checkpoint >= due or (not batch and self._dirty()):
+                    t0 = time.perf_counter()
                     await self.checkpoint(commit=True)
+                    self._checkpoint_seconds = time.perf_counter() - t0
+            # getmany returns buffered records without suspending, so under load this loop would
+            # never yield: Faust's consumer (the alert outbox's delivery agent) and the web server
+            # share this event loop and would wait seconds for a turn.
+            await asyncio.sleep(0)
+
+    @Service.task
+    async def _watch_broker(self) -> None:
+        """Readiness: ask the cluster for metadata every 2 s; `connected` is False while no broker answers."""
+        while not self.should_stop:
+            await self.sleep(2.0)
+            if self.consumer is None:
+                continue
+            try:
+                # Metadata of the subscribed topics only: a full fetch_all_metadata() decodes every
+                # topic of the cluster in Python (~8% of the worker's CPU on a broker with ~300 topics).
+                ok = bool(await asyncio.wait_for(self.consumer._client.force_metadata_update(), 5.0))
+            except Exception:
+                ok = False
+            if ok != self.connected:
+                (log.info if ok else log.warning)("Kafka at %s is %s", self.settings.kafka_bootstrap,
+                                                  "reachable again" if ok else "unreachable")
+            self.connected = ok
+
+    def _dirty(self) -> bool:
+        return any(det.dirty for det in self.partitions.values())
+
+    async def _await_registrations(self) -> None:
+        """Hold the first fetch until the registrations table holds every registered experiment.
+
+        Faust folds `exposure.expectations` into the registrations table asynchronously; a batch
+        judged before then would page `unregistered` for registered experiments (and a fresh
+        deployment would record every early user as an offender). The service reads the topic
+        itself to learn which keys to wait for; after `registrations_wait_s` it goes on anyway.
+        """
+        try:
+            keys = await self._registered_keys()
+        except Exception:
+            log.exception("could not read %s; not waiting for registrations", self.topics.expectations)
+            keys = set()
+        deadline = time.monotonic() + self.registrations_wait_s
+        t0 = time.monotonic()
+        while keys:
+            keys = {k for k in keys if self.expectation_of(k) is None}
+            if not keys or self.should_stop:
+                break
+            if time.monotonic() > deadline:
+                log.warning("%d registrations still not loaded after %.0f s (e.g. %s); consuming anyway",
+                            len(keys), self.registrations_wait_s, sorted(keys)[:5])
+                break
+            await asyncio.sleep(0.05)
+        self.registrations_ready = True
+        log.info("registrations loaded in %.2f s; consuming %s", time.monotonic() - t0, self.topics.assignments)
+
+    async def _registered_keys(self) -> set[str]:
+        from detector.registration.model import RegistrationError, parse_expectation
+        from detector.registrations import decode_record
+
+        topic = self.topics.expectations
+        reader = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        await reader.start()
+        latest: dict[bytes, bytes | None] = {}
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(await self._partitions_of(topic))]
+            if not tps:
+                return set()
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            end = await reader.end_offsets(tps)
+            pending = {tp for tp in tps if end[tp] > 0}
+            while pending:
+                got = await reader.getmany(*pending, timeout_ms=500)
+                for recs in got.values():
+                    for r in recs:
+                        if r.key is not None:
+                            latest[r.key] = r.value
+                for tp in list(pending):
+                    if await reader.position(tp) >= end[tp]:
+                        pending.discard(tp)
+        finally:
+            await reader.stop()
+        keys = set()
+        for k, v in latest.items():
+            key = k.decode("utf-8", "replace")
+            try:
+                rec = decode_record(v) if v is not None else None
+                if rec is not None and rec["registration"] is not None:
+                    parse_expectation(rec["registration"], path_experiment=key)  # the fold skips invalid ones
+                    keys.add(key)
+            except (ValueError, RegistrationError):
+                continue
+        return keys
+
+    async def _partitions_of(self, topic: str) -> set[int]:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            for t in await admin.describe_topics([topic]):
+                if t.get("topic") == topic and not t.get("error_code"):
+                    return {p["partition"] for p in t.get("partitions", [])}
+        finally:
+            await admin.close()
+        return set(range(self.settings.partitions))
 
     # ---- the batch path ----------------------------------------------------------------------
     async def _process(self, partition: int, records) -> None:
@@ -131,19 +258,21 @@ class IngestService(Service):
         if det is None:  # assignment callback not run yet (should not happen): start empty
             det = self.partitions[partition] = PartitionDetector(partition)
         t0 = time.perf_counter()
-        events, offsets, rejects = [], [], []
-        for r in records:
-            ev = decode(r.value, r.timestamp)
-            if isinstance(ev, Rejected):
-                rejects.append((r, ev))
-            else:
-                events.append(ev)
-                offsets.append(r.offset)
-        findings = det.apply(events, offsets, self.expectation_of)
+        values = [r.value for r in records]
+        stamps = [r.timestamp for r in records]
+        events, positions, rejects = decode_batch(values, stamps, self.decoder)
+        first, last = records[0].offset, records[-1].offset
+        if first <= det.skip_upto:  # replay after a restore: the engine needs each event's offset
+            offsets = [r.offset for r in records]
+            if positions is not None:
+                offsets = [offsets[i] for i in positions]
+        else:
+            offsets = None
+        findings = det.apply(events, offsets, self.expectation_of, last_offset=last)
         if findings:
             await self.alerts.on_findings(partition, findings, time.time())
-        for r, rej in rejects:
-            await self._dead_letter(r, rej)
+        for i, rej in rejects:
+            await self._dead_letter(partition, records[i], rej)
         self.last_batch_at = time.time()
         m = self.metrics
         if m is not None:
@@ -153,14 +282,14 @@ class IngestService(Service):
                 m.record_dead_letter(rej.kind)
             m.record_batch(len(records), time.perf_counter() - t0, last_event_ms=records[-1].timestamp)
 
-    async def _dead_letter(self, record, rejected: Rejected) -> None:
+    async def _dead_letter(self, partition: int, record, rejected: Rejected) -> None:
         log.warning(
-            "dead-lettered partition %d offset %d: %s", record.partition, record.offset, rejected.reason[:200]
+            "dead-lettered partition %d offset %d: %s", partition, record.offset, rejected.reason[:200]
         )
         headers = [
             ("reason", rejected.reason[:1000].encode()),
             ("kind", rejected.kind.encode()),
-            ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+            ("source", f"{self.topics.assignments}/{partition}/{record.offset}".encode()),
         ]
         await self.producer.send(self.topics.deadletter, value=record.value or b"", key=record.key, headers=headers)
 
@@ -177,6 +306,14 @@ class IngestService(Service):
             if det is None:
                 continue
             for key, value in det.take_dirty_checkpoints():
+                if len(value) > MAX_CHECKPOINT_BYTES:
+                    # The state topic takes at most 8 MiB a record (the engine bounds offender ids,
+                    # so this should not happen). Crashing would stop detection for every experiment;
+                    # skipping keeps it running, but a restore of this experiment would miss the
+                    # events since its last checkpoint: say so loudly.
+                    log.error("state of %r is %d bytes, over the %d-byte checkpoint limit: not checkpointed",
+                              key.decode(errors="replace"), len(value), MAX_CHECKPOINT_BYTES)
+                    continue
                 futs.append(await self.producer.send(topic, key=key, value=value, partition=p))
             lc = self.alerts.checkpoint_blob(p)
             if lc is not None:
