@@ -126,7 +126,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.timer(2.0)
     async def refresh_experiment_metrics():
-        for exp in list(ingest.experiments()):
+        # Only experiments that changed: observing all of them every 2 s cost ~10% of the CPU.
+        for exp in ingest.take_changed():
             state = ingest.state_of(exp)
             if state is not None:
                 reg = parsed.get(exp)
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 if reg is not None and reg.owner:  # the engine's expected side has no owner
                     obs["expected"] = {**obs["expected"], "owner": reg.owner}
                 metrics.update_experiment(exp, obs)
+        metrics.replace_consumer_lags(await ingest.lags())
 
     add_routes(
         app.web.web_app,

@@ -21,7 +21,8 @@ class PartitionDetector:
         self.states: dict[str, ExperimentState] = {}
         self.applied: dict[str, int] = {}  # experiment -> last input offset its state covers
         self.skip_upto = -1  # after a restore: events at or below this may already be applied
-        self.dirty: set[str] = set()
+        self.dirty: set[str] = set()  # changed since the last checkpoint
+        self.observed: set[str] = set()  # changed since the metrics last looked
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         """Apply one record of the state changelog (latest wins; None is a tombstone)."""
@@ -32,6 +33,7 @@ class PartitionDetector:
             return
         cp = checkpoint.decode(value)
         self.states[exp] = ExperimentState.from_bytes(cp.blob)
+        self.observed.add(exp)
         self.applied[exp] = cp.offset
         self.skip_upto = max(self.skip_upto, cp.offset)
 
@@ -81,6 +83,7 @@ class PartitionDetector:
                 findings.extend(found)
             applied[exp] = last
             dirty.add(exp)
+        self.observed.update(groups)
         return findings
 
     def take_dirty_checkpoints(self) -> list[tuple[bytes, bytes]]:

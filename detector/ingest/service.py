@@ -404,11 +404,35 @@ class IngestService(Service):
         for det in self.partitions.values():
             yield from det.states
 
+    async def lags(self) -> dict[tuple[str, int], int]:
+        """Records behind the end of each owned partition (high watermark of the last fetch - position)."""
+        out: dict[tuple[str, int], int] = {}
+        if self.consumer is None:
+            return out
+        for p in list(self.partitions):
+            tp = TopicPartition(self.topics.assignments, p)
+            try:
+                high = self.consumer.highwater(tp)
+                if high is not None:
+                    out[(tp.topic, p)] = max(0, high - await self.consumer.position(tp))
+            except Exception:  # revoked meanwhile
+                continue
+        return out
+
+    def take_changed(self) -> set[str]:
+        """Experiments whose state (or registration) changed since the last call: for the metrics."""
+        out: set[str] = set()
+        for det in self.partitions.values():
+            out |= det.observed
+            det.observed.clear()
+        return out
+
     async def reevaluate(self, experiment: str) -> None:
         """A registration changed: re-judge the experiment's rules under the new declaration."""
         async with self.lock:
             for p, det in self.partitions.items():
                 if experiment in det.states:
+                    det.observed.add(experiment)
                     await self.alerts.on_registration_change(p, experiment, det.states[experiment], time.time())
 
 

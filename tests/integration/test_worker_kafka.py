@@ -56,3 +56,22 @@ def test_malformed_events_go_to_dead_letter_and_good_ones_still_count(workers, p
     code, text = w.get("/metrics")
     assert code == 200
     assert 'exposure_detector_dead_lettered_total{reason="invalid_json"} 1.0' in text
+
+
+def test_metrics_follow_the_stream(workers, producer, ns):
+    """Per-experiment series appear for what was consumed, and lag is reported per partition."""
+    w = workers()
+    producer.send_events({"experiment": "metered", "user_id": f"m{i}", "variant": "a", "ts": now_ms()} for i in range(7))
+
+    def enrolled():
+        _, text = w.get("/metrics")
+        for line in text.splitlines():
+            if line.startswith('exposure_detector_experiment_enrolled_users{experiment="metered"}'):
+                return float(line.split()[-1])
+        return None
+
+    assert wait_until(lambda: enrolled() == 7.0, 20, what="enrolled_users 7")
+    _, text = w.get("/metrics")
+    lags = [line for line in text.splitlines() if line.startswith("exposure_detector_consumer_lag{")]
+    assert lags and all(float(line.split()[-1]) == 0.0 for line in lags)
+    assert any(f'topic="{ns.topic("exposure.assignments")}"' in line for line in lags)
