@@ -1,7 +1,7 @@
 """`detector replay EVENTS.jsonl --expectations DIR [--format text|json] [--batch N]`
 
 Runs the detection engine over a JSON-lines file of assignment events, without Kafka.
-Each line is decoded with `detector.events.decode` (record time 0: events without `ts`
+Lines are decoded in batches with `detector.events.decode_batch` (the same result as `decode` per line) (record time 0: events without `ts`
 get epoch 0). Lines are read in chunks of `--batch` (default 5000), like a consumer
 fetch, and each chunk is grouped by experiment in input order before it reaches the
 engine: the same batching the worker does, so detection times match.
@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import TextIO
 
 from detector.engine import EngineConfig, ExperimentState, Finding, observe, process_batch
-from detector.events import Rejected, decode
+from detector.events import decode_batch
 from detector.expectations import Expectation
 
 
@@ -165,23 +165,34 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
                 printer.finding(f)
         engine_s += time.perf_counter() - te
 
+    def flush(raws: list, linenos: list[int]) -> str | None:
+        """Decode a chunk of lines in one batch and run it; returns an error naming the line, if any."""
+        nonlocal n_events
+        events, _, rejects = decode_batch(raws, [0] * len(raws))
+        if rejects:
+            pos, rej = rejects[0]
+            return f"detector replay: {args.events}:{linenos[pos]}: {rej.reason}\n"
+        run(events)
+        n_events += len(events)
+        raws.clear()
+        linenos.clear()
+        return None
+
     with fh:
-        chunk: list = []
-        append = chunk.append
+        raws: list = []
+        linenos: list[int] = []
         try:
             for raw in fh:
                 lineno += 1
                 if not raw.strip():
                     continue
-                a = decode(raw, 0)
-                if type(a) is Rejected:
-                    err.write(f"detector replay: {args.events}:{lineno}: {a.reason}\n")
-                    return 1
-                append(a)
-                if len(chunk) >= args.batch:
-                    run(chunk)
-                    n_events += len(chunk)
-                    chunk.clear()
+                raws.append(raw)
+                linenos.append(lineno)
+                if len(raws) >= args.batch:
+                    problem = flush(raws, linenos)
+                    if problem:
+                        err.write(problem)
+                        return 1
                     now = time.perf_counter()
                     if not args.quiet and now - last >= 2.0:
                         last = now
@@ -190,9 +201,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         except (OSError, UnicodeDecodeError) as exc:
             err.write(f"detector replay: {args.events}:{lineno + 1}: unreadable: {exc}\n")
             return 1
-        if chunk:
-            run(chunk)
-            n_events += len(chunk)
+        if raws:
+            problem = flush(raws, linenos)
+            if problem:
+                err.write(problem)
+                return 1
     dt = time.perf_counter() - t0
     if args.format == "text":
         out.write(f"\n# final state ({n_events:,} events, {len(states)} experiments)\n")
