@@ -291,7 +291,8 @@ class IngestService(Service):
             ("kind", rejected.kind.encode()),
             ("source", f"{self.topics.assignments}/{partition}/{record.offset}".encode()),
         ]
-        await self.producer.send(self.topics.deadletter, value=record.value or b"", key=record.key, headers=headers)
+        # A tombstone stays a tombstone (None): the dead letter keeps the original value exactly.
+        await self.producer.send(self.topics.deadletter, value=record.value, key=record.key, headers=headers)
 
     # ---- checkpoints, commits, rebalances -----------------------------------------------------
     async def checkpoint(self, commit: bool, partitions: Iterable[int] | None = None) -> None:
