@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
-from detector.engine import Finding
 from detector.events import Rejected, decode_batch
 from detector.ingest import checkpoint, fastfetch
+from detector.kafka_io import latest_values, read_to_end
 from detector.ingest.partition import PartitionDetector
 from detector.settings import Settings
 
@@ -204,29 +204,7 @@ class IngestService(Service):
         from detector.registration.model import RegistrationError, parse_expectation
         from detector.registrations import decode_record
 
-        topic = self.topics.expectations
-        reader = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
-        await reader.start()
-        latest: dict[bytes, bytes | None] = {}
-        try:
-            tps = [TopicPartition(topic, p) for p in sorted(await self._partitions_of(topic))]
-            if not tps:
-                return set()
-            reader.assign(tps)
-            await reader.seek_to_beginning(*tps)
-            end = await reader.end_offsets(tps)
-            pending = {tp for tp in tps if end[tp] > 0}
-            while pending:
-                got = await reader.getmany(*pending, timeout_ms=500)
-                for recs in got.values():
-                    for r in recs:
-                        if r.key is not None:
-                            latest[r.key] = r.value
-                for tp in list(pending):
-                    if await reader.position(tp) >= end[tp]:
-                        pending.discard(tp)
-        finally:
-            await reader.stop()
+        latest = await latest_values(self.settings.kafka_bootstrap, self.topics.expectations)
         keys = set()
         for k, v in latest.items():
             key = k.decode("utf-8", "replace")
@@ -238,19 +216,6 @@ class IngestService(Service):
             except (ValueError, RegistrationError):
                 continue
         return keys
-
-    async def _partitions_of(self, topic: str) -> set[int]:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            for t in await admin.describe_topics([topic]):
-                if t.get("topic") == topic and not t.get("error_code"):
-                    return {p["partition"] for p in t.get("partitions", [])}
-        finally:
-            await admin.close()
-        return set(range(self.settings.partitions))
 
     # ---- the batch path ----------------------------------------------------------------------
     async def _process(self, partition: int, records) -> None:
@@ -361,33 +326,17 @@ class IngestService(Service):
         topic = self.topics.state
         dets = {p: PartitionDetector(p) for p in parts}
         lifecycle_blobs: dict[int, bytes] = {}
-        reader = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
-        await reader.start()
         n = 0
-        try:
-            tps = [TopicPartition(topic, p) for p in parts]
-            reader.assign(tps)
-            await reader.seek_to_beginning(*tps)
-            end = await reader.end_offsets(tps)
-            pending = {tp for tp in tps if end[tp] > 0}
-            while pending:
-                got = await reader.getmany(*pending, timeout_ms=500)
-                for tp, recs in got.items():
-                    for r in recs:
-                        n += 1
-                        try:
-                            if r.key == checkpoint.LIFECYCLE_KEY:
-                                if r.value is not None:
-                                    lifecycle_blobs[tp.partition] = checkpoint.decode(r.value).blob
-                            else:
-                                dets[tp.partition].restore(r.key, r.value)
-                        except Exception as exc:  # e.g. an older format: rebuild that key from events
-                            log.error("unreadable checkpoint %r in partition %d skipped: %s", r.key, tp.partition, exc)
-                for tp in list(pending):
-                    if await reader.position(tp) >= end[tp]:
-                        pending.discard(tp)
-        finally:
-            await reader.stop()
+        async for r in read_to_end(self.settings.kafka_bootstrap, topic, parts):
+            n += 1
+            try:
+                if r.key == checkpoint.LIFECYCLE_KEY:
+                    if r.value is not None:
+                        lifecycle_blobs[r.partition] = checkpoint.decode(r.value).blob
+                else:
+                    dets[r.partition].restore(r.key, r.value)
+            except Exception as exc:  # e.g. an older format: rebuild that key from events
+                log.error("unreadable checkpoint %r in partition %d skipped: %s", r.key, r.partition, exc)
         self.partitions.update(dets)
         for p in parts:
             self.alerts.restore_partition(p, lifecycle_blobs.get(p))

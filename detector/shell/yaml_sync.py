@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import os
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
+
+from detector.kafka_io import latest_values
 
 from detector.registration.model import expectation_to_dict, load_dir
 from detector.registrations import decode_record, encode_record
@@ -19,33 +21,13 @@ log = logging.getLogger(__name__)
 
 
 async def current_registrations(bootstrap: str, topic: str) -> dict[str, dict | None]:
-    """Latest record per key of the compacted registrations topic."""
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await reader.start()
+    """Latest registration per experiment in the compacted registrations topic."""
     latest: dict[str, dict | None] = {}
-    try:
-        parts = reader.partitions_for_topic(topic) or set()
-        if not parts:
-            await reader._client.force_metadata_update()
-            parts = reader.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        reader.assign(tps)
-        await reader.seek_to_beginning(*tps)
-        end = await reader.end_offsets(tps)
-        pending = {tp for tp in tps if end[tp] > 0}
-        while pending:
-            got = await reader.getmany(*pending, timeout_ms=500)
-            for recs in got.values():
-                for r in recs:
-                    try:
-                        latest[r.key.decode()] = decode_record(r.value)["registration"]
-                    except (ValueError, AttributeError):
-                        continue
-            for tp in list(pending):
-                if await reader.position(tp) >= end[tp]:
-                    pending.discard(tp)
-    finally:
-        await reader.stop()
+    for key, value in (await latest_values(bootstrap, topic)).items():
+        try:
+            latest[key.decode()] = decode_record(value)["registration"]
+        except (ValueError, TypeError, UnicodeDecodeError):
+            continue
     return latest
 
 
