@@ -214,21 +214,24 @@ def _fast_batch(values: list, record_ts: list[int]) -> list[Assignment] | None:
     tss = list(map(_get_ts, evs))
     attrs = list(map(_get_attributes, evs))
     missing = variants.count(UNSET) + enrolled.count(UNSET) + tss.count(UNSET) + attrs.count(UNSET)
-    # Absent fields (rare with real producers) take the exact path for this chunk, as does `{}`
-    # (which `decode` turns into None).
-    if missing or attrs.count({}):
+    # `{}` (which `decode` turns into None) takes the exact path for this chunk.
+    if attrs.count({}):
         return None
     buf = b"\n".join(values)
     # Duplicate keys (rejected by `decode`) and anything msgspec skipped (unknown fields): with no
     # backslash in the batch there are no escaped quotes, so '"' occurs exactly twice per JSON
-    # string. The decoded records account for 6 keys + experiment + user_id + each string variant
-    # + 2 per attribute each; any extra key or string makes the count differ. No backslash also
-    # means no \u0000, so no NUL in any id.
-    strings = 8 * n + (n - variants.count(None)) + 2 * sum(map(len, filter(None, attrs)))
+    # string. The decoded records account for their keys (6 each, less the absent optional ones) +
+    # experiment + user_id + each string variant + 2 per attribute; any extra key or string makes
+    # the count differ. No backslash also means no \u0000, so no NUL in any id.
+    string_variants = n - variants.count(None) - variants.count(UNSET)
+    strings = 8 * n - missing + string_variants + 2 * sum(map(len, filter(None, attrs)))
     if buf.count(b"\\") or buf.count(b'"') != 2 * strings:
         return None
+    if missing:
+        # Absent optional fields take `decode`'s defaults (ts: the record time).
+        evs, tss = _with_defaults(evs, record_ts), None
     try:
-        t = np.fromiter(tss, np.int64, n)
+        t = np.fromiter(tss if tss is not None else map(_get_ts, evs), np.int64, n)
         r = np.fromiter(record_ts, np.int64, n)
     except (OverflowError, ValueError, TypeError):
         return None
@@ -239,6 +242,22 @@ def _fast_batch(values: list, record_ts: list[int]) -> list[Assignment] | None:
     if d.size and (d.min() < -MAX_EVENT_AGE_MS or d.max() > MAX_FUTURE_SKEW_MS):
         return None
     return evs
+
+
+def _with_defaults(evs: list, record_ts: list[int]) -> list:
+    replace = msgspec.structs.replace
+    out = []
+    for ev, rts in zip(evs, record_ts):
+        if ev.variant is UNSET or ev.enrolled is UNSET or ev.ts is UNSET or ev.attributes is UNSET:
+            ev = replace(
+                ev,
+                variant=None if ev.variant is UNSET else ev.variant,
+                enrolled=True if ev.enrolled is UNSET else ev.enrolled,
+                ts=rts if ev.ts is UNSET else ev.ts,
+                attributes=None if ev.attributes is UNSET else ev.attributes,
+            )
+        out.append(ev)
+    return out
 
 
 def decode_batch(
