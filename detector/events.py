@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Annotated, Iterable
+from typing import Annotated
 
 import msgspec
 import numpy as np
@@ -159,16 +159,6 @@ def _validate(w: _Wire, value: bytes | None, record_ts_ms: int) -> Assignment | 
             return Rejected(f"more than {MAX_ATTRIBUTES} attributes", value)
         attrs = {k: str(v) for k, v in w.attributes.items() if v is not None}
     return Assignment(w.experiment, w.user_id, w.variant, w.enrolled, ts, attrs)
-
-
-def decode_many(values: Iterable[tuple[bytes | None, int]]) -> tuple[list[Assignment], list[Rejected]]:
-    """Decode (value, record_ts_ms) pairs; returns good events in input order and the rejects."""
-    good: list[Assignment] = []
-    bad: list[Rejected] = []
-    for value, rts in values:
-        r = decode(value, rts)
-        (bad if isinstance(r, Rejected) else good).append(r)
-    return good, bad
 
 
 # ---- batch decoding (the ingest hot path) ------------------------------------------------------

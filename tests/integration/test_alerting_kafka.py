@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from harness import BOOTSTRAP, Receiver, free_port, now_ms, require_binary, wait_until
+from harness import BOOTSTRAP, Peer, Receiver, free_port, now_ms, require_binary, wait_until
 from standardwebhooks.webhooks import Webhook
 
 pytestmark = pytest.mark.kafka
@@ -311,33 +310,15 @@ def alertmanager(tmp_path):
     cfg = tmp_path / "am.yml"
     cfg.write_text(yaml.safe_dump({"route": {"receiver": "null", "group_wait": "1s"}, "receivers": [{"name": "null"}]}))
     port = free_port()
-    log = open(tmp_path / "alertmanager.log", "wb")
-    proc = subprocess.Popen(
+    peer = Peer(
         [binary, f"--config.file={cfg}", f"--storage.path={tmp_path / 'am-data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        stdout=log, stderr=subprocess.STDOUT,
+        tmp_path / "alertmanager.log", f"http://127.0.0.1:{port}", "alertmanager",
     )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        assert proc.poll() is None, (tmp_path / "alertmanager.log").read_text()
-        try:
-            with urllib.request.urlopen(url + "/-/ready", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
     try:
-        wait_until(ready, 30, 0.1, "alertmanager ready")
-        yield url
+        yield peer.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        peer.stop()
 
 
 @pytest.mark.alertmanager

@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 import yaml
-from harness import free_port, now_ms, require_binary, wait_until
+from harness import Peer, free_port, now_ms, require_binary, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.prometheus]
 
@@ -31,7 +31,7 @@ TOKEN = "prom-test-token"
 def prometheus_for(tmp_path):
     """Factory: prometheus_for(target) starts Prometheus scraping http://target/metrics every second."""
     binary = require_binary("prometheus", package="prometheus")
-    procs = []
+    peers = []
 
     def start(target: str) -> str:
         port = free_port()
@@ -42,35 +42,17 @@ def prometheus_for(tmp_path):
                                 "scrape_interval": "1s", "scrape_timeout": "900ms",
                                 "static_configs": [{"targets": [target]}]}],
         }))
-        log = open(tmp_path / "prometheus.log", "wb")
-        proc = subprocess.Popen(
+        peer = Peer(
             [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT,
+            tmp_path / "prometheus.log", f"http://127.0.0.1:{port}", "prometheus",
         )
-        procs.append((proc, log))
-        url = f"http://127.0.0.1:{port}"
-
-        def ready():
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
-            try:
-                with urllib.request.urlopen(url + "/-/ready", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_until(ready, 30, 0.1, "prometheus ready")
-        return url
+        peers.append(peer)
+        return peer.url
 
     yield start
-    for proc, log in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    for peer in peers:
+        peer.stop()
 
 
 def query(prom: str, expr: str) -> dict[tuple, float]:

@@ -60,6 +60,38 @@ def require_binary(*names: str, package: str) -> str:
     pytest.skip(message)
 
 
+class Peer:
+    """A real peer binary (Prometheus, Alertmanager) on loopback, logging to a file, ready at /-/ready."""
+
+    def __init__(self, args: list[str], log_path: Path, url: str, what: str) -> None:
+        self.url, self.log_path = url, log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+
+        def ready():
+            assert self.proc.poll() is None, log_path.read_text()
+            try:
+                with urllib.request.urlopen(url + "/-/ready", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        try:
+            wait_until(ready, 30, 0.1, f"{what} ready")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
 def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition"):
     deadline = time.time() + timeout
     last = None
