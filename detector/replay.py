@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
+from itertools import islice
 from typing import TextIO
 
 from detector.engine import EngineConfig, ExperimentState, Finding, observe, process_batch
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
                 printer.finding(f)
         engine_s += time.perf_counter() - te
 
-    def flush(raws: list, linenos: list[int]) -> str | None:
+    def flush(raws: list, linenos) -> str | None:
         """Decode a chunk of lines in one batch and run it; returns an error naming the line, if any."""
         nonlocal n_events
         events, _, rejects = decode_batch(raws, [0] * len(raws))
@@ -174,38 +175,33 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
             return f"detector replay: {args.events}:{linenos[pos]}: {rej.reason}\n"
         run(events)
         n_events += len(events)
-        raws.clear()
-        linenos.clear()
         return None
 
     with fh:
-        raws: list = []
-        linenos: list[int] = []
         try:
-            for raw in fh:
-                lineno += 1
-                if not raw.strip():
-                    continue
-                raws.append(raw)
-                linenos.append(lineno)
-                if len(raws) >= args.batch:
+            while True:
+                lines = list(islice(fh, args.batch))  # C-level reads, like a consumer fetch
+                if not lines:
+                    break
+                raws = list(filter(bytes.strip, lines))  # blank lines are skipped
+                if len(raws) == len(lines):
+                    linenos = range(lineno + 1, lineno + 1 + len(lines))
+                else:
+                    linenos = [lineno + 1 + i for i, raw in enumerate(lines) if raw.strip()]
+                lineno += len(lines)
+                if raws:
                     problem = flush(raws, linenos)
                     if problem:
                         err.write(problem)
                         return 1
-                    now = time.perf_counter()
-                    if not args.quiet and now - last >= 2.0:
-                        last = now
-                        pct = f" ({fh.tell() / size:.0%})" if size else ""
-                        err.write(f"replay: {lineno:,} lines{pct}, {n_events / (now - t0):,.0f} events/s\n")
+                now = time.perf_counter()
+                if not args.quiet and now - last >= 2.0:
+                    last = now
+                    pct = f" ({fh.tell() / size:.0%})" if size else ""
+                    err.write(f"replay: {lineno:,} lines{pct}, {n_events / (now - t0):,.0f} events/s\n")
         except (OSError, UnicodeDecodeError) as exc:
             err.write(f"detector replay: {args.events}:{lineno + 1}: unreadable: {exc}\n")
             return 1
-        if raws:
-            problem = flush(raws, linenos)
-            if problem:
-                err.write(problem)
-                return 1
     dt = time.perf_counter() - t0
     if args.format == "text":
         out.write(f"\n# final state ({n_events:,} events, {len(states)} experiments)\n")

@@ -20,7 +20,7 @@ import numpy as np
 
 from detector.engine import stats
 from detector.engine.bloom import ScalableBloom
-from detector.engine.hashing import hash64, hash64_list, mix64_int
+from detector.engine.hashing import hash64, hash64_list, mix64, mix64_int
 from detector.engine.state import (DEFAULT_CONFIG, ENROLLED_SALT_INT, RULE_BITS, EngineConfig, ExperimentState,
                                    enrolled_hashes)
 from detector.events import Assignment
@@ -154,6 +154,9 @@ def _copy(d):
 
 
 _lgamma = math.lgamma
+_OFFENDER_SALT = np.uint64(0x6A09E667F3BCC909)
+# Per-rule salts (fixed: they key checkpointed filters), derived from the rule's bit.
+_RULE_SALTS = {rule: np.uint64((0xBB67AE8584CAA73B * (bit + 1)) & 0xFFFFFFFFFFFFFFFF) for rule, bit in RULE_BITS.items()}
 _PLANS: dict[tuple[int, int], _Plan] = {}
 
 
@@ -213,10 +216,11 @@ def _record(st: ExperimentState, rule: str, evs, config: EngineConfig) -> list[t
     if overflow:  # beyond the id bound: count distinct users with a seen-before filter
         if st.overflow is None:
             st.overflow = ScalableBloom(1024)
-        ids = [e.user_id for e in overflow]
-        user_new = st.overflow.add_new(hash64(["\x01" + u for u in ids]))
+        # One id hash, two derived key spaces (any offence; this rule) in the same filter.
+        h = hash64([e.user_id for e in overflow])
+        user_new = st.overflow.add_new(mix64(h ^ _OFFENDER_SALT))
         st.offender_count += int(user_new.sum())
-        rule_new = st.overflow.add_new(hash64([rule + "\x00" + u for u in ids]))
+        rule_new = st.overflow.add_new(mix64(h ^ _RULE_SALTS[rule]))
         new.extend((e.user_id, e.ts) for e, fresh in zip(overflow, rule_new.tolist()) if fresh)
     if new:
         st.rule_count[rule] = st.rule_count.get(rule, 0) + len(new)
