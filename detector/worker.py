@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 
 from detector.settings import Settings
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a process that allocates per record.
+
+    Every fetch creates tens of thousands of short-lived containers (aiokafka records, lists,
+    dicts), so with Python's default threshold (700) a young collection ran every few hundred
+    records and the older generations, which hold every experiment's state, were walked again
+    and again: ~12% of the worker's CPU. Startup objects (modules, Faust, the app) are frozen out
+    of collection; young collections run every 50,000 allocations. Cycles are still collected,
+    just less often; memory held by the young generation stays a few MB.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def main(argv: list[str]) -> int:
@@ -47,5 +63,6 @@ def main(argv: list[str]) -> int:
     app = create_app(settings)
     log.info("starting worker %s on http://%s:%d", settings.app_id, settings.web_host, settings.web_port)
     worker = faust.Worker(app, loglevel=level, override_logging=False, redirect_stdouts=False)
+    tune_gc()
     worker.execute_from_commandline()
     return 0

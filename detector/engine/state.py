@@ -41,7 +41,7 @@ RULES = (
 )
 _ENROLLED_SALT = np.uint64(0x2545F4914F6CDD1D)
 ENROLLED_SALT_INT = 0x2545F4914F6CDD1D
-_FORMAT = 2
+_FORMAT = 3  # 3: fingerprints and filters keyed by XXH3-64 (see hashing.py)
 # offender records carry their rules as a bitmask; bits in the order process_batch judges them
 RULE_BITS = {"unregistered": 1, "allowlist_breach": 2, "segment_breach": 4, "outside_window": 8,
              "max_users_exceeded": 16}

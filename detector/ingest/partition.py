@@ -6,7 +6,7 @@ offsets and persists what `dirty_checkpoints()` hands back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from detector.engine import EngineConfig, ExperimentState, Finding, process_batch
 from detector.events import Assignment
@@ -85,6 +85,10 @@ class PartitionDetector:
             dirty.add(exp)
         self.observed.update(groups)
         return findings
+
+    def mark_dirty(self, experiments: Iterable[str]) -> None:
+        """Checkpoint these again (their last checkpoint was not acknowledged)."""
+        self.dirty.update(e for e in experiments if e in self.states)
 
     def take_dirty_checkpoints(self) -> list[tuple[bytes, bytes]]:
         """(key, value) records for every experiment changed since the last call."""

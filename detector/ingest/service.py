@@ -76,7 +76,8 @@ class IngestService(Service):
         self.connected = False
         self.last_batch_at = 0.0
         self._last_checkpoint = 0.0
-        self._checkpoint_seconds = 0.0  # duration of the last periodic checkpoint
+        self._checkpoint_seconds = 0.0  # duration of the last periodic checkpoint (its inline part)
+        self._in_flight: asyncio.Future | None = None  # acks + commit of the last periodic checkpoint
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -145,7 +146,10 @@ class IngestService(Service):
                 due = max(interval, CHECKPOINT_COST_FACTOR * self._checkpoint_seconds)
                 if now - self._last_checkpoint >= due or (not batch and self._dirty()):
                     t0 = time.perf_counter()
-                    await self.checkpoint(commit=True)
+                    try:
+                        await self.checkpoint(commit=True, wait=bool(not batch))
+                    except Exception as exc:  # broker away: applied state stays dirty, retried next time
+                        log.warning("checkpoint failed, retrying with the next one: %s", exc)
                     self._checkpoint_seconds = time.perf_counter() - t0
             # getmany returns buffered records without suspending, so under load this loop would
             # never yield: Faust's consumer (the alert outbox's delivery agent) and the web server
@@ -260,44 +264,78 @@ class IngestService(Service):
         await self.producer.send(self.topics.deadletter, value=record.value, key=record.key, headers=headers)
 
     # ---- checkpoints, commits, rebalances -----------------------------------------------------
-    async def checkpoint(self, commit: bool, partitions: Iterable[int] | None = None) -> None:
-        """Persist dirty state for `partitions` (default: all owned), then commit their offsets."""
+    async def checkpoint(self, commit: bool, partitions: Iterable[int] | None = None, wait: bool = True) -> None:
+        """Persist dirty state for `partitions` (default: all owned), then commit their offsets.
+
+        With wait=False (the periodic checkpoint of the ingest loop) only the writing happens
+        inline; waiting for the broker's acks and committing runs in the background, so batches
+        keep flowing during the round trips. At most one checkpoint is in flight: the next one
+        first waits for it, so commits stay in order and always follow their state's acks.
+        """
+        await self._settle_checkpoint()
         owned = list(self.partitions if partitions is None else partitions)
         await self.producer.flush()  # notifications and dead letters first: never checkpoint past them
         topic = self.topics.state
         futs = []
         positions = {}
-        for p in owned:
-            det = self.partitions.get(p)
-            if det is None:
-                continue
-            for key, value in det.take_dirty_checkpoints():
-                if len(value) > MAX_CHECKPOINT_BYTES:
-                    # The state topic takes at most 8 MiB a record (the engine bounds offender ids,
-                    # so this should not happen). Crashing would stop detection for every experiment;
-                    # skipping keeps it running, but a restore of this experiment would miss the
-                    # events since its last checkpoint: say so loudly.
-                    log.error("state of %r is %d bytes, over the %d-byte checkpoint limit: not checkpointed",
-                              key.decode(errors="replace"), len(value), MAX_CHECKPOINT_BYTES)
-                    continue
-                futs.append(await self.producer.send(topic, key=key, value=value, partition=p))
-            lc = self.alerts.checkpoint_blob(p)
-            if lc is not None:
-                futs.append(
-                    await self.producer.send(
-                        topic, key=checkpoint.LIFECYCLE_KEY, value=checkpoint.encode(-1, lc), partition=p
-                    )
-                )
-            tp = TopicPartition(self.topics.assignments, p)
-            try:
-                positions[tp] = OffsetAndMetadata(await self.consumer.position(tp), "")
-            except Exception:  # not assigned any more
-                pass
-        if futs:
-            await asyncio.gather(*futs)
-        if commit and positions:
-            await self.consumer.commit(positions)
+        written = [(p, self.partitions[p].take_dirty_checkpoints()) for p in owned if p in self.partitions]
+        try:
+            for p, records in written:
+                for key, value in records:
+                    if len(value) > MAX_CHECKPOINT_BYTES:
+                        # The state topic takes at most 8 MiB a record (the engine bounds offender
+                        # ids, so this should not happen). Crashing would stop detection for every
+                        # experiment; skipping keeps it running, but a restore of this experiment
+                        # would miss the events since its last checkpoint: say so loudly.
+                        log.error("state of %r is %d bytes, over the %d-byte checkpoint limit: not checkpointed",
+                                  key.decode(errors="replace"), len(value), MAX_CHECKPOINT_BYTES)
+                        continue
+                    futs.append(await self.producer.send(topic, key=key, value=value, partition=p))
+                lc = self.alerts.checkpoint_blob(p)
+                if lc is not None:
+                    futs.append(await self.producer.send(
+                        topic, key=checkpoint.LIFECYCLE_KEY, value=checkpoint.encode(-1, lc), partition=p))
+                tp = TopicPartition(self.topics.assignments, p)
+                try:
+                    positions[tp] = OffsetAndMetadata(await self.consumer.position(tp), "")
+                except Exception:  # not assigned any more
+                    pass
+        except Exception:
+            self._redirty(written)
+            raise
         self._last_checkpoint = time.time()
+        finish = self._finish_checkpoint(futs, positions if commit else {}, written)
+        if wait:
+            await finish
+        else:
+            self._in_flight = asyncio.ensure_future(finish)
+
+    async def _finish_checkpoint(self, futs, positions, written) -> None:
+        try:
+            if futs:
+                await asyncio.gather(*futs)
+        except Exception:
+            # Not acked: commit nothing now (the offsets would claim state the changelog may not hold).
+            self._redirty(written)
+            raise
+        if positions:
+            await self.consumer.commit(positions)
+
+    def _redirty(self, written) -> None:
+        """Write these experiments again with the next checkpoint."""
+        for p, records in written:
+            det = self.partitions.get(p)
+            if det is not None:
+                det.mark_dirty(k.decode() for k, _ in records)
+
+    async def _settle_checkpoint(self) -> None:
+        """Wait for the checkpoint in flight, if any (its failure is logged; the next one retries)."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            try:
+                await task
+            except Exception as exc:
+                log.warning("checkpoint failed (state is written again with the next one): %s", exc)
 
     async def on_revoked(self, revoked) -> None:
         parts = [tp.partition for tp in revoked]
