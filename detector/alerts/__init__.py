@@ -9,7 +9,6 @@ A pipeline of small named stages, as in Alertmanager's `notify/`:
   sinks/           one module per integration: webhook, alertmanager_webhook, alertmanager, pagerduty, slack
   signing.py       Standard Webhooks signatures
   delivery.py      timeout, retry with backoff and jitter, Retry-After, deadline -> outcome
-  dedup.py         delivered (sink, id) pairs, so a redelivered outbox record is not sent twice
   mitigation.py    the opt-in kill_url call
 """
 

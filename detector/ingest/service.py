@@ -25,6 +25,7 @@ from mode import Service
 
 from detector.events import Rejected, decode_batch
 from detector.ingest import checkpoint, fastfetch
+from detector.ingest.acked import AckedSends
 from detector.kafka_io import latest_values, read_to_end
 from detector.ingest.partition import PartitionDetector
 from detector.settings import Settings
@@ -71,12 +72,14 @@ class IngestService(Service):
         self.metrics = metrics
         self.partitions: dict[int, PartitionDetector] = {}
         self.lock = asyncio.Lock()
+        alerts.lock = self.lock
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.sends = AckedSends()  # notifications, snapshots, dead letters: settled before each checkpoint
         self.connected = False
         self.last_batch_at = 0.0
         self._last_checkpoint = 0.0
-        self._checkpoint_seconds = 0.0  # duration of the last periodic checkpoint (its inline part)
+        self._checkpoint_seconds = 0.0  # duration of the last checkpoint, from serialising to the acks
         self._in_flight: asyncio.Future | None = None  # acks + commit of the last periodic checkpoint
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -90,7 +93,8 @@ class IngestService(Service):
             max_request_size=16 * 1024 * 1024,
         )
         await self.producer.start()
-        self.alerts.producer = self.producer
+        self.sends.producer = self.producer
+        self.alerts.producer = self.sends  # notifications must be acked before their state is checkpointed
         raw = fastfetch.install()  # getmany hands out aiokafka's C records (offset, timestamp, key, value)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap,
@@ -135,22 +139,23 @@ class IngestService(Service):
                 await asyncio.sleep(1.0)
                 continue
             async with self.lock:
+                if self.should_stop:  # on_stop took its final checkpoint while this batch was fetched
+                    break
                 for tp, records in batch.items():
                     await self._process(tp.partition, records)
                 now = time.time()
                 await self.alerts.tick(now)
                 # Checkpoint every interval, and at once when caught up (an empty fetch) so that
                 # an idle detector has everything it applied checkpointed and committed.
-                # The interval stretches to 10x the last checkpoint's duration, so that writing
-                # state (every dirty experiment's sketches) never takes more than ~10% of the time.
+                # The interval stretches to 10x the last checkpoint's duration (serialising, writing
+                # and the broker's acks), so that writing state (every dirty experiment's sketches)
+                # never takes more than ~10% of the time, of this process or of the broker.
                 due = max(interval, CHECKPOINT_COST_FACTOR * self._checkpoint_seconds)
                 if now - self._last_checkpoint >= due or (not batch and self._dirty()):
-                    t0 = time.perf_counter()
                     try:
                         await self.checkpoint(commit=True, wait=bool(not batch))
                     except Exception as exc:  # broker away: applied state stays dirty, retried next time
                         log.warning("checkpoint failed, retrying with the next one: %s", exc)
-                    self._checkpoint_seconds = time.perf_counter() - t0
             # getmany returns buffered records without suspending, so under load this loop would
             # never yield: Faust's consumer (the alert outbox's delivery agent) and the web server
             # share this event loop and would wait seconds for a turn.
@@ -261,7 +266,7 @@ class IngestService(Service):
             ("source", f"{self.topics.assignments}/{partition}/{record.offset}".encode()),
         ]
         # A tombstone stays a tombstone (None): the dead letter keeps the original value exactly.
-        await self.producer.send(self.topics.deadletter, value=record.value, key=record.key, headers=headers)
+        await self.sends.send(self.topics.deadletter, value=record.value, key=record.key, headers=headers)
 
     # ---- checkpoints, commits, rebalances -----------------------------------------------------
     async def checkpoint(self, commit: bool, partitions: Iterable[int] | None = None, wait: bool = True) -> None:
@@ -273,8 +278,9 @@ class IngestService(Service):
         first waits for it, so commits stay in order and always follow their state's acks.
         """
         await self._settle_checkpoint()
+        t0 = time.perf_counter()
         owned = list(self.partitions if partitions is None else partitions)
-        await self.producer.flush()  # notifications and dead letters first: never checkpoint past them
+        await self.sends.settle()  # notifications and dead letters first: never checkpoint past them
         topic = self.topics.state
         futs = []
         positions = {}
@@ -304,26 +310,28 @@ class IngestService(Service):
             self._redirty(written)
             raise
         self._last_checkpoint = time.time()
-        finish = self._finish_checkpoint(futs, positions if commit else {}, written)
+        finish = self._finish_checkpoint(futs, positions if commit else {}, written, t0)
         if wait:
             await finish
         else:
             self._in_flight = asyncio.ensure_future(finish)
 
-    async def _finish_checkpoint(self, futs, positions, written) -> None:
+    async def _finish_checkpoint(self, futs, positions, written, t0: float) -> None:
         try:
             if futs:
                 await asyncio.gather(*futs)
-        except Exception:
+        except BaseException:  # also cancelled: nothing acked may be assumed
             # Not acked: commit nothing now (the offsets would claim state the changelog may not hold).
             self._redirty(written)
             raise
+        self._checkpoint_seconds = time.perf_counter() - t0
         if positions:
             await self.consumer.commit(positions)
 
     def _redirty(self, written) -> None:
-        """Write these experiments again with the next checkpoint."""
+        """Write these experiments (and the partitions' lifecycles) again with the next checkpoint."""
         for p, records in written:
+            self.alerts.rewrite_partition(p)
             det = self.partitions.get(p)
             if det is not None:
                 det.mark_dirty(k.decode() for k, _ in records)
@@ -333,7 +341,7 @@ class IngestService(Service):
         task, self._in_flight = self._in_flight, None
         if task is not None:
             try:
-                await task
+                await asyncio.shield(task)
             except Exception as exc:
                 log.warning("checkpoint failed (state is written again with the next one): %s", exc)
 

@@ -10,6 +10,7 @@ for the incident views.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
@@ -32,7 +33,8 @@ class AlertPublisher:
         self.metrics = metrics
         self.lifecycles: dict[int, Lifecycle] = {}
         self._written: dict[int, bytes] = {}  # last checkpointed lifecycle bytes per partition
-        self.producer = None  # set by the ingest service once its producer is up
+        self.lock = asyncio.Lock()  # the ingest service shares its lock (operator actions vs checkpoints)
+        self.producer = None  # set by the ingest service: its AckedSends (settled before each checkpoint)
 
     def lifecycle(self, partition: int) -> Lifecycle:
         lc = self.lifecycles.get(partition)
@@ -70,23 +72,27 @@ class AlertPublisher:
                 return lc, inc
         return None
 
+    # Under the ingest lock: a lifecycle changed between settling notifications and taking its
+    # checkpoint could be checkpointed ahead of an unacknowledged notification.
     async def acknowledge(self, incident_id: str, who: str, now_s: float):
-        hit = self.find(incident_id)
-        if hit is None:
-            return None
-        lc, _ = hit
-        inc = lc.acknowledge(incident_id, who, int(now_s * 1000))
-        await self._snapshot([inc])
-        return inc
+        async with self.lock:
+            hit = self.find(incident_id)
+            if hit is None:
+                return None
+            lc, _ = hit
+            inc = lc.acknowledge(incident_id, who, int(now_s * 1000))
+            await self._snapshot([inc])
+            return inc
 
     async def resolve(self, incident_id: str, who: str, now_s: float):
-        hit = self.find(incident_id)
-        if hit is None:
-            return None
-        lc, inc = hit
-        await self._publish(lc, lc.resolve(incident_id, who, int(now_s * 1000)), ())
-        await self._snapshot([inc])
-        return inc
+        async with self.lock:
+            hit = self.find(incident_id)
+            if hit is None:
+                return None
+            lc, inc = hit
+            await self._publish(lc, lc.resolve(incident_id, who, int(now_s * 1000)), ())
+            await self._snapshot([inc])
+            return inc
 
     def incidents(self) -> Iterable:
         for lc in self.lifecycles.values():
@@ -108,6 +114,10 @@ class AlertPublisher:
         self.lifecycles[partition] = Lifecycle.from_bytes(blob, self.config) if blob else Lifecycle(self.config)
         if blob:
             self._written[partition] = blob
+
+    def rewrite_partition(self, partition: int) -> None:
+        """The last lifecycle checkpoint was not acknowledged: hand it out again next time."""
+        self._written.pop(partition, None)
 
     def forget_partition(self, partition: int) -> None:
         self.lifecycles.pop(partition, None)
