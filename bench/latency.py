@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -136,6 +137,8 @@ async def run(args) -> dict:
             if isinstance(b, dict) and str(b.get("experiment", "")).startswith("lat-probe-") and b.get("status") == "firing":
                 got.setdefault(b["experiment"], r["at"])
     lat = [got[k] - t for k, t in sent_probes.items() if k in got]
+    with open(os.path.join(logdir, "probes.json"), "w") as f:  # per probe: sent, received (epoch s)
+        json.dump({k: [t, got.get(k)] for k, t in sent_probes.items()}, f)
     return {"probes": len(sent_probes), "received": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99),
             "max": max(lat) if lat else float("nan"), "mean": statistics.mean(lat) if lat else float("nan"),
             "rate": achieved, "lag_at_end": lag, "logdir": logdir}

@@ -126,6 +126,14 @@ datasketches, the detector imported) and **{m['after_mb']:.0f} MB after** (+{m['
 serialized state {m['state_bytes'] / 1e6:.1f} MB in total ({m['state_bytes'] / m['experiments']:,.0f} bytes per
 experiment on average, largest {m['max_blob']:,}). The worker process adds Faust, aiokafka and aiohttp on top
 (its RSS was ~220 MB with 1,000 experiments in the throughput run).
+
+Why the sketch regime is over the per-user target when every user is enrolled: the seen-before
+set holds one 30-bit fingerprint per eligible user and a second one per enrolled user (a separate
+key space, so "eligible, later enrolled" is counted right), ~1.4-1.5 bytes each once Elias-Fano
+coded: ~3 bytes per user here, against ~1.5 for an experiment whose users are mostly
+eligible-but-not-enrolled (the fraction rollouts: `bench/stats_engine.py`, all-distinct, 1.5 B/user).
+The next step is one fingerprint per user with an enrolled flag bit (31-bit entries, upgraded
+in place when a user enrols): ~1.6 bytes per user whatever the split.
 """
     wl.write_section("Memory", body)
 

@@ -78,8 +78,9 @@ class IngestService(Service):
         self.sends = AckedSends()  # notifications, snapshots, dead letters: settled before each checkpoint
         self.connected = False
         self.last_batch_at = 0.0
-        self._last_checkpoint = 0.0
-        self._checkpoint_seconds = 0.0  # duration of the last checkpoint, from serialising to the acks
+        self._checkpointed_at: dict[int, float] = {}  # partition -> time of its last checkpoint
+        self._checkpoint_seconds: dict[int, float] = {}  # partition -> its last checkpoint's duration
+        self._committed: dict[TopicPartition, int] = {}  # the offsets this process last committed
         self._in_flight: asyncio.Future | None = None  # acks + commit of the last periodic checkpoint
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -143,17 +144,27 @@ class IngestService(Service):
                     break
                 for tp, records in batch.items():
                     await self._process(tp.partition, records)
+                    # Between partitions: pages that came due go out now (not after the whole
+                    # fetch), and the delivery agent and web server (same event loop) get a turn.
+                    await self.alerts.tick(time.time())
+                    await asyncio.sleep(0)
                 now = time.time()
                 await self.alerts.tick(now)
-                # Checkpoint every interval, and at once when caught up (an empty fetch) so that
-                # an idle detector has everything it applied checkpointed and committed.
-                # The interval stretches to 10x the last checkpoint's duration (serialising, writing
-                # and the broker's acks), so that writing state (every dirty experiment's sketches)
-                # never takes more than ~10% of the time, of this process or of the broker.
-                due = max(interval, CHECKPOINT_COST_FACTOR * self._checkpoint_seconds)
-                if now - self._last_checkpoint >= due or (not batch and self._dirty()):
+                # Checkpoint each partition every interval, one partition per turn of this loop, so
+                # serialising state (every dirty experiment's sketches) blocks detection for an
+                # eighth of the time it would take all at once; and every dirty partition at once
+                # when caught up (an empty fetch), so that an idle detector has everything it
+                # applied checkpointed and committed. A partition's interval stretches to 10x its
+                # last checkpoint's duration (serialising, writing, the broker's acks), so that
+                # checkpoints never take more than ~10% of the time, of this process or of the broker.
+                due = self._most_overdue(now, interval)
+                if batch:
+                    parts, wait = ([due] if due is not None else []), False
+                else:
+                    parts, wait = [p for p, det in self.partitions.items() if det.dirty or p == due], True
+                if parts:
                     try:
-                        await self.checkpoint(commit=True, wait=bool(not batch))
+                        await self.checkpoint(commit=True, partitions=parts, wait=wait)
                     except Exception as exc:  # broker away: applied state stays dirty, retried next time
                         log.warning("checkpoint failed, retrying with the next one: %s", exc)
             # getmany returns buffered records without suspending, so under load this loop would
@@ -179,8 +190,15 @@ class IngestService(Service):
                                                   "reachable again" if ok else "unreachable")
             self.connected = ok
 
-    def _dirty(self) -> bool:
-        return any(det.dirty for det in self.partitions.values())
+    def _most_overdue(self, now: float, interval: float) -> int | None:
+        """The owned partition whose checkpoint is most overdue, if any is due."""
+        best, best_late = None, 0.0
+        for p in self.partitions:
+            every = max(interval, CHECKPOINT_COST_FACTOR * self._checkpoint_seconds.get(p, 0.0))
+            late = now - self._checkpointed_at.setdefault(p, now) - every
+            if late >= 0 and (best is None or late > best_late):
+                best, best_late = p, late
+        return best
 
     async def _await_registrations(self) -> None:
         """Hold the first fetch until the registrations table holds every registered experiment.
@@ -284,7 +302,13 @@ class IngestService(Service):
         topic = self.topics.state
         futs = []
         positions = {}
-        written = [(p, self.partitions[p].take_dirty_checkpoints()) for p in owned if p in self.partitions]
+        written = []
+        for p in owned:
+            if p in self.partitions:
+                written.append((p, self.partitions[p].take_dirty_checkpoints()))
+                # Serialising a partition's state takes tens of ms under load: let the delivery
+                # agent and the web server (same event loop) run in between. Batches wait (lock).
+                await asyncio.sleep(0)
         try:
             for p, records in written:
                 for key, value in records:
@@ -303,13 +327,17 @@ class IngestService(Service):
                         topic, key=checkpoint.LIFECYCLE_KEY, value=checkpoint.encode(-1, lc), partition=p))
                 tp = TopicPartition(self.topics.assignments, p)
                 try:
-                    positions[tp] = OffsetAndMetadata(await self.consumer.position(tp), "")
+                    pos = await self.consumer.position(tp)
                 except Exception:  # not assigned any more
-                    pass
+                    continue
+                if self._committed.get(tp) != pos:  # an idle partition needs no new commit
+                    positions[tp] = OffsetAndMetadata(pos, "")
         except Exception:
             self._redirty(written)
             raise
-        self._last_checkpoint = time.time()
+        now = time.time()
+        for p, _ in written:
+            self._checkpointed_at[p] = now
         finish = self._finish_checkpoint(futs, positions if commit else {}, written, t0)
         if wait:
             await finish
@@ -324,9 +352,12 @@ class IngestService(Service):
             # Not acked: commit nothing now (the offsets would claim state the changelog may not hold).
             self._redirty(written)
             raise
-        self._checkpoint_seconds = time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        for p, _ in written:
+            self._checkpoint_seconds[p] = took
         if positions:
             await self.consumer.commit(positions)
+            self._committed.update({tp: om.offset for tp, om in positions.items()})
 
     def _redirty(self, written) -> None:
         """Write these experiments (and the partitions' lifecycles) again with the next checkpoint."""
