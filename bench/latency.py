@@ -190,11 +190,11 @@ cycle. The ingest loop ticks the lifecycle and yields to the delivery agent (sam
 between partitions, and checkpoints one partition per turn with the broker's acks and the
 commit in the background, so no stage holds the loop for long (before these changes, with
 whole-state checkpoints awaited inline: p99 1.7 s at 20k/s, and 50k/s fell behind by ~1M
-events). Near what the box sustains (producer, worker and broker on 2 vCPUs) queueing makes
-the tail: at 50k/s, decomposed from the worker's info log in one run, produce -> notification
-queued took 1.25 s median (0.5 s of it group_wait, the rest the consumer behind the producer's
-bursts) and queued -> received 0.22 s (Faust's consumer of `exposure.alerts` and the delivery
-agent). Warm-up excluded: in a fresh worker's first ~10 s every experiment's plan is built and
+events). What is left above group_wait is queueing near what the box sustains (producer,
+worker and broker share 2 vCPUs): in a 50k/s run before per-partition checkpoints (p50 1.7 s),
+the worker's info log put produce -> notification queued at 1.25 s median (0.5 s of it
+group_wait, the rest the consumer behind the producer's bursts) and queued -> received at
+0.22 s (Faust's consumer of `exposure.alerts` and the delivery agent). Warm-up excluded: in a fresh worker's first ~10 s every experiment's plan is built and
 ~1,000 experiments move from exact sets to sketches; with a 10 s warm-up, probes in that window
 took 2-6 s. Probes not received had not been processed when the run ended.
 """

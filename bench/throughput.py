@@ -391,7 +391,7 @@ this workload, shares of the ingest thread's samples; `.venv/bin/py-spy record -
 
 Why (b) is not 150k events/s here: that is 6.7 CPU-us an event for everything, and on this box
 aiokafka's fetch alone costs ~3 us an event and msgspec's typed decode ~1 us, before any
-detection; the worker spends 17-20 CPU-us an event (a single core: 91-94% busy) while the broker
+detection; the worker spends 10-20 CPU-us an event (one core, ~90% busy; the spread is the shared host's load) while the broker
 takes much of the second core. The engine is Python over per-experiment groups; larger fetches
 (`DETECTOR_MAX_BATCH`) amortise its per-call cost (engine alone: 8.4 -> 5.5 us/event at 3x the
 batch) at the price of latency under backlog, so the default stays 20,000.
