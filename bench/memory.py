@@ -127,13 +127,12 @@ serialized state {m['state_bytes'] / 1e6:.1f} MB in total ({m['state_bytes'] / m
 experiment on average, largest {m['max_blob']:,}). The worker process adds Faust, aiokafka and aiohttp on top
 (its RSS was ~220 MB with 1,000 experiments in the throughput run).
 
-Why the sketch regime is over the per-user target when every user is enrolled: the seen-before
-set holds one 30-bit fingerprint per eligible user and a second one per enrolled user (a separate
-key space, so "eligible, later enrolled" is counted right), ~1.4-1.5 bytes each once Elias-Fano
-coded: ~3 bytes per user here, against ~1.5 for an experiment whose users are mostly
-eligible-but-not-enrolled (the fraction rollouts: `bench/stats_engine.py`, all-distinct, 1.5 B/user).
-The next step is one fingerprint per user with an enrolled flag bit (31-bit entries, upgraded
-in place when a user enrols): ~1.6 bytes per user whatever the split.
+How the sketch regime stays within the per-user budget: the seen-before set holds one entry per
+user, its 30-bit fingerprint with an "enrolled" flag as the lowest bit (`detector/engine/fpset.py`,
+`UserSet`; a user enrolled after being seen eligible is upgraded in place), Elias-Fano coded in
+checkpoints: ~2.0 bytes a user at 100k users, ~1.6 at 1M, whatever the enrolled share. Until
+state format 4 eligible and enrolled users had separate fingerprints: 4.65 / 3.60 / 2.76 bytes a
+user at 10k / 100k / 1M users here, over the budget.
 """
     wl.write_section("Memory", body)
 

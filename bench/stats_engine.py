@@ -32,17 +32,17 @@ from detector.expectations import Expectation  # noqa: E402
 
 NOTES = """
 Notes:
-- Seen-set: a fingerprint set (30-bit fingerprints of the 64-bit XXH3 id hash, sorted uint32 arrays in
-  memory, Elias-Fano coded in checkpoints). Serialised it needs ~12-16 bits per key with no growth waste
-  (fingerprints re-pack at any size), so the state meets 16 KiB + 2 B/user; a collision only drops a new user
-  (undercount ~ keys/2^31 on average, column above), never an overcount. In memory the set is 4 B per key
-  (sorted uint32), i.e. RSS is still ~2x the serialised size.
+- Seen-set: a user set, one entry a user (30-bit fingerprint of the 64-bit XXH3 id hash, with an "enrolled"
+  flag bit upgraded in place; sorted uint32 arrays in memory, Elias-Fano coded in checkpoints): ~2 bytes a
+  user at 100k users, ~1.6 at 1M, whatever the enrolled share, so the state meets 16 KiB + 2 B/user; a
+  collision only drops a new user (undercount ~ users/2^31 on average, column above), never an overcount.
+  In memory the set is 4 B a user (sorted uint32), i.e. RSS is still ~2x the serialised size.
 - Fixed cost per call: per-expectation values (alternatives, thresholds, SRM constants, segment tuples) are
   cached by the expectation object; batches with no enrolled and no new eligible user return before any rule;
   the sequential statistics run only when the distinct counts changed; ids are hashed with XXH3 (one C call,
   ~0.2-0.4 us a key here, for small and large batches alike: since state format 3; before, a hand-written
   numpy hash cost ~25 numpy calls a batch and its pure-Python twin ~3-4 us a key for small batches);
-  sketch-mode batches with <= 24 distinct keys probe the fingerprint set with a handful of numpy calls
+  sketch-mode batches with <= 24 distinct users probe the user set with a handful of numpy calls
   (tests compare both paths on random data).
 - During a full-rollout incident every user is a new offender of several rules and is recorded (id,
   first seen, variant, rule bitmask) for the blast radius; ~90 B per offender.

@@ -199,3 +199,129 @@ class FpSet:
         self.main = np.union1d(self.values(), other.values()).astype(np.uint32)
         self.tiny = set()
         self.pend = _EMPTY
+
+
+def _first_occurrence(k: np.ndarray) -> np.ndarray:
+    """True at the first position of each distinct value of `k`."""
+    out = np.zeros(len(k), bool)
+    if len(k):
+        order = k.argsort(kind="stable")
+        s = k[order]
+        head = np.ones(len(k), bool)
+        head[1:] = s[1:] != s[:-1]
+        out[order[head]] = True
+    return out
+
+
+class UserSet(FpSet):
+    """Seen users, one entry each: (30-bit fingerprint << 1) | enrolled.
+
+    A user first seen eligible-but-not-enrolled and enrolled later is upgraded in place (the
+    flag is the lowest bit, so the sorted order does not change). One entry a user, whatever
+    the split, instead of one fingerprint per key space: ~1.6 bytes a user serialised where
+    every user is enrolled, against ~3 with separate eligible and enrolled fingerprints.
+    A fingerprint collision makes a new user look seen (or already enrolled): counts can only
+    be low, never high. Keys passed in have the flag bit clear (`keys`, `keys_list`).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, bits: int = FP_BITS + 1) -> None:
+        super().__init__(bits)
+
+    def keys(self, h: np.ndarray) -> np.ndarray:
+        """Flag-clear keys of uint64 hashes."""
+        return ((h >> np.uint64(65 - self.bits)) << np.uint64(1)).astype(np.uint32)
+
+    def keys_list(self, hs: list[int]) -> list[int]:
+        s = 65 - self.bits
+        return [(h >> s) << 1 for h in hs]
+
+    def upsert(self, k: np.ndarray, enrolled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Record users (keys `k`, in order; `enrolled` per position). Returns (new user, newly enrolled).
+
+        Same answers as `upsert_small`, i.e. as taking the positions one by one: a key's first
+        occurrence is the new user (if absent), its first enrolled occurrence the newly enrolled
+        one (unless the key was already enrolled).
+        """
+        n = len(k)
+        self._flush_tiny()
+        first = _first_occurrence(k)
+        ie = np.flatnonzero(enrolled)
+        first_enr = np.zeros(n, bool)
+        first_enr[ie[_first_occurrence(k[ie])]] = True
+        present = np.zeros(n, bool)
+        was_enrolled = np.zeros(n, bool)
+        for a in (self.main, self.pend):
+            if len(a):
+                idx = a.searchsorted(k)
+                np.minimum(idx, len(a) - 1, out=idx)
+                got = a[idx]
+                hit = (got >> 1) == (k >> 1)
+                flag = (got & 1).astype(bool)
+                present |= hit
+                was_enrolled |= hit & flag
+                up = hit & ~flag & first_enr
+                if up.any():
+                    a[idx[up]] |= np.uint32(1)
+        new_user = first & ~present
+        newly = first_enr & ~was_enrolled
+        if new_user.any():
+            nk = k[new_user]
+            flags = np.isin(nk, k[first_enr & ~present])
+            self._insert_sorted(np.sort(nk | flags.astype(np.uint32)))
+        return new_user, newly
+
+    def upsert_small(self, ks: list[int], enrolled: list[bool]) -> tuple[list[bool], list[bool]]:
+        """`upsert` for a few keys as Python ints: a handful of numpy calls, then plain Python."""
+        found: list = [None] * len(ks)
+        arr = None
+        for a in (self.main, self.pend):
+            if len(a):
+                if arr is None:
+                    arr = np.array(ks, np.uint32)
+                idx = a.searchsorted(arr)
+                np.minimum(idx, len(a) - 1, out=idx)
+                for i, (g, j, k) in enumerate(zip(a[idx].tolist(), idx.tolist(), ks)):
+                    if found[i] is None and g >> 1 == k >> 1:
+                        found[i] = (a, j)
+        tiny = self.tiny
+        new_user: list[bool] = []
+        newly: list[bool] = []
+        for f, k, e in zip(found, ks, enrolled):
+            if f is not None:
+                a, j = f
+                up = bool(e) and not int(a[j]) & 1
+                if up:
+                    a[j] |= np.uint32(1)
+                new_user.append(False)
+                newly.append(up)
+            elif k in tiny or k | 1 in tiny:
+                up = bool(e) and k in tiny
+                if up:
+                    tiny.discard(k)
+                    tiny.add(k | 1)
+                new_user.append(False)
+                newly.append(up)
+            else:
+                tiny.add(k | 1 if e else k)
+                new_user.append(True)
+                newly.append(bool(e))
+        if len(tiny) >= _TINY_MAX:
+            self._flush_tiny()
+        return new_user, newly
+
+    def merge(self, other: "FpSet") -> None:
+        """Union; a user enrolled on either side is enrolled."""
+        if other.bits != self.bits:
+            raise ValueError("cannot merge fingerprint sets of different widths")
+        v = np.union1d(self.values(), other.values()).astype(np.uint32)
+        if len(v) > 1:
+            same = (v[1:] >> 1) == (v[:-1] >> 1)  # k and k|1: keep k|1 (sorted after k)
+            if same.any():
+                keep = np.ones(len(v), bool)
+                keep[:-1][same] = False
+                v = v[keep]
+        self.main = v
+        self.tiny = set()
+        self.pend = _EMPTY

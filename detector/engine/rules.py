@@ -20,9 +20,8 @@ import numpy as np
 
 from detector.engine import stats
 from detector.engine.bloom import ScalableBloom
-from detector.engine.hashing import hash64, hash64_list, mix64, mix64_int
-from detector.engine.state import (DEFAULT_CONFIG, ENROLLED_SALT_INT, RULE_BITS, EngineConfig, ExperimentState,
-                                   enrolled_hashes)
+from detector.engine.hashing import hash64, hash64_list, mix64
+from detector.engine.state import DEFAULT_CONFIG, RULE_BITS, EngineConfig, ExperimentState
 from detector.events import Assignment
 from detector.expectations import Expectation
 
@@ -492,45 +491,27 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
 
 
 def _sketch_membership(fs, batch_users, enr_first, config) -> tuple[int, list[str]]:
-    """New eligible users (count) and new enrolled users (ids, batch order) against the fingerprint set.
+    """New eligible users (count) and new enrolled users (ids, batch order) against the user set.
 
-    One fingerprint array for both key spaces (eligible ids, then enrolled ids) and one probe.
-    Few keys: hashed in pure Python (no numpy set-up); else vectorised. Same fingerprints.
+    One entry per user with an enrolled flag: one hash and one probe per distinct user of the
+    batch. Few users: hashed and probed with plain Python and a handful of numpy calls; else
+    vectorised. Same answers either way.
     """
     cand = list(batch_users)
-    nc = len(cand)
     all_enr = batch_users is enr_first.keys() if enr_first else False
-    keys = cand if all_enr else (list(enr_first) if enr_first else [])
-    shift = 64 - fs.bits
-    if nc + len(keys) <= config.small_batch_keys:
-        hc = hash64_list(cand)
-        if all_enr:
-            he = hc
-        elif keys:
-            pos = dict(zip(cand, hc))
-            he = [pos[u] for u in keys]
-        else:
-            he = ()
-        fl = [h >> shift for h in hc]
-        fl += [mix64_int(h ^ ENROLLED_SALT_INT) >> shift for h in he]
-        fresh = fs.add_new_small(fl)
-        return sum(fresh[:nc]), (list(compress(keys, fresh[nc:])) if keys else [])
+    flags = [True] * len(cand) if all_enr else [u in enr_first for u in cand]
+    if len(cand) <= config.small_batch_keys:
+        new_user, newly = fs.upsert_small(fs.keys_list(hash64_list(cand)), flags)
+        dn = sum(new_user)
     else:
-        h = hash64(cand)
-        if all_enr:
-            h = np.concatenate([h, enrolled_hashes(h.copy())])
-        elif keys:
-            h = np.concatenate([h, enrolled_hashes(hash64(keys))])
-        f = fs.fingerprints(h)
-    fresh = fs.add_new(f)
-    if len(fresh) <= 16:
-        fl = fresh.tolist()
-        dn = sum(fl[:nc])
-        new_enr = list(compress(keys, fl[nc:])) if keys else []
-    else:
-        dn = int(np.count_nonzero(fresh[:nc]))
-        new_enr = list(compress(keys, fresh[nc:].tolist())) if keys else []
-    return dn, new_enr
+        nu, ne = fs.upsert(fs.keys(hash64(cand)), np.array(flags, bool))
+        dn = int(np.count_nonzero(nu))
+        newly = ne.tolist()
+    new = list(compress(cand, newly))
+    if all_enr or len(new) <= 1:
+        return dn, new
+    fresh = set(new)
+    return dn, [u for u in enr_first if u in fresh]  # in batch order
 
 
 def _fraction(st, exp, plan, dn, ds, bmin, bmax):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detector.engine import EngineConfig, ExperimentState, observe, process_batch
-from detector.engine.fpset import FpSet
+from detector.engine.fpset import FpSet, UserSet
 from detector.engine.hashing import hash64, hash64_list, hash64_one
 from detector.expectations import Expectation
 from tests.unit.engine.helpers import T0, ev
@@ -51,6 +51,63 @@ def test_fpset_round_trip_no_false_negatives_and_rate():
     u.add_new(others)
     u.merge(s)
     assert u.contains(f).all() and u.contains(others).all()
+
+
+def _sequential_reference(ops):
+    """What a user set must answer, user by user: {key: enrolled} as the truth."""
+    seen: dict[int, bool] = {}
+    out = []
+    for keys, flags in ops:
+        nu, ne = [], []
+        for k, e in zip(keys, flags):
+            if k not in seen:
+                seen[k] = e
+                nu.append(True), ne.append(e)
+            else:
+                up = e and not seen[k]
+                seen[k] = seen[k] or e
+                nu.append(False), ne.append(up)
+        out.append((nu, ne))
+    return out, seen
+
+
+def test_user_set_small_and_vector_paths_agree_with_one_at_a_time():
+    rng = random.Random(11)
+    small, vec = UserSet(13), UserSet(13)  # 12-bit fingerprints: collisions happen
+    ops = []
+    for _ in range(400):
+        k = rng.choice([1, 2, 3, 5, 20, 300])
+        keys = [rng.randrange(1 << 12) << 1 for _ in range(k)]
+        if rng.random() < 0.3:
+            keys += keys[: k // 2 + 1]  # the same key twice in one call, enrolled or not
+        flags = [rng.random() < 0.4 for _ in keys]
+        ops.append((keys, flags))
+    want, truth = _sequential_reference(ops)
+    for (keys, flags), (wnu, wne) in zip(ops, want):
+        assert small.upsert_small(list(keys), list(flags)) == (wnu, wne)
+        nu, ne = vec.upsert(np.array(keys, np.uint32), np.array(flags, bool))
+        assert (nu.tolist(), ne.tolist()) == (wnu, wne)
+    expect = sorted(k | int(e) for k, e in truth.items())
+    assert small.values().tolist() == vec.values().tolist() == expect
+    assert UserSet.from_obj(vec.to_obj()).values().tolist() == expect
+
+
+def test_user_set_merge_keeps_one_entry_a_user_enrolled_if_either_side_is():
+    a, b = UserSet(), UserSet()
+    a.upsert(np.array([2, 4, 6], np.uint32), np.array([False, True, False]))
+    b.upsert(np.array([2, 6, 8], np.uint32), np.array([True, False, False]))
+    a.merge(b)
+    assert a.values().tolist() == [3, 5, 6, 8]
+
+
+def test_user_set_serialises_within_the_state_budget_whatever_the_split():
+    """16 KiB + 2 bytes a user is the whole state's budget; one entry a user keeps the set inside it."""
+    for share in (0.0, 1.0):
+        s = UserSet()
+        keys = s.keys(hash64([f"u{i}" for i in range(100_000)]))
+        s.upsert(keys, np.random.default_rng(1).random(len(keys)) < share)
+        o = s.to_obj()
+        assert len(o[3]) + len(o[4]) < 16384 + 2 * len(keys), share
 
 
 EXPS = [
