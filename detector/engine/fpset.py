@@ -39,12 +39,6 @@ def _merge(a: np.ndarray, u: np.ndarray) -> np.ndarray:
     return out
 
 
-def _member(a: np.ndarray, f: np.ndarray) -> np.ndarray:
-    idx = a.searchsorted(f)
-    np.minimum(idx, len(a) - 1, out=idx)
-    return a[idx] == f
-
-
 _TINY_MAX = 64
 
 
@@ -75,73 +69,6 @@ class FpSet:
             self.pend = _EMPTY
         else:
             self.pend = pend
-
-    def add_new_small(self, fl: list[int]) -> list[bool]:
-        """`add_new` for a few fingerprints given as Python ints (same answers), few numpy calls."""
-        tiny = self.tiny
-        out = [f not in tiny for f in fl]
-        if True in out:
-            arr = None
-            for a in (self.main, self.pend):
-                if len(a):
-                    if arr is None:
-                        arr = np.array(fl, np.uint32)
-                    got = a.take(a.searchsorted(arr), mode="clip").tolist()
-                    out = [o and g != f for o, g, f in zip(out, got, fl)]
-            for i, f in enumerate(fl):
-                if out[i]:
-                    if f in tiny:  # an equal fingerprint earlier in this call
-                        out[i] = False
-                    else:
-                        tiny.add(f)
-            if len(tiny) >= _TINY_MAX:
-                self._flush_tiny()
-        return out
-
-    def fingerprints(self, h: np.ndarray) -> np.ndarray:
-        """uint32 fingerprints of uint64 hashes."""
-        return (h >> np.uint64(64 - self.bits)).astype(np.uint32)
-
-    def add_new(self, f: np.ndarray) -> np.ndarray:
-        """Probe and insert fingerprints (uint32); True where new (the first of equal ones in `f`)."""
-        k = len(f)
-        if k == 0:
-            return np.zeros(0, bool)
-        self._flush_tiny()
-        main, pend = self.main, self.pend
-        if len(main):
-            new = ~_member(main, f)
-            if len(pend):
-                new &= ~_member(pend, f)
-        elif len(pend):
-            new = ~_member(pend, f)
-        else:
-            new = np.ones(k, bool)
-        idx = np.flatnonzero(new)
-        m = len(idx)
-        if m == 0:
-            return new
-        nf = f[idx] if m < k else f
-        if m > 1:
-            order = nf.argsort(kind="stable")
-            u = nf[order]
-            dup = u[1:] == u[:-1]
-            if dup.any():  # equal fingerprints within the call: only the first (stable order) is new
-                new[idx[order[1:][dup]]] = False
-                u = u[np.concatenate(([True], ~dup))]
-        else:
-            u = nf.astype(np.uint32, copy=True)
-        self._insert_sorted(u)
-        return new
-
-    def contains(self, f: np.ndarray) -> np.ndarray:
-        self._flush_tiny()
-        out = np.zeros(len(f), bool)
-        if len(self.main):
-            out |= _member(self.main, f)
-        if len(self.pend):
-            out |= _member(self.pend, f)
-        return out
 
     def values(self) -> np.ndarray:
         """All fingerprints, sorted."""
@@ -192,13 +119,6 @@ class FpSet:
             v |= np.packbits(full, axis=1, bitorder="little").view("<u4").reshape(n).astype(np.uint32)
         s.main = v
         return s
-
-    def merge(self, other: "FpSet") -> None:
-        if other.bits != self.bits:
-            raise ValueError("cannot merge fingerprint sets of different widths")
-        self.main = np.union1d(self.values(), other.values()).astype(np.uint32)
-        self.tiny = set()
-        self.pend = _EMPTY
 
 
 def _first_occurrence(k: np.ndarray) -> np.ndarray:

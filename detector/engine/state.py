@@ -55,7 +55,6 @@ class EngineConfig:
     sample_ids_limit: int = 1000  # ids carried by a finding
     hll_lg_k: int = 12
     hll_lower_bound_sigmas: int = 3  # max_users alerts on this lower bound (1, 2 or 3)
-    bloom_initial_capacity: int = 8192  # (unused since state format 2: the seen-set is a fingerprint set)
     fraction_ratios: tuple[float, ...] = RATIOS
     srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
     cusum_users_per_false_alarm: float = 1e8

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detector.engine import EngineConfig, ExperimentState, observe, process_batch
-from detector.engine.fpset import FpSet, UserSet
+from detector.engine.fpset import UserSet
 from detector.engine.hashing import hash64, hash64_list, hash64_one
 from detector.expectations import Expectation
 from tests.unit.engine.helpers import T0, ev
@@ -19,38 +19,19 @@ def test_hash64_list_equals_vectorised():
     assert hash64_list(keys) == hash64(keys).tolist() == [hash64_one(k) for k in keys]
 
 
-def test_fpset_small_and_vector_paths_agree():
-    rng = random.Random(9)
-    a, b = FpSet(16), FpSet(16)  # narrow fingerprints: collisions (false positives) happen
-    for _ in range(400):
-        k = rng.choice([1, 2, 3, 5, 20, 300])
-        fl = [rng.randrange(1 << 16) for _ in range(k)]
-        if rng.random() < 0.3:
-            fl += fl[: k // 2 + 1]  # equal fingerprints within one call
-        ra = a.add_new_small(list(fl))
-        rb = b.add_new(np.array(fl, np.uint32)).tolist()
-        assert ra == rb
-    assert a.values().tolist() == b.values().tolist()
-    assert a.to_obj() == b.to_obj()
-
-
-def test_fpset_round_trip_no_false_negatives_and_rate():
-    s = FpSet()
-    keys = hash64([f"k{i}" for i in range(200_000)])
-    f = s.fingerprints(keys)
-    new = s.add_new(f)
+def test_user_set_round_trip_and_false_positive_rate():
+    s = UserSet()
+    keys = s.keys(hash64([f"k{i}" for i in range(200_000)]))
+    new, _ = s.upsert(keys, np.zeros(len(keys), bool))
     assert new.mean() > 0.9998  # false positive rate ~ n / 2^30
-    assert s.contains(f).all()
+    again, _ = s.upsert(keys, np.zeros(len(keys), bool))
+    assert not again.any()  # no false negatives
     o = s.to_obj()
-    t = FpSet.from_obj(o)
+    t = UserSet.from_obj(o)
     assert t.values().tolist() == s.values().tolist() and t.to_obj() == o
-    assert len(o[3]) + len(o[4]) <= 2 * len(f)  # <= 16 bits per key serialised
-    others = s.fingerprints(hash64([f"o{i}" for i in range(50_000)]))
-    assert s.contains(others).mean() < 1e-3
-    u = FpSet()
-    u.add_new(others)
-    u.merge(s)
-    assert u.contains(f).all() and u.contains(others).all()
+    others = s.keys(hash64([f"o{i}" for i in range(50_000)]))
+    fresh, _ = t.upsert(others, np.zeros(len(others), bool))
+    assert fresh.mean() > 1 - 1e-3
 
 
 def _sequential_reference(ops):
