@@ -16,7 +16,6 @@ import numpy as np
 from xxhash import xxh3_64_intdigest
 
 _U64 = np.uint64
-_M64 = (1 << 64) - 1
 
 
 def _utf8(keys):
@@ -52,16 +51,3 @@ def mix64(h: np.ndarray) -> np.ndarray:
         h *= _U64(0x94D049BB133111EB)
         h ^= h >> _U64(31)
     return h
-
-
-def _mix_int(h: int) -> int:
-    h ^= h >> 30
-    h = (h * 0xBF58476D1CE4E5B9) & _M64
-    h ^= h >> 27
-    h = (h * 0x94D049BB133111EB) & _M64
-    return h ^ (h >> 31)
-
-
-def mix64_int(h: int) -> int:
-    """Scalar `mix64`."""
-    return _mix_int(h)

@@ -116,7 +116,7 @@ class IngestService(Service):
         if self.consumer is not None:
             try:
                 async with self.lock:
-                    await self.checkpoint(commit=True)
+                    await self.checkpoint()
             except Exception:  # the broker may be gone; the next start replays from the last commit
                 log.exception("final checkpoint failed")
             await self.consumer.stop()
@@ -164,7 +164,7 @@ class IngestService(Service):
                     parts, wait = [p for p, det in self.partitions.items() if det.dirty or p == due], True
                 if parts:
                     try:
-                        await self.checkpoint(commit=True, partitions=parts, wait=wait)
+                        await self.checkpoint(partitions=parts, wait=wait)
                     except Exception as exc:  # broker away: applied state stays dirty, retried next time
                         log.warning("checkpoint failed, retrying with the next one: %s", exc)
             # getmany returns buffered records without suspending, so under load this loop would
@@ -287,7 +287,7 @@ class IngestService(Service):
         await self.sends.send(self.topics.deadletter, value=record.value, key=record.key, headers=headers)
 
     # ---- checkpoints, commits, rebalances -----------------------------------------------------
-    async def checkpoint(self, commit: bool, partitions: Iterable[int] | None = None, wait: bool = True) -> None:
+    async def checkpoint(self, partitions: Iterable[int] | None = None, wait: bool = True) -> None:
         """Persist dirty state for `partitions` (default: all owned), then commit their offsets.
 
         With wait=False (the periodic checkpoint of the ingest loop) only the writing happens
@@ -338,7 +338,7 @@ class IngestService(Service):
         now = time.time()
         for p, _ in written:
             self._checkpointed_at[p] = now
-        finish = self._finish_checkpoint(futs, positions if commit else {}, written, t0)
+        finish = self._finish_checkpoint(futs, positions, written, t0)
         if wait:
             await finish
         else:
@@ -381,7 +381,7 @@ class IngestService(Service):
         async with self.lock:
             if parts:
                 try:
-                    await self.checkpoint(commit=True, partitions=parts)
+                    await self.checkpoint(partitions=parts)
                 except Exception:
                     log.exception("checkpoint on revoke failed; the new owner replays from the last commit")
             for p in parts:
