@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detector.engine import EngineConfig, ExperimentState, process_batch  # noqa: E402
+from detector.engine import EngineConfig, ExperimentState, by_experiment, process_batch  # noqa: E402
 from detector.events import Assignment  # noqa: E402
 from detector.expectations import Expectation  # noqa: E402
 
@@ -146,14 +146,7 @@ def worker_zipf(n_events: int, batch: int = 20_000, n_exp: int = 1000, seed: int
                 v = "a" if rng.random() < 0.2 else "b"
             evs.append(Assignment(names[i], u, v, enr, T0 + done + j, attrs))
         c0 = time.process_time()
-        groups = {}
-        get = groups.get
-        for ev in evs:
-            g = get(ev.experiment)
-            if g is None:
-                groups[ev.experiment] = [ev]
-            else:
-                g.append(ev)
+        groups = by_experiment(evs)
         c1 = time.process_time()
         for name, g in groups.items():
             st = states.get(name)

@@ -286,6 +286,8 @@ def main() -> None:
     else:
         prefix, total = asyncio.run(prepare(args.events, args.partitions))
     topic = f"{prefix}exposure.assignments"
+    args.host = host_speed()
+    print("host speed (CPU us/event, in-process): " + ", ".join(f"{k} {v:.2f}" for k, v in args.host.items()), flush=True)
     res: dict[str, list[float]] = {"raw": [], "msgspec": [], "worker": [], "faust": [], "two": []}
     try:
         for rep in range(args.reps):
@@ -317,13 +319,35 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in res.items() if v}
     elapsed = time.time() - started
     cmd = "`.venv/bin/python bench/throughput.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "") + "`"
-    print(json.dumps({"median": med, "all": res, "elapsed_s": elapsed}, indent=1))
+    print(json.dumps({"median": med, "all": res, "elapsed_s": elapsed, "host_us": args.host}, indent=1))
     if args.no_write:
         return
     if {"raw", "worker", "faust"} <= med.keys():
         write_throughput(med, res, cmd, args, elapsed)
     if "two" in med and "worker" in med:
         write_scale_out(med, res, cmd, args)
+
+
+def host_speed(n: int = 20_000) -> dict:
+    """CPU us an event of json.loads and of msgspec's typed decode on this workload's events, in-process.
+
+    A yardstick for the absolute numbers: (a) is fetch + json.loads, so a host where json.loads
+    is 2x slower has a ~2x lower (a), whatever the code under test does.
+    """
+    import msgspec
+    from detector.events import _Wire
+
+    values = [v for _, v in wl.generate(n, seed=3)]
+    out = {}
+    for name, dec in (("json.loads", json.loads), ("msgspec", msgspec.json.Decoder(_Wire).decode)):
+        best = float("inf")
+        for _ in range(5):
+            t = time.process_time()
+            for v in values:
+                dec(v)
+            best = min(best, time.process_time() - t)
+        out[name] = best / n * 1e6
+    return out
 
 
 def _fmt(v: list[float]) -> str:
@@ -352,6 +376,8 @@ def write_throughput(med, res, cmd, args, elapsed) -> None:
     body = f"""
 Command: {cmd} (whole run {elapsed / 60:.1f} min).
 Machine: {wl.machine()}.
+Host speed, measured by the same run (CPU, in-process, this workload's events): `json.loads`
+{args.host['json.loads']:.2f} us an event, msgspec typed decode {args.host['msgspec']:.2f} us.
 
 Workload (`bench/workload.py`): {args.events:,} JSON assignment events (~155 bytes), keyed by
 experiment, {args.partitions} partitions; 1,000 registered experiments with Zipf(1.0) traffic (top

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from itertools import islice
 from typing import TextIO
 
-from detector.engine import EngineConfig, ExperimentState, Finding, observe, process_batch
+from detector.engine import EngineConfig, ExperimentState, Finding, by_experiment, observe, process_batch
 from detector.events import decode_batch
 from detector.expectations import Expectation
 
@@ -151,14 +151,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     def run(chunk) -> None:
         nonlocal engine_s
         te = time.perf_counter()
-        groups: dict[str, list] = {}
-        for a in chunk:
-            g = groups.get(a.experiment)
-            if g is None:
-                groups[a.experiment] = [a]
-            else:
-                g.append(a)
-        for exp_key, events in groups.items():
+        for exp_key, events in by_experiment(chunk).items():
             st = states.get(exp_key)
             if st is None:
                 st = states[exp_key] = ExperimentState.new(exp_key)

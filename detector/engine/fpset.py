@@ -164,14 +164,28 @@ class UserSet(FpSet):
         occurrence is the new user (if absent), its first enrolled occurrence the newly enrolled
         one (unless the key was already enrolled).
         """
-        n = len(k)
         self._flush_tiny()
-        first = _first_occurrence(k)
-        ie = np.flatnonzero(enrolled)
-        first_enr = np.zeros(n, bool)
-        first_enr[ie[_first_occurrence(k[ie])]] = True
-        present = np.zeros(n, bool)
-        was_enrolled = np.zeros(n, bool)
+        order = k.argsort(kind="stable")
+        ks = k[order]
+        if len(ks) > 1 and (ks[1:] == ks[:-1]).any():
+            return self._upsert_repeated(k, enrolled)
+        # Distinct keys (the engine passes distinct users; equal keys mean a fingerprint
+        # collision): probe in sorted order, and the new entries are already sorted.
+        es = enrolled[order]
+        present, was_enrolled = self._probe(ks, es)
+        new_s = ~present
+        new_user = np.empty(len(k), bool)
+        new_user[order] = new_s
+        newly = np.empty(len(k), bool)
+        newly[order] = es & ~was_enrolled
+        if new_s.any():
+            self._insert_sorted(ks[new_s] | es[new_s].astype(np.uint32))
+        return new_user, newly
+
+    def _probe(self, k: np.ndarray, upgrade: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(present, was enrolled) per key; sets the enrolled flag of present keys where `upgrade`."""
+        present = np.zeros(len(k), bool)
+        was_enrolled = np.zeros(len(k), bool)
         for a in (self.main, self.pend):
             if len(a):
                 idx = a.searchsorted(k)
@@ -181,9 +195,19 @@ class UserSet(FpSet):
                 flag = (got & 1).astype(bool)
                 present |= hit
                 was_enrolled |= hit & flag
-                up = hit & ~flag & first_enr
+                up = hit & ~flag & upgrade
                 if up.any():
                     a[idx[up]] |= np.uint32(1)
+        return present, was_enrolled
+
+    def _upsert_repeated(self, k: np.ndarray, enrolled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`upsert` where a key occurs more than once."""
+        n = len(k)
+        first = _first_occurrence(k)
+        ie = np.flatnonzero(enrolled)
+        first_enr = np.zeros(n, bool)
+        first_enr[ie[_first_occurrence(k[ie])]] = True
+        present, was_enrolled = self._probe(k, first_enr)
         new_user = first & ~present
         newly = first_enr & ~was_enrolled
         if new_user.any():

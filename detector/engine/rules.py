@@ -12,8 +12,10 @@ first offending event.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from itertools import compress
+from operator import attrgetter
 from typing import Sequence
 
 import numpy as np
@@ -24,6 +26,11 @@ from detector.engine.hashing import hash64, hash64_list, mix64
 from detector.engine.state import DEFAULT_CONFIG, RULE_BITS, EngineConfig, ExperimentState
 from detector.events import Assignment
 from detector.expectations import Expectation
+
+_variant_of = attrgetter("variant")
+_ts_of = attrgetter("ts")
+_enrolled_of = attrgetter("enrolled")
+_user_of = attrgetter("user_id")
 
 _INF = float("inf")
 
@@ -299,18 +306,17 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
             enr_first = {}
             batch_users = (e0.user_id,)
     else:
-        tss = [e.ts for e in events]
+        # C-level loops (map, compress, setdefault): this runs for every event.
+        tss = list(map(_ts_of, events))
         bmin = min(tss)
         bmax = max(tss)
-        enr_events = [e for e in events if e.enrolled]
-        enr_first = {}
-        for e in enr_events:
-            if e.user_id not in enr_first:
-                enr_first[e.user_id] = e
+        enr_events = list(compress(events, map(_enrolled_of, events)))
+        enr_first = {}  # user -> their first enrolled event, in batch order
+        deque(map(enr_first.setdefault, map(_user_of, enr_events), enr_events), maxlen=0)
         if len(enr_events) == nev:
             batch_users = enr_first.keys()
         else:
-            batch_users = {e.user_id for e in events}
+            batch_users = set(map(_user_of, events))
     first_event_ever = st.events == 0
     st.events += nev
     if st.first_ts is None or bmin < st.first_ts:
@@ -337,25 +343,19 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
         dn = len(seen) - before
         enr_map = st.enr
         new_enr = [u for u in enr_first if u not in enr_map]
-        for u in new_enr:
-            enr_map[u] = enr_first[u].variant
+        enr_map.update(zip(new_enr, map(_variant_of, map(enr_first.__getitem__, new_enr))))
     else:
         dn, new_enr = _sketch_membership(fs, batch_users, enr_first, config)
         if new_enr:
-            up = st.hll.update
-            for u in new_enr:
-                up(u)
+            deque(map(st.hll.update, new_enr), maxlen=0)  # a C-level loop
     ds = len(new_enr)
     st.n += dn
     st.s += ds
     batch_vc: dict[str, int] = {}
     if ds:
-        for u in new_enr:
-            v = enr_first[u].variant
-            if v is None:
-                st.variant_none += 1
-            else:
-                batch_vc[v] = batch_vc.get(v, 0) + 1
+        for v in map(_variant_of, map(enr_first.__getitem__, new_enr)):
+            batch_vc[v] = batch_vc.get(v, 0) + 1
+        st.variant_none += batch_vc.pop(None, 0)
         vc = st.variants
         for v, c in batch_vc.items():
             vc[v] = vc.get(v, 0) + c

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from detector.engine import EngineConfig, ExperimentState, Finding, process_batch
+from detector.engine import EngineConfig, ExperimentState, Finding, by_experiment, process_batch
 from detector.events import Assignment
 from detector.expectations import Expectation
 from detector.ingest import checkpoint
@@ -54,21 +54,11 @@ class PartitionDetector:
             return []
         lookup = expectations if callable(expectations) else expectations.get
         last = offsets[-1] if last_offset is None else last_offset
-        groups: dict[str, list[Assignment]] = {}
         if offsets is not None and offsets[0] <= self.skip_upto:
             # Replaying after a restore: drop what each experiment's checkpoint already covers.
             applied = self.applied
-            for ev, off in zip(events, offsets):
-                if off > applied.get(ev.experiment, -1):
-                    groups.setdefault(ev.experiment, []).append(ev)
-        else:
-            get = groups.get
-            for ev in events:
-                g = get(ev.experiment)
-                if g is None:
-                    groups[ev.experiment] = [ev]
-                else:
-                    g.append(ev)
+            events = [ev for ev, off in zip(events, offsets) if off > applied.get(ev.experiment, -1)]
+        groups = by_experiment(events)
         findings: list[Finding] = []
         cfg = self.engine_config
         states = self.states

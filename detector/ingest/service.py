@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
@@ -31,6 +32,8 @@ from detector.ingest.partition import PartitionDetector
 from detector.settings import Settings
 
 log = logging.getLogger(__name__)
+_value_of = attrgetter("value")
+_timestamp_of = attrgetter("timestamp")
 
 CHECKPOINT_COST_FACTOR = 10.0  # checkpoint at most every 10x the last checkpoint's duration
 MAX_CHECKPOINT_BYTES = 8 * 1024 * 1024 - 64 * 1024  # the state topic's max.message.bytes (8 MiB), less headroom
@@ -250,8 +253,8 @@ class IngestService(Service):
         if det is None:  # assignment callback not run yet (should not happen): start empty
             det = self.partitions[partition] = PartitionDetector(partition)
         t0 = time.perf_counter()
-        values = [r.value for r in records]
-        stamps = [r.timestamp for r in records]
+        values = list(map(_value_of, records))
+        stamps = list(map(_timestamp_of, records))
         events, positions, rejects = decode_batch(values, stamps, self.decoder)
         first, last = records[0].offset, records[-1].offset
         if first <= det.skip_upto:  # replay after a restore: the engine needs each event's offset
