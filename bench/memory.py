@@ -121,7 +121,7 @@ Serialized state of one experiment (the checkpoint blob written to the state cha
 {m['experiments']:,} active experiments (Zipf traffic, {m['events']:,} events, {m['distinct_users']:,} distinct
 users in total, {m['sketched']:,} experiments in the sketch regime), built with the worker's batch path
 (`PartitionDetector.apply` + engine) in one process: RSS {m['base_mb']:.0f} MB before (Python, numpy,
-datasketches, the detector imported) and **{m['after_mb']:.0f} MB after** (+{m['after_mb'] - m['base_mb']:.0f} MB,
+msgspec, the detector imported) and **{m['after_mb']:.0f} MB after** (+{m['after_mb'] - m['base_mb']:.0f} MB,
 {(m['after_mb'] - m['base_mb']) * 1024 * 1024 / m['experiments']:,.0f} bytes per experiment in memory);
 serialized state {m['state_bytes'] / 1e6:.1f} MB in total ({m['state_bytes'] / m['experiments']:,.0f} bytes per
 experiment on average, largest {m['max_blob']:,}). The worker process adds Faust, aiokafka and aiohttp on top

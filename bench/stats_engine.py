@@ -201,7 +201,7 @@ def main(argv=None) -> int:
                        f"| {nf} |")
             print(out[-1], flush=True)
     out.append("")
-    out.append("State bytes = `len(state.to_bytes())` (fingerprint set + HLL + offender records); the "
+    out.append("State bytes = `len(state.to_bytes())` (user set + offender records); the "
                "full-rollout incident keeps every offender id (blast radius, bounded by "
                "blast_radius_limit = 1,000,000), so it is over the per-user target by design. Undercount = "
                "1 - counted / true distinct users (fingerprint collisions; never an overcount).")

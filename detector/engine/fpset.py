@@ -255,6 +255,9 @@ class UserSet(FpSet):
             self._flush_tiny()
         return new_user, newly
 
+    def enrolled_count(self) -> int:
+        return int(np.count_nonzero(self.values() & np.uint32(1)))
+
     def merge(self, other: "FpSet") -> None:
         """Union; a user enrolled on either side is enrolled."""
         if other.bits != self.bits:

@@ -10,8 +10,8 @@ Two regimes for "have we seen this user?":
   lower bounds: a fingerprint collision makes a new user look seen. A new enrolled user that
   collides with a not-enrolled entry still counts as enrolled, so S loses fewer users than n
   and S/n reads high by at most ~n / 2^30 (0.1% at 1M users), far below the fraction test's
-  smallest alternative (+10%). An HLL (datasketches, lg_k 12, HLL_4) of enrolled ids gives a
-  mergeable estimate and lower bound.
+  smallest alternative (+10%). The enrolled count S is therefore itself the lower bound that
+  max_users alerts on (since format 5; before, an HLL of enrolled ids kept a second, looser one).
 
 Offender records are [first seen ms, variant, rule bitmask] (bit order: RULE_BITS).
 
@@ -25,7 +25,6 @@ from typing import Iterator
 
 import msgspec
 import numpy as np
-from datasketches import hll_sketch, hll_union, tgt_hll_type
 
 from detector.engine.bloom import ScalableBloom
 from detector.engine.fpset import UserSet
@@ -41,7 +40,7 @@ RULES = (
     "outside_window",
     "sample_ratio_mismatch",
 )
-_FORMAT = 4  # 3: ids hashed with XXH3-64 (hashing.py); 4: one flagged fingerprint per user (UserSet)
+_FORMAT = 5  # 3: ids hashed with XXH3-64 (hashing.py); 4: one flagged fingerprint per user (UserSet); 5: no HLL
 # offender records carry their rules as a bitmask; bits in the order process_batch judges them
 RULE_BITS = {"unregistered": 1, "allowlist_breach": 2, "segment_breach": 4, "outside_window": 8,
              "max_users_exceeded": 16}
@@ -53,8 +52,6 @@ class EngineConfig:
     exact_limit: int = 100  # distinct users held exactly (memory: ~150 B per user in a Python set)
     blast_radius_limit: int = 1_000_000  # offender ids kept; beyond, counted only
     sample_ids_limit: int = 1000  # ids carried by a finding
-    hll_lg_k: int = 12
-    hll_lower_bound_sigmas: int = 3  # max_users alerts on this lower bound (1, 2 or 3)
     fraction_ratios: tuple[float, ...] = RATIOS
     srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
     cusum_users_per_false_alarm: float = 1e8
@@ -81,8 +78,6 @@ class _Snap(msgspec.Struct, array_like=True):
     seen: list[str] | None
     enr: dict[str, str | None] | None
     fset: list | None
-    hll: bytes | None
-    counts_lb: bool
     offenders: dict[str, list]
     offender_count: int
     overflow: list | None
@@ -132,8 +127,6 @@ class ExperimentState:
         st.seen = set()
         st.enr = {}
         st.fset = None
-        st.hll = None
-        st.counts_lb = True  # n and s are lower bounds of the true distinct counts
         st._off = {}
         st.offender_count = 0
         st.overflow = None
@@ -160,28 +153,29 @@ class ExperimentState:
         return self.fset is None
 
     def to_sketch(self, config: EngineConfig = DEFAULT_CONFIG) -> None:
-        """Switch from exact sets to the fingerprint set + HLL (one way)."""
+        """Switch from exact sets to the user set (one way)."""
         if self.fset is not None:
             return
         fs = self.fset = UserSet(config.fingerprint_bits + 1)
         seen = sorted(self.seen)
-        enr = list(self.enr)
         fs.upsert(fs.keys(hash64(seen)), np.array([u in self.enr for u in seen], bool))
-        self.hll = hll_sketch(config.hll_lg_k, tgt_hll_type.HLL_4)
-        for u in enr:
-            self.hll.update(u)
         self.seen = None
         self.enr = None
 
     def enrolled_lower_bound(self, config: EngineConfig = DEFAULT_CONFIG) -> int:
-        """A lower bound of distinct enrolled users: exact, else max(filter count, HLL lower bound)."""
-        if self.fset is None:
-            return len(self.enr)
-        lb = int(self.hll.get_lower_bound(config.hll_lower_bound_sigmas))
-        return max(lb, self.s) if self.counts_lb else lb
+        """A lower bound of distinct enrolled users: exact, else the user set's enrolled count.
+
+        Fingerprint collisions only ever hide a user, so the count is low by ~n^2 / 2^31 on
+        average (~0.05% at 1M users), never high.
+        """
+        return len(self.enr) if self.fset is None else self.s
 
     def enrolled_estimate(self) -> float:
-        return float(len(self.enr)) if self.fset is None else float(self.hll.get_estimate())
+        """Distinct enrolled users: exact, else the user set's count corrected for the collisions expected."""
+        if self.fset is None:
+            return float(len(self.enr))
+        # n users in 2^f fingerprints (f = bits - 1; the last bit is the flag) hide ~n / 2^(f+1) of them
+        return self.s * (1.0 + self.n / 2.0 ** self.fset.bits)
 
     # -- offenders --------------------------------------------------------------------------
     def offenders(self) -> Iterator[tuple[str, int, str | None, tuple[str, ...]]]:
@@ -198,9 +192,6 @@ class ExperimentState:
         else:
             vals["seen"] = None
             vals["fset"] = self.fset.to_obj()
-            # updatable form: the compact form of a list/set-mode HLL is not byte-stable
-            # across a deserialise/serialise round trip
-            vals["hll"] = self.hll.serialize_updatable()
         vals["offenders"] = self._off
         vals["overflow"] = None if self.overflow is None else self.overflow.to_obj()
         return _encoder.encode(_Snap(**vals))
@@ -219,7 +210,6 @@ class ExperimentState:
             st.enr = dict(snap.enr or {})
         else:
             st.fset = UserSet.from_obj(snap.fset)
-            st.hll = hll_sketch.deserialize(snap.hll)
         st._off = snap.offenders
         st.overflow = None if snap.overflow is None else ScalableBloom.from_obj(snap.overflow)
         return st
@@ -234,7 +224,7 @@ class ExperimentState:
             size += sum(sys.getsizeof(u) for u in self.seen)
             size += sum(sys.getsizeof(u) for u in self.enr if u not in self.seen)
         else:
-            size += self.fset.nbytes + self.hll.get_updatable_serialization_bytes()
+            size += self.fset.nbytes
         size += sys.getsizeof(self._off) + sum(
             sys.getsizeof(u) + 100 for u in self._off)  # id + [ts, variant, mask] record
         if self.overflow is not None:
@@ -246,10 +236,10 @@ class ExperimentState:
     def merge(self, other: "ExperimentState", config: EngineConfig = DEFAULT_CONFIG) -> None:
         """Fold `other` (same experiment) into self.
 
-        Exact while both are exact and small (set union). Otherwise sets become sketches:
-        filters OR, HLLs union, and the filter counts n, s and variant counts ADD, which
-        assumes the two states saw disjoint users (true for user-partitioned streams);
-        the HLL lower bound then drives max_users. What cannot merge: the paths of the
+        Exact while both are exact and small (set union). Otherwise sets become user sets:
+        their union gives n and s (a user on both sides counts once, enrolled if either side
+        says so), while variant counts ADD, which assumes the two states saw disjoint users
+        (true for user-partitioned streams). What cannot merge: the paths of the
         sequential tests (mixture SPRT window, CUSUM): they restart at the merge point
         on the merged counts, which keeps them valid. Offender records union (earliest
         first-seen, union of rules) up to blast_radius_limit.
@@ -280,16 +270,10 @@ class ExperimentState:
                 o.to_sketch(config)
             self.to_sketch(config)
             self.fset.merge(o.fset)
-            u = hll_union(config.hll_lg_k)
-            u.update(self.hll)
-            u.update(o.hll)
-            self.hll = u.get_result(tgt_hll_type.HLL_4)
-            self.n += o.n
-            self.s += o.s
+            self.n, self.s = len(self.fset), self.fset.enrolled_count()
             for v, c in o.variants.items():
                 self.variants[v] = self.variants.get(v, 0) + c
             self.variant_none += o.variant_none
-            self.counts_lb = False
         # offenders: stored records union; counts beyond the stored records add
         mine = self._off
         limit = config.blast_radius_limit

@@ -120,6 +120,17 @@ def test_merge_sketch_disjoint_partitions():
     assert c.to_bytes() == a.to_bytes()
 
 
+
+def test_merge_sketch_overlapping_users_counts_each_once():
+    """Union of user sets: a user on both sides is one user, enrolled if either side saw them enrol."""
+    cfg = EngineConfig(exact_limit=20)
+    a, b = ExperimentState.new("exp"), ExperimentState.new("exp")
+    process_batch(a, None, [ev(f"u{i}", enrolled=i < 300) for i in range(600)], cfg)  # u0..u299 enrolled
+    process_batch(b, None, [ev(f"u{i}", enrolled=i >= 400) for i in range(200, 800)], cfg)  # u400..u799 enrolled
+    a.merge(b, cfg)
+    assert a.n == 800 and a.s == 700  # u300..u399 never enrolled
+    assert a.enrolled_lower_bound(cfg) == 700 and abs(a.enrolled_estimate() - 700) < 1
+
 def test_srm_closed_form_equals_sequential_product():
     # Lindon-Malek BF as a product of posterior predictive ratios == closed form
     p = [0.5, 0.3, 0.2]
