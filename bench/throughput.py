@@ -300,6 +300,7 @@ def main() -> None:
             if "worker" not in skip:
                 r = asyncio.run(measure_workers(prefix, args.partitions, total, 1, logdir))
                 res["worker"].append(r["rate"])
+                args.cpu_us = getattr(args, "cpu_us", []) + [r["cpu_s"] * 1e6 / total]
                 print(f"rep {rep}: (b) detector worker end to end     {r['rate']:>10,.0f} ev/s "
                       f"({r['seconds']:.2f} s, {r['cpu_s'] / r['seconds']:.0%} of a core, "
                       f"{r['cpu_s'] * 1e6 / total:.1f} CPU-us/event, RSS {r['rss_mb'][0]:.0f} MB, load {os.getloadavg()[0]:.1f})",
@@ -373,6 +374,16 @@ def write_throughput(med, res, cmd, args, elapsed) -> None:
     ratios = f"**b/a = {b / a:.2f}**, **b/c = {b / c:.1f}**"
     if "msgspec" in med:
         ratios += f", b/a' = {b / med['msgspec']:.2f}"
+    cpu = statistics.median(getattr(args, "cpu_us", [0.0]))
+    target = f"""
+**Against the absolute target (b >= 150,000 events/s): not met on this host.** The issue's
+figures were measured where (a) ran at ~230,000 events/s (raw `getmany` + `json.loads`
+212-243k); 150k is 0.65 of that. Here (a) ran at {a:,.0f} events/s in this run, with
+`json.loads` alone costing {args.host['json.loads']:.1f} us an event, so 150k is
+{150_000 / a:.1f}x the limit the issue itself defines, on this host. The worker used a median
+{cpu:.1f} CPU-us an event (one core; the broker shares the other); 150k needs 6.7 for
+everything, and the raw client's fetch plus msgspec's typed decode alone, (a'), took
+{1e6 / med.get('msgspec', float('nan')):.1f} us an event of wall time here."""
     body = f"""
 Command: {cmd} (whole run {elapsed / 60:.1f} min).
 Machine: {wl.machine()}.
@@ -389,6 +400,7 @@ its own process, one at a time; median of {args.reps} repetitions.
 {chr(10).join(rows)}
 
 {ratios}
+{target}
 
 How each is timed: (a) from the first non-empty `getmany` to the last record decoded, no
 consumer group; (b) a fresh `DETECTOR_APP_ID` per run; from the first record consumed (the
@@ -403,24 +415,23 @@ other test runs raise the load; (a) moves most with it).
 
 
 PROFILE = """
-Where the worker's time goes (py-spy `--threads`, 200 Hz, 15 s in the middle of a 2M-event run of
-this workload, shares of the ingest thread's samples; `.venv/bin/py-spy record -p PID --threads --format raw`):
+Where the worker's time goes (py-spy, 200 Hz, 15 s in the middle of a 2M-event run of this
+workload, final code; shares of the samples where a thread was busy;
+`.venv/bin/py-spy record -p PID -r 200 --format raw`; the worker's batches average ~11,000
+records, one partition each):
 
-| share of samples | what |
+| share of busy samples | what |
 |---:|---|
-| 37% | engine: `PartitionDetector.apply` -> `process_batch`, ~50 calls per 1,000 events (most experiments get 1-50 events a fetch): the rules' Python ~25%, fingerprint-set membership ~7%, id hashing ~4% |
-| 28% | decode: `events.decode_batch` (msgspec into `Assignment` structs ~11%, the batch-level proofs ~16%) |
-| 9% | fetch: aiokafka `getmany` (C record-batch iteration; ConsumerRecord construction is skipped) |
-| 6% | state checkpoints (`to_bytes` of every dirty experiment, produce) |
-| 3% | the Prometheus timer (`observe()` of the experiments that changed, every 2 s) |
-| 17% | the rest: asyncio, producer and fetch I/O, Faust internals |
+| 37% | engine: `PartitionDetector.apply` -> `process_batch` over ~125 experiment groups a batch: user-set membership (id hashing, probe) 14%, splitting by experiment 2%, sequential tests 1%, exact -> sketch switches 1%, the rest of the rules' Python (per-event columns, first enrolled event per user, variant counts) 19% |
+| 29% | decode: `events.decode_batch` (msgspec into `Assignment` structs 10%, the batch-level proofs that every record would pass the per-record decoder unchanged 19%) |
+| 13% | fetch: aiokafka `getmany` (C record-batch iteration; ConsumerRecord construction is skipped) |
+| 5% | Faust timers (the Prometheus refresh: `observe()` of the experiments that changed, every 2 s) |
+| 3% | state checkpoints (`to_bytes` of every dirty experiment, produce) |
+| 13% | the rest: the ingest loop, asyncio, producer and fetch I/O, Faust internals |
 
-Why (b) is not 150k events/s here: that is 6.7 CPU-us an event for everything, and on this box
-aiokafka's fetch alone costs ~3 us an event and msgspec's typed decode ~1 us, before any
-detection; the worker spends 10-20 CPU-us an event (one core, ~90% busy; the spread is the shared host's load) while the broker
-takes much of the second core. The engine is Python over per-experiment groups; larger fetches
-(`DETECTOR_MAX_BATCH`) amortise its per-call cost (engine alone: 8.4 -> 5.5 us/event at 3x the
-batch) at the price of latency under backlog, so the default stays 20,000.
+`bench/hotpath.py` runs the same decode + engine calls per partition batch without a broker
+(CPU, best of 2-3 in one process): at 10,000-record batches decode 2.5-3.5 and engine 2.5-3.3
+us an event (the spread is the shared host); at 2,500 the engine's per-call cost shows (4.1-4.3).
 
 Removed on the way (each measured on the same data): registrations not loaded when the first
 batches arrive (every event judged `unregistered`, every user stored as an offender: 8k -> 26k
@@ -433,7 +444,13 @@ worker freezes its startup heap and collects young objects every 50,000 allocati
 msgspec decode ~2.1 -> ~1.0 us an event); the broker's acks and the offset commit awaited on the
 ingest loop (now in the background, one checkpoint in flight); ids hashed in pure Python or
 ~25 numpy calls for small groups (~3-4 us a key; now one XXH3 C call, ~0.3 us: engine in the
-worker's shape 8.8 -> 7.4 us/event).
+worker's shape 8.8 -> 7.4 us/event); two fingerprints per enrolled user (now one flagged entry);
+the user set's `np.isin` and re-sort of new keys (distinct keys are now probed in sorted order),
+Python-level per-event loops in `process_batch` (now `map`/`compress`/`setdefault`) and an HLL
+updated per new enrolled user that never bound (the user set's count is the lower bound):
+engine -15 to -22% in `bench/hotpath.py`, runs of both builds paired back to back (where their
+unchanged decode times agreed: 5.12 -> 4.25 us an event at 2,500-record batches, 3.17 -> 2.47
+at 10,000).
 """
 
 
