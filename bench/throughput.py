@@ -458,6 +458,7 @@ def write_scale_out(med, res, cmd, args) -> None:
     one, two = med["worker"], med["two"]
     last = getattr(args, "splits", [[0, 0]])[-1]
     split = f"{max(last) / max(1, sum(last)):.0%} ({', '.join(f'{v:,.0f}' for v in last)})"
+    per_rep = [t / o for t, o in zip(res["two"], res["worker"])]
     body = f"""
 Command: {cmd}. Machine: {wl.machine()}.
 
@@ -469,9 +470,10 @@ Command: {cmd}. Machine: {wl.machine()}.
 Combined throughput of two workers: {two / one:.2f}x one worker.
 
 Why not 2x here: the machine has 2 vCPUs for the two workers, the Kafka broker and the
-benchmark's admin polling; one worker already uses ~92% of a core and the broker much of the
-other, so a second worker mostly takes CPU from the first and from the broker (the runs swing
-from 0.9x to 1.4x with the box's load). The split is also uneven: partitions are assigned whole
+benchmark's admin polling; one worker already uses ~90% of a core and the broker much of the
+other, so a second worker takes CPU from the first and from the broker (repetition by
+repetition, two workers made {min(per_rep):.2f}x to {max(per_rep):.2f}x one; earlier sessions saw 0.9x to 1.4x
+with the box's load). The split is also uneven: partitions are assigned whole
 and experiments keep their partition, so with Zipf traffic one worker got {split} of the records
 and the group finishes when that one does. Partitions are the unit of
 parallelism: with 8 partitions, up to 8 worker processes share the work (each experiment stays
