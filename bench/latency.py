@@ -126,6 +126,7 @@ async def run(args) -> dict:
         await admin.start()
         lag = sum(ends.values()) - await tp.committed_total(admin, app_id, topic)
         await admin.close()
+        batches = worker_batches(url)
     finally:
         await producer.stop()
         tp.stop_worker(proc)
@@ -141,7 +142,23 @@ async def run(args) -> dict:
         json.dump({k: [t, got.get(k)] for k, t in sent_probes.items()}, f)
     return {"probes": len(sent_probes), "received": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99),
             "max": max(lat) if lat else float("nan"), "mean": statistics.mean(lat) if lat else float("nan"),
-            "rate": achieved, "lag_at_end": lag, "logdir": logdir}
+            "rate": achieved, "lag_at_end": lag, "logdir": logdir, **batches}
+
+
+def worker_batches(url: str) -> dict:
+    """Mean records and ms per partition batch over the whole run, from the worker's /metrics."""
+    import urllib.request
+
+    vals = {}
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            for name in ("batch_size_events", "batch_duration_seconds"):
+                for part in ("sum", "count"):
+                    if line.startswith(f"exposure_detector_{name}_{part} "):
+                        vals[f"{name}_{part}"] = float(line.split()[1])
+    n = vals.get("batch_size_events_count") or 1.0
+    return {"batch_records": vals.get("batch_size_events_sum", 0.0) / n,
+            "batch_ms": 1000 * vals.get("batch_duration_seconds_sum", 0.0) / (vals.get("batch_duration_seconds_count") or 1.0)}
 
 
 def main() -> None:
@@ -170,7 +187,8 @@ def main() -> None:
     cmd = "`.venv/bin/python bench/latency.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "") + "`"
     rows = "\n".join(
         f"| {r['target']:,} | {r['rate']:,.0f} | {r['lag_at_end']:,} | {r['probes']} | {r['received']} | "
-        f"{r['p50'] * 1000:,.0f} ms | {r['p99'] * 1000:,.0f} ms | {r['max'] * 1000:,.0f} ms |" for r in results)
+        f"{r['p50'] * 1000:,.0f} ms | {r['p99'] * 1000:,.0f} ms | {r['max'] * 1000:,.0f} ms | "
+        f"{r['batch_records']:,.0f} / {r['batch_ms']:.0f} ms |" for r in results)
     body = f"""
 Command: {cmd}. Machine: {wl.machine()}.
 
@@ -181,8 +199,8 @@ offending event (a new unregistered experiment, so each opens its own incident) 
 Latency = webhook received by a local aiohttp receiver - offending event handed to the producer.
 Producer, worker and broker share the 2 vCPUs.
 
-| target events/s | achieved events/s | consumer lag at end | probes | received | p50 | p99 | max |
-|---:|---:|---:|---:|---:|---:|---:|---:|
+| target events/s | achieved events/s | consumer lag at end | probes | received | p50 | p99 | max | worker's mean partition batch (records / time) |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
 
 The latency floor is the lifecycle's group_wait (0.5 s by default) plus one fetch-and-batch
