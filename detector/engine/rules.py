@@ -452,7 +452,7 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
     # ---- max users ----------------------------------------------------------------------
     mx = plan.max_users
     if mx is not None and ds:
-        cnt = st.enrolled_lower_bound(config)
+        cnt = st.enrolled_lower_bound()
         if cnt > mx and cnt > st.mu_reported:
             base = max(st.mu_reported, mx)
             over = cnt - base
@@ -645,12 +645,12 @@ def rule_breaches(state: ExperimentState, expectation: Expectation | None,
             if st.fset is None:
                 b = any(u not in al for u in st.enr)
             else:
-                b = any(u not in al for u in st._off) or st.enrolled_lower_bound(config) > len(al)
+                b = any(u not in al for u in st._off) or st.enrolled_lower_bound() > len(al)
                 stored = sum(1 for r in st._off.values() if r[2] & 2)
                 b = b or st.rule_count.get("allowlist_breach", 0) > stored
             out[rule] = b
         elif rule == "max_users_exceeded":
-            out[rule] = st.enrolled_lower_bound(config) > exp.max_users
+            out[rule] = st.enrolled_lower_bound() > exp.max_users
         elif rule == "fraction_exceeded":
             p0 = exp.fraction * (1 + exp.tolerance)
             if p0 <= 0:
@@ -696,7 +696,7 @@ def observe(state: ExperimentState, expectation: Expectation | None,
         "eligible_users": st.n,
         "observed_fraction": (st.s / st.n) if st.n else None,
         "enrolled_users_estimate": st.enrolled_estimate(),
-        "enrolled_users_lower_bound": st.enrolled_lower_bound(config),
+        "enrolled_users_lower_bound": st.enrolled_lower_bound(),
         "variants": variants,
         "events": st.events,
         "first_event_at": st.first_ts,
@@ -714,7 +714,7 @@ def observe(state: ExperimentState, expectation: Expectation | None,
         if rule in ("unregistered", "allowlist_breach", "segment_breach", "outside_window"):
             r["statistic"], r["threshold"] = float(st.rule_count.get(rule, 0)), 0.0
         elif rule == "max_users_exceeded":
-            r["statistic"], r["threshold"] = float(st.enrolled_lower_bound(config)), float(exp.max_users)
+            r["statistic"], r["threshold"] = float(st.enrolled_lower_bound()), float(exp.max_users)
         elif rule == "fraction_exceeded":
             r.update(statistic=st.f_stat, threshold=math.log(1 / exp.alpha), cusum=st.f_w,
                      cusum_threshold=stats.cusum_threshold(config.cusum_users_per_false_alarm),

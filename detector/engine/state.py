@@ -162,7 +162,7 @@ class ExperimentState:
         self.seen = None
         self.enr = None
 
-    def enrolled_lower_bound(self, config: EngineConfig = DEFAULT_CONFIG) -> int:
+    def enrolled_lower_bound(self) -> int:
         """A lower bound of distinct enrolled users: exact, else the user set's enrolled count.
 
         Fingerprint collisions only ever hide a user, so the count is low by ~n^2 / 2^31 on

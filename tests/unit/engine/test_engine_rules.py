@@ -99,7 +99,7 @@ def test_max_users_sketch_mode_never_alarms_below_true_count():
         batch = [ev(u) for u in users[i:i + 500]] * 2
         assert process_batch(st, exp, batch, cfg) == []
     assert not st.exact
-    assert st.enrolled_lower_bound(cfg) <= n_true
+    assert st.enrolled_lower_bound() <= n_true
     assert st.s <= n_true and st.s > 0.97 * n_true
     exp2 = Expectation("exp", max_users=4000)
     st2 = ExperimentState.new("exp")

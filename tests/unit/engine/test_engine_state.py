@@ -111,7 +111,7 @@ def test_merge_sketch_disjoint_partitions():
     a.merge(b, cfg)
     assert 780 <= a.s <= 800 and 780 <= a.n <= 800
     assert abs(a.enrolled_estimate() - 800) < 80
-    assert a.enrolled_lower_bound(cfg) <= 800
+    assert a.enrolled_lower_bound() <= 800
     # merged filter knows both sides' users
     before = a.n
     process_batch(a, None, ea[:100] + eb[:100], cfg)
@@ -129,7 +129,7 @@ def test_merge_sketch_overlapping_users_counts_each_once():
     process_batch(b, None, [ev(f"u{i}", enrolled=i >= 400) for i in range(200, 800)], cfg)  # u400..u799 enrolled
     a.merge(b, cfg)
     assert a.n == 800 and a.s == 700  # u300..u399 never enrolled
-    assert a.enrolled_lower_bound(cfg) == 700 and abs(a.enrolled_estimate() - 700) < 1
+    assert a.enrolled_lower_bound() == 700 and abs(a.enrolled_estimate() - 700) < 1
 
 def test_srm_closed_form_equals_sequential_product():
     # Lindon-Malek BF as a product of posterior predictive ratios == closed form
