@@ -18,7 +18,9 @@ def kafka():
 
 @pytest.fixture
 def ns(kafka):
-    return Namespace()
+    n = Namespace()
+    yield n
+    n.delete_topics()
 
 
 @pytest.fixture

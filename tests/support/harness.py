@@ -115,6 +115,32 @@ class Namespace:
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
+    def delete_topics(self, timeout: float = 15.0) -> None:
+        """Delete this namespace's topics (its prefix, and Faust's `<app id>-...` topics).
+
+        Best effort at teardown, so that a long-lived local broker does not pile up thousands
+        of test topics; a broker that is away (a test stopped it) is not an error here.
+        """
+        import asyncio
+
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        async def run() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=int(timeout * 1000))
+            await admin.start()
+            try:
+                names = [t for t in await admin.list_topics()
+                         if t.startswith(self.prefix) or t.startswith(self.app_id + "-")]
+                if names:
+                    await admin.delete_topics(names)
+            finally:
+                await admin.close()
+
+        try:
+            asyncio.run(asyncio.wait_for(run(), timeout))
+        except Exception:
+            pass
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {
             "DETECTOR_KAFKA_BOOTSTRAP": BOOTSTRAP,
