@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_graph_enabled=False,
         web_stats_enabled=False,
         producer_acks=-1,
+        broker_credentials=settings.kafka.faust_credentials(),
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from detector.kafka_security import KafkaConnection
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -47,6 +49,18 @@ class Settings:
         return min(3.0, self.session_timeout_s / 3)
     # Prepended to every topic name: several detectors (or test runs) can share one cluster.
     topic_prefix: str = field(default_factory=lambda: _env("DETECTOR_TOPIC_PREFIX", ""))
+
+    # --- production: Kafka security, fleet ---
+    # Every Kafka client takes its connection from `kafka` (detector/kafka_security.py):
+    # DETECTOR_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD(_FILE),
+    # _SSL_CAFILE, _SSL_CERTFILE, _SSL_KEYFILE, _SSL_CHECK_HOSTNAME.
+    kafka: "KafkaConnection" = field(default_factory=lambda: KafkaConnection.from_env())
+    # The URL other workers reach this one at (forwarding to the owner of an experiment).
+    advertised_url: str = field(default_factory=lambda: _env("DETECTOR_ADVERTISED_URL", ""))
+
+    def __post_init__(self) -> None:
+        if self.kafka.bootstrap != self.kafka_bootstrap:  # Settings(kafka_bootstrap=...) wins
+            object.__setattr__(self, "kafka", self.kafka.with_bootstrap(self.kafka_bootstrap))
 
     @property
     def topics(self) -> "Topics":

@@ -30,7 +30,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="detector worker", description="Run the exposure detector worker.")
     parser.add_argument("--loglevel", "-l", default=None, help="debug|info|warn|error (default DETECTOR_LOG_LEVEL)")
     args = parser.parse_args(argv)
-    settings = Settings()
+    from detector.kafka_security import KafkaSecurityError, preflight
+
+    try:
+        settings = Settings()
+    except KafkaSecurityError as exc:
+        print(f"detector worker: {exc}", file=sys.stderr)
+        return 2
     level = (args.loglevel or settings.log_level).upper()
 
     from detector.observability.logging import setup_logging
@@ -43,11 +49,17 @@ def main(argv: list[str]) -> int:
     from detector.topics import ensure_topics
 
     async def prepare() -> None:
+        # A wrong password or an untrusted certificate ends start-up here, with one line naming the
+        # setting to check: the clients themselves would retry forever and look healthy.
+        await preflight(settings.kafka)
         await ensure_topics(settings)
         await sync_dir(settings)
 
     try:
         asyncio.run(prepare())
+    except KafkaSecurityError as exc:
+        print(f"detector worker: {exc}", file=sys.stderr)
+        return 1
     except RegistrationError as exc:
         print(f"detector worker: invalid registration in {settings.expectations_dir}: {exc}", file=sys.stderr)
         return 1

@@ -90,7 +90,7 @@ class IngestService(Service):
     async def on_start(self) -> None:
         s = self.settings
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka.client_kwargs(),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
@@ -101,7 +101,7 @@ class IngestService(Service):
         self.alerts.producer = self.sends  # notifications must be acked before their state is checkpointed
         raw = fastfetch.install()  # getmany hands out aiokafka's C records (offset, timestamp, key, value)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka.client_kwargs(),
             group_id=s.app_id,
             key_deserializer=fastfetch.RAW if raw else None,
             enable_auto_commit=False,
@@ -234,7 +234,7 @@ class IngestService(Service):
         from detector.registration.model import RegistrationError, parse_expectation
         from detector.registrations import decode_record
 
-        latest = await latest_values(self.settings.kafka_bootstrap, self.topics.expectations)
+        latest = await latest_values(self.settings.kafka, self.topics.expectations)
         keys = set()
         for k, v in latest.items():
             key = k.decode("utf-8", "replace")
@@ -407,7 +407,7 @@ class IngestService(Service):
         dets = {p: PartitionDetector(p) for p in parts}
         lifecycle_blobs: dict[int, bytes] = {}
         n = 0
-        async for r in read_to_end(self.settings.kafka_bootstrap, topic, parts):
+        async for r in read_to_end(self.settings.kafka, topic, parts):
             n += 1
             try:
                 if r.key == checkpoint.LIFECYCLE_KEY:

@@ -20,7 +20,7 @@ from detector.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def current_registrations(bootstrap: str, topic: str) -> dict[str, dict | None]:
+async def current_registrations(bootstrap, topic: str) -> dict[str, dict | None]:
     """Latest registration per experiment in the compacted registrations topic."""
     latest: dict[str, dict | None] = {}
     for key, value in (await latest_values(bootstrap, topic)).items():
@@ -38,8 +38,8 @@ async def sync_dir(settings: Settings, directory: str | None = None) -> int:
         log.info("no expectations directory at %r; nothing to load", directory)
         return 0
     wanted = load_dir(directory)  # raises RegistrationError naming the file on bad input
-    current = await current_registrations(settings.kafka_bootstrap, settings.topics.expectations)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    current = await current_registrations(settings.kafka, settings.topics.expectations)
+    producer = AIOKafkaProducer(**settings.kafka.client_kwargs(), acks="all")
     await producer.start()
     written = 0
     try:
