@@ -22,15 +22,18 @@ from detector.observability.metrics import DetectorMetrics
 from detector.registrations import ParsedRegistrations, decode_record
 from detector.registration.model import RegistrationError, parse_expectation
 from detector.settings import Settings
+from detector.shell.changelog_mirror import ChangelogMirror
 from detector.shell.courier import Courier, fold_timeline
 from detector.shell.observation import observation_view
 from detector.shell.outbox import AlertPublisher
 from detector.shell.registry import KafkaRegistrationService, history_entry
 from detector.shell.web import add_routes
+from detector.web.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024 + 4096  # registration bodies are capped at 1 MiB (413 beyond)
+MIRRORED = ("registrations", "registration-history", "incidents")  # tables every worker reads whole
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -73,9 +76,24 @@ def create_app(settings: Settings | None = None) -> faust.App:
     incidents = app.GlobalTable("incidents", partitions=p)
     deliveries = app.Table("deliveries", partitions=p)
 
-    parsed = ParsedRegistrations(registrations)
+    # Reads come from every worker's complete copy of the tables (see detector/shell/changelog_mirror.py);
+    # the agents below write the Faust tables, whose changelogs feed the copies.
+    async def on_table_change(table: str, key: str) -> None:
+        if table == "registrations":
+            if key not in mirror.table("registrations"):
+                metrics.remove_experiment(key)
+            await ingest.reevaluate(key)
+
+    mirror = ChangelogMirror(settings, {name: f"{settings.faust_id}-{name}-changelog" for name in MIRRORED},
+                             on_change=on_table_change, loop=app.loop)
+    app.service(mirror)
+    parsed = ParsedRegistrations(mirror.table("registrations"))
     publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics)
-    ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop)
+    fleet = Fleet(settings, experiment_of_incident=lambda iid: _experiment_of_incident(
+        publisher, mirror.table("incidents"), iid))
+    ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop,
+                           assignor=fleet.assignor)
+    fleet.ingest = ingest
     app.service(ingest)
     courier = Courier(alerting, parsed.get, settings.topics, metrics)
 
@@ -83,7 +101,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         state = ingest.state_of(experiment)
         return None if state is None else observation_view(observe(state, parsed.get(experiment)))
 
-    reg_service = KafkaRegistrationService(expectations_topic, registrations, registration_history, observation, metrics)
+    reg_service = KafkaRegistrationService(expectations_topic, mirror.table("registrations"),
+                                           mirror.table("registration-history"), observation, metrics)
 
     @app.agent(expectations_topic)
     async def fold_registrations(stream):
@@ -102,10 +121,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
             if record["registration"] is None:
                 if key in registrations:
                     del registrations[key]
-                metrics.remove_experiment(key)
             else:
                 registrations[key] = record["registration"]
-            await ingest.reevaluate(key)
+            # Re-judging and dropping a deleted experiment's series happen on the worker that owns the
+            # experiment, when the change reaches its mirror (on_table_change).
 
     @app.agent(alerts_topic)
     async def deliver_notifications(stream):
@@ -145,11 +164,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
         registrations=reg_service,
         ingest=ingest,
         publisher=publisher,
-        incidents=incidents,
+        incidents=mirror.table("incidents"),
         started_at=time.time(),
+        fleet=fleet,
     )
     app.detector = {"ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service}
     return app
+
+
+def _experiment_of_incident(publisher, incidents, iid: str) -> str | None:
+    hit = publisher.find(iid)
+    if hit is not None:
+        return hit[1].experiment
+    row = incidents.get(iid) or {}
+    return (row.get("incident") or {}).get("experiment")
 
 
 def _exists(path: str) -> bool:
