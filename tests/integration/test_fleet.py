@@ -7,7 +7,8 @@ Three workers in one group, the seed incident (`detector simulate incident`). Do
 - after SIGKILL of the owner, the two others give the same answers within the session timeout
   plus restore time, and meanwhile answer either the right answer or 503 with Retry-After,
   never a wrong or partial one;
-- a real Prometheus scraping all three sees each experiment's series exactly once.
+- a real Prometheus scraping all three sees each experiment's series exactly once, and still
+  exactly once (same values) after a fourth worker joins and partitions move.
 """
 
 from __future__ import annotations
@@ -100,9 +101,9 @@ def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
     owners = {served for _, served in got}
     assert len(owners) == 1, owners
     owner_url = owners.pop()
-    owner = next(w for w in fleet if w.url == owner_url)
-    others = [w for w in fleet if w is not owner]
+    others = [w for w in fleet if w.url != owner_url]
     reference_csv = got[0][0]
+    assert owner_url in {w.url for w in fleet}
 
     # ---- incidents: the same list through every worker; ack through one shows on all ---------
     def listing(w):
@@ -136,9 +137,29 @@ def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
 
         wait_until(once_each, 30, 0.5, "one series per experiment across the fleet")
         total = prom_query(prom.url, f'sum(exposure_detector_experiment_events_total{{experiment="{QA}"}})')
-        assert total and float(total[0]["value"][1]) > 0
+        events_before = float(total[0]["value"][1])
+        assert events_before > 0
+
+        # A fourth worker joins: partitions move; the old owners drop the series of the experiments
+        # they lost, the new owners export them after restoring: still exactly one series each.
+        late = workers(env=env, name="w3", wait_ready=False)
+        fleet.append(late)
+        prom.stop()
+        (tmp_path / "p2").mkdir()
+        prom = start_prometheus([f"127.0.0.1:{w.port}" for w in fleet], tmp_path / "p2")
+        wait_until(all_assigned, 60, 0.5, "four workers sharing the six partitions")
+        seen = wait_until(once_each, 30, 0.5, "one series per experiment after the rebalance")
+        total = prom_query(prom.url, f'sum(exposure_detector_experiment_events_total{{experiment="{QA}"}})')
+        assert float(total[0]["value"][1]) == events_before, (total, events_before, seen)
     finally:
         prom.stop()
+    # the blast radius after the rebalance: the same CSV from every worker, whoever owns it now
+    got = wait_until(lambda: (c := csvs()) and len({raw for raw, _ in c}) == 1 and c, 30, 0.5,
+                     "the same blast radius after the rebalance")
+    assert got[0][0] == reference_csv
+    owner_url = got[0][1]
+    owner = next(w for w in fleet if w.url == owner_url)
+    others = [w for w in fleet if w is not owner]
 
     # ---- SIGKILL of the owner: the others answer the same, never a wrong answer meanwhile -----
     owner.kill()
