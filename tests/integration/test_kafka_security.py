@@ -129,6 +129,7 @@ def test_wrong_password_fails_startup_clearly(secure_broker, tmp_path):
     assert code != 0 and took < 30, (code, took, out)
     lines = [ln for ln in out.splitlines() if ln.strip()]
     assert len(lines) == 1, out
+    print(f"wrong password: {took:.1f} s: {lines[0]}")
     assert "SASL authentication failed" in lines[0] and "DETECTOR_KAFKA_SASL_PASSWORD" in lines[0], out
     assert "wrong-pw-9" not in out and DETECTOR_PW not in out
 
@@ -139,5 +140,6 @@ def test_untrusted_ca_fails_startup_clearly(secure_broker, tmp_path):
     assert code != 0 and took < 30, (code, took, out)
     lines = [ln for ln in out.splitlines() if ln.strip()]
     assert len(lines) == 1, out
+    print(f"untrusted CA: {took:.1f} s: {lines[0]}")
     assert "not trusted" in lines[0] and "DETECTOR_KAFKA_SSL_CAFILE" in lines[0], out
     assert DETECTOR_PW not in out
