@@ -43,16 +43,22 @@ scram_user() { echo "${KAFKA_SCRAM_USERS%%,*}" | cut -d: -f1; }
 scram_password() { echo "${KAFKA_SCRAM_USERS%%,*}" | cut -d: -f2-; }
 
 listener_config() {
+  local name=PLAINTEXT
   if [ "$KAFKA_SECURITY" = sasl_ssl ]; then
     : "${KAFKA_SSL_KEYSTORE:?sasl_ssl needs KAFKA_SSL_KEYSTORE (PEM key + certificate)}"
     : "${KAFKA_SSL_TRUSTSTORE:?sasl_ssl needs KAFKA_SSL_TRUSTSTORE (PEM CA certificate)}"
     [ -n "$KAFKA_SCRAM_USERS" ] || { echo "kafka: sasl_ssl needs KAFKA_SCRAM_USERS" >&2; exit 2; }
-    cat <<PROPS
-listeners=SASL_SSL://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=SASL_SSL://127.0.0.1:$KAFKA_PORT
+    name=SASL_SSL
+  fi
+  cat <<PROPS
+listeners=$name://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=$name://127.0.0.1:$KAFKA_PORT
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=SASL_SSL
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+inter.broker.listener.name=$name
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,$name:$name
+PROPS
+  if [ "$name" = SASL_SSL ]; then
+    cat <<PROPS
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$(scram_user)" password="$(scram_password)";
@@ -62,14 +68,6 @@ ssl.truststore.type=PEM
 ssl.truststore.location=$KAFKA_SSL_TRUSTSTORE
 ssl.endpoint.identification.algorithm=https
 ssl.client.auth=none
-PROPS
-  else
-    cat <<PROPS
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 PROPS
   fi
 }
