@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
     )
     metrics = DetectorMetrics(version=__version__)
-    alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None)
+    alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None,
+                             settings.environ, webhook_urls=settings.webhook_urls)
 
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
     expectations_topic = app.topic(settings.topics.expectations, **raw)

@@ -1,6 +1,6 @@
 """GitOps: apply the YAML registrations of a directory to a `RegistrationService`.
 
-The worker calls `apply_dir(service, os.environ["DETECTOR_EXPECTATIONS_DIR"])` at start;
+The worker calls `apply_dir(service, settings.expectations_dir)` at start;
 `detector sync DIR` does the same over HTTP. Every file is validated first (one bad file and
 nothing is applied); unchanged registrations are not rewritten, so restarting a worker does not
 churn the compacted topic or the history. Files are reviewed in version control, so risks are not

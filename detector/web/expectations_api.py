@@ -20,7 +20,6 @@ from __future__ import annotations
 import hmac
 import json
 import numbers
-import os
 import time
 from typing import Any, Callable
 
@@ -39,6 +38,7 @@ from detector.registration.model import (
 )
 from detector.registration.risk import Risk, assess, diff
 from detector.registration.service import RegistrationService
+from detector.settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
 TOKEN_ENV = "DETECTOR_API_TOKEN"
@@ -124,7 +124,7 @@ class _Auth:
         self._token, self._from_env = token, from_env
 
     def configured(self) -> str | None:
-        return (os.environ.get(TOKEN_ENV) or None) if self._from_env else (self._token or None)
+        return (Settings().api_token or None) if self._from_env else (self._token or None)
 
     def check(self, request: web.Request) -> None:
         token = self.configured()
