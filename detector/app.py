@@ -19,13 +19,11 @@ from detector.alerts.routing import load_alerting
 from detector.engine import observe
 from detector.ingest.service import IngestService
 from detector.observability.metrics import DetectorMetrics
-from detector.registrations import ParsedRegistrations, decode_record
-from detector.registration.model import RegistrationError, parse_expectation
 from detector.settings import Settings
 from detector.shell.courier import Courier, fold_timeline
 from detector.shell.observation import observation_view
 from detector.shell.outbox import AlertPublisher
-from detector.shell.registry import KafkaRegistrationService, history_entry
+from detector.registration.store import KafkaRegistrationService, ParsedRegistrations, RegistrationFold
 from detector.shell.web import add_routes
 
 log = logging.getLogger(__name__)
@@ -83,29 +81,18 @@ def create_app(settings: Settings | None = None) -> faust.App:
         state = ingest.state_of(experiment)
         return None if state is None else observation_view(observe(state, parsed.get(experiment)))
 
-    reg_service = KafkaRegistrationService(expectations_topic, registrations, registration_history, observation, metrics)
+    async def send_registration(key: bytes, value: bytes) -> None:
+        await expectations_topic.send(key=key, value=value)
+
+    reg_service = KafkaRegistrationService(send_registration, parsed, registration_history, observation, metrics)
+    fold = RegistrationFold(parsed, registrations, registration_history, metrics)
 
     @app.agent(expectations_topic)
     async def fold_registrations(stream):
         async for event in stream.events():
-            key = (event.key or b"").decode("utf-8", "replace")
-            try:
-                record = decode_record(event.value)
-                if record["registration"] is not None:
-                    parse_expectation(record["registration"], path_experiment=key)
-            except (ValueError, RegistrationError) as exc:
-                # Only our API/CLI/YAML write here, all validated; anything else is counted and ignored.
-                log.error("invalid registration record for %r ignored: %s", key, exc)
-                metrics.record_registration("topic", "rejected", "invalid")
-                continue
-            registration_history[key] = [*(registration_history.get(key) or []), history_entry(registrations.get(key), record)][-100:]
-            if record["registration"] is None:
-                if key in registrations:
-                    del registrations[key]
-                metrics.remove_experiment(key)
-            else:
-                registrations[key] = record["registration"]
-            await ingest.reevaluate(key)
+            changed = fold.apply(event.key, event.value)
+            if changed is not None:
+                await ingest.reevaluate(changed)
 
     @app.agent(alerts_topic)
     async def deliver_notifications(stream):

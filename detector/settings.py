@@ -101,7 +101,12 @@ class Settings(BaseSettings):
     webhook_secret: Secret = ""
     # Bearer token for API writes; empty: writes are refused (503).
     api_token: Secret = ""
+    # --- registration ---
+    # YAML registrations synced to the topic at start (empty: none); prune: also delete the
+    # registrations that are not in the directory (GitOps with the directory as the only source).
     expectations_dir: str = "config/expectations"
+    expectations_prune: bool = False
+    # --- end registration ---
     alerting_config: str = "config/alerting.yaml"
     data_dir: str = "data"
     partitions: int = 8

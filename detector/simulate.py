@@ -168,11 +168,11 @@ def _http(method: str, url: str, body: bytes | None = None, headers: dict | None
 
 
 def register_via_kafka(producer, topic: str, docs: list[dict[str, Any]]) -> None:
-    from detector.registration.model import parse_expectation
-    from detector.registrations import encode_record
+    from detector.registration.model import parse_registration
+    from detector.registration.records import encode_record
 
     for doc in docs:
-        e = parse_expectation(doc)
+        e = parse_registration(doc)
         producer.send(topic, key=e.experiment.encode(), value=encode_record(e, "simulate", "cli"))
     producer.flush()
 

@@ -38,8 +38,8 @@ def main(argv: list[str]) -> int:
     setup_logging(level)
     log = logging.getLogger("detector.worker")
 
-    from detector.registration.model import RegistrationError
-    from detector.shell.yaml_sync import sync_dir
+    from detector.registration import RegistrationError
+    from detector.registration.sync import sync_dir
     from detector.topics import ensure_topics
 
     async def prepare() -> None:

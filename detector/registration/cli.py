@@ -38,7 +38,9 @@ from typing import Any, TextIO
 import yaml
 
 from detector.settings import env_default, worker_url_default
-from detector.registration.model import RegistrationError, expectation_to_dict, load_path, valid_experiment_key
+from detector.registration.errors import RegistrationError
+from detector.registration.files import load_path
+from detector.registration.model import registration_to_dict, valid_experiment_key
 
 MULTI_COMMAND = True
 
@@ -197,7 +199,7 @@ def _push(
     planned: list[tuple[str, str]] = []  # (kind, experiment)
     for name in names:
         reply = client.request(
-            "PUT", _exp_path(name), body=expectation_to_dict(expectations[name]),
+            "PUT", _exp_path(name), body=registration_to_dict(expectations[name]),
             query={"dry_run": True, "confirm": confirm},
         )
         if reply.status != 200:
@@ -237,7 +239,7 @@ def _push(
         return EXIT_OK
     for kind, name in planned:
         if kind == "put":
-            reply = client.request("PUT", _exp_path(name), body=expectation_to_dict(expectations[name]),
+            reply = client.request("PUT", _exp_path(name), body=registration_to_dict(expectations[name]),
                                    query={"confirm": confirm})
         else:
             reply = client.request("DELETE", _exp_path(name), query={"confirm": confirm})

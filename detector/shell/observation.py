@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detector.registration.model import format_timestamp
+from detector.timestamps import format_timestamp
 
 
 def observation_view(obs: dict[str, Any]) -> dict[str, Any]:

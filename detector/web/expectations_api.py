@@ -8,7 +8,7 @@ constant time. A worker with no token configured refuses every write with 503 an
 a missing or wrong token gets 401.
 
 Write flow: auth -> body size (<= 1 MiB, else 413) -> decode (JSON or YAML by Content-Type, 415
-for anything else) -> `parse_expectation` (422 naming each field) -> diff and `risk.assess` ->
+for anything else) -> `parse_registration` (422 naming each field) -> diff and `risk.assess` ->
 `?dry_run=true` answers here, without writing -> risky without `?confirm=true`: 409 with the
 risks -> write. A write that changes nothing is not written again (`"action": "unchanged"`).
 
@@ -28,14 +28,10 @@ import yaml
 from aiohttp import web
 
 from detector.expectations import Expectation
-from detector.registration.model import (
-    RegistrationError,
-    expectation_to_dict,
-    format_timestamp,
-    parse_expectation,
-    valid_experiment_key,
-    yaml_load,
-)
+from detector.registration.errors import RegistrationError
+from detector.registration.files import yaml_load
+from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
+from detector.timestamps import format_timestamp
 from detector.registration.risk import Risk, assess, diff
 from detector.registration.service import RegistrationService
 from detector.settings import Settings
@@ -285,7 +281,7 @@ def side_by_side(experiment: str, e: Expectation | None, obs: dict[str, Any] | N
     return {
         "experiment": experiment,
         "registered": e is not None,
-        "declaration": expectation_to_dict(e) if e else None,
+        "declaration": registration_to_dict(e) if e else None,
         "active_rules": active if e else [],
         "observed": obs is not None,
         "comparison": {
@@ -321,7 +317,7 @@ class ExpectationsAPI:
         dry_run, confirm = _flag(request, "dry_run"), _flag(request, "confirm")
         raw = decode_body(await read_body(request), request.content_type)
         try:
-            new = parse_expectation(raw, path_experiment=experiment)
+            new = parse_registration(raw, path_experiment=experiment)
         except RegistrationError as exc:
             raise _registration_problem(exc) from None
         old = self.service.get(experiment)
@@ -336,7 +332,7 @@ class ExpectationsAPI:
             "active_rules": new.active_rules(),
             "risks": [r.to_dict() for r in risks],
             "requires_confirmation": bool(risks) and not confirm,
-            "expectation": expectation_to_dict(new),
+            "expectation": registration_to_dict(new),
         }
         if dry_run:
             return json_response(result)
@@ -378,11 +374,11 @@ class ExpectationsAPI:
         e = self.service.get(experiment)
         if e is None:
             raise _not_registered(experiment)
-        return json_response(expectation_to_dict(e))
+        return json_response(registration_to_dict(e))
 
     async def list(self, request: web.Request) -> web.Response:
         items = self.service.all()
-        body = [expectation_to_dict(items[k]) for k in sorted(items)]
+        body = [registration_to_dict(items[k]) for k in sorted(items)]
         return json_response({"count": len(body), "expectations": body})
 
     async def history(self, request: web.Request) -> web.Response:
