@@ -25,10 +25,10 @@ from detector.shell.observation import observation_view
 from detector.shell.outbox import AlertPublisher
 from detector.registration.store import KafkaRegistrationService, ParsedRegistrations, RegistrationFold
 from detector.shell.web import add_routes
+from detector.web.expectations_api import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024 + 4096  # registration bodies are capped at 1 MiB (413 beyond)
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -47,7 +47,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
-        web_application_options={"client_max_size": MAX_BODY_BYTES},
+        # aiohttp's own cap sits just above ours, so the handler answers 413 with its problem body.
+        web_application_options={"client_max_size": MAX_BODY_BYTES + 4096},
         # Faust's debug views would expose table contents (allowlists hold user ids).
         web_router_enabled=False,
         web_tables_enabled=False,
