@@ -378,3 +378,28 @@ EXPERIMENT_KEY_RE = re.compile(EXPERIMENT_KEY_PATTERN[1:-1])
 
 def valid_experiment_key(key: Any) -> bool:
     return isinstance(key, str) and EXPERIMENT_KEY_RE.fullmatch(key) is not None
+
+
+# --- names from before the rename, for branches written against them; remove once merged ---
+_RENAMED = {
+    "parse_expectation": ("detector.registration.model", "parse_registration"),
+    "expectation_to_dict": ("detector.registration.model", "registration_to_dict"),
+    "RegistrationError": ("detector.registration.errors", "RegistrationError"),
+    "FieldError": ("detector.registration.errors", "FieldError"),
+    "format_timestamp": ("detector.timestamps", "format_timestamp"),
+    "parse_timestamp": ("detector.timestamps", "parse_rfc3339"),
+    "yaml_load": ("detector.registration.files", "yaml_load"),
+    "load_yaml_documents": ("detector.registration.files", "load_yaml_documents"),
+    "load_file": ("detector.registration.files", "load_file"),
+    "load_dir": ("detector.registration.files", "load_dir"),
+    "load_path": ("detector.registration.files", "load_path"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        import importlib
+
+        module, attr = _RENAMED[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
