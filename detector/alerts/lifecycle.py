@@ -174,21 +174,6 @@ class Lifecycle:
             self._add(inc, now_ms, "acknowledged", by=who)
         return inc
 
-    def record_delivery(self, outcome: Any, now_ms: int | None = None) -> None:
-        """Append a delivery outcome (see `delivery.DeliveryOutcome`) to its incident's timeline.
-
-        Successful keep-alive refreshes are not recorded: they would drown the timeline.
-        """
-        data = outcome.to_dict() if hasattr(outcome, "to_dict") else dict(outcome)
-        inc = self._s.incidents.get(data.get("incident_id") or str(data["notification_id"]).split(":")[0])
-        if inc is None:
-            return
-        if ":refresh:" in str(data.get("notification_id")) and data.get("status") == "delivered":
-            return
-        at = now_ms if now_ms is not None else int(data.get("finished_at") or 0)
-        detail = {k: data.get(k) for k in ("sink", "notification_id", "status", "attempts", "http_status", "duration_ms", "error")}
-        self._add(inc, at, "delivery", **detail)
-
     def record_mitigation(self, incident_id: str, outcome: Any, now_ms: int) -> None:
         """Append the auto-mitigation (kill_url) call and its result to the timeline."""
         inc = self._s.incidents.get(incident_id)
