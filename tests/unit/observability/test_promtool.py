@@ -40,7 +40,7 @@ def test_check_metrics_on_our_output(promtool, metrics):
 
 def test_alert_names_documented():
     import re
-    from obs_support import ROOT, observation
+    from obs_support import ROOT
 
     rules = (PROMETHEUS_DIR / "rules" / "detector.yml").read_text()
     tests = "".join(p.read_text() for p in (PROMETHEUS_DIR / "tests").glob("*.yml"))
