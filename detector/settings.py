@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -178,6 +178,27 @@ class Settings(BaseSettings):
         # The assignments consumer group is exactly app_id (our batch reader). Faust's own
         # group (tables, outbox agent) must differ: the two use different assignment protocols.
         return f"{self.app_id}-app"
+
+
+def load_settings() -> Settings:
+    """`Settings()`, with a bad variable reported by its name (`SettingsError`), secrets not echoed."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else ""
+            field = Settings.model_fields.get(name)
+            alias = field.validation_alias if field is not None else None
+            var = alias if isinstance(alias, str) else f"{ENV_PREFIX}{name.upper()}"
+            secret = field is not None and any(isinstance(m, FromFile) for m in field.metadata)
+            shown = "" if secret else f"={err.get('input')!r}"
+            problems.append(f"{var}{shown}: {err['msg']}")
+        raise SettingsError("; ".join(problems)) from None
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value the detector cannot use."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import gc
 import logging
 import sys
 
-from detector.settings import Settings
+from detector.settings import SettingsError, load_settings
 
 
 def tune_gc() -> None:
@@ -31,9 +31,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--loglevel", "-l", default=None, help="debug|info|warn|error (default DETECTOR_LOG_LEVEL)")
     args = parser.parse_args(argv)
     try:
-        settings = Settings()
-    except ValueError as exc:  # pydantic's ValidationError names each bad variable
-        print(f"detector worker: invalid settings: {exc}", file=sys.stderr)
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"detector worker: invalid setting: {exc}", file=sys.stderr)
         return 2
     level = (args.loglevel or settings.log_level).upper()
 
