@@ -1,6 +1,6 @@
 """Kafka connection security: one home for TLS and SASL, for every client the detector makes.
 
-    KafkaSecurity.from_env()          the contract settings (DETECTOR_KAFKA_SECURITY_PROTOCOL, ...)
+    Settings().kafka                  the contract settings (DETECTOR_KAFKA_SECURITY_PROTOCOL, ...)
     conn.client_kwargs()              keyword arguments for aiokafka AND kafka-python clients
                                       (both take security_protocol, ssl_context, sasl_mechanism,
                                       sasl_plain_username, sasl_plain_password)
@@ -68,36 +68,6 @@ class KafkaConnection:
         for name, path in (("CAFILE", self.cafile), ("CERTFILE", self.certfile), ("KEYFILE", self.keyfile)):
             if path and not os.path.isfile(path):
                 raise KafkaSecurityError(f"DETECTOR_KAFKA_SSL_{name}={path!r}: no such file")
-
-    @classmethod
-    def from_env(cls, env: Any = None) -> "KafkaConnection":
-        env = os.environ if env is None else env
-        password = env.get("DETECTOR_KAFKA_SASL_PASSWORD")
-        pw_file = env.get("DETECTOR_KAFKA_SASL_PASSWORD_FILE")
-        if pw_file:
-            try:
-                with open(pw_file, encoding="utf-8") as f:
-                    password = f.read().rstrip("\r\n")
-            except OSError as exc:
-                raise KafkaSecurityError(
-                    f"DETECTOR_KAFKA_SASL_PASSWORD_FILE={pw_file!r} cannot be read: {exc.strerror}") from None
-        return cls(
-            bootstrap=env.get("DETECTOR_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            protocol=env.get("DETECTOR_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") or "PLAINTEXT",
-            mechanism=env.get("DETECTOR_KAFKA_SASL_MECHANISM") or None,
-            username=env.get("DETECTOR_KAFKA_SASL_USERNAME") or None,
-            password=password,
-            cafile=env.get("DETECTOR_KAFKA_SSL_CAFILE") or None,
-            certfile=env.get("DETECTOR_KAFKA_SSL_CERTFILE") or None,
-            keyfile=env.get("DETECTOR_KAFKA_SSL_KEYFILE") or None,
-            check_hostname=env.get("DETECTOR_KAFKA_SSL_CHECK_HOSTNAME", "true").strip().lower()
-            not in ("0", "false", "no", "off"),
-        )
-
-    def with_bootstrap(self, bootstrap: str) -> "KafkaConnection":
-        from dataclasses import replace
-
-        return replace(self, bootstrap=bootstrap)
 
     @property
     def tls(self) -> bool:

@@ -8,7 +8,7 @@ import gc
 import logging
 import sys
 
-from detector.settings import Settings
+from detector.settings import SettingsError, load_settings
 
 
 def tune_gc() -> None:
@@ -33,9 +33,9 @@ def main(argv: list[str]) -> int:
     from detector.kafka_security import KafkaSecurityError, preflight
 
     try:
-        settings = Settings()
-    except KafkaSecurityError as exc:
-        print(f"detector worker: {exc}", file=sys.stderr)
+        settings = load_settings()
+    except (SettingsError, KafkaSecurityError, OSError) as exc:
+        print(f"detector worker: invalid setting: {exc}", file=sys.stderr)
         return 2
     level = (args.loglevel or settings.log_level).upper()
 
@@ -44,8 +44,8 @@ def main(argv: list[str]) -> int:
     setup_logging(level)
     log = logging.getLogger("detector.worker")
 
-    from detector.registration.model import RegistrationError
-    from detector.shell.yaml_sync import sync_dir
+    from detector.registration import RegistrationError
+    from detector.registration.sync import sync_dir
     from detector.topics import ensure_topics
 
     async def prepare() -> None:

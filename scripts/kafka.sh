@@ -129,8 +129,8 @@ wait_ready() {
   env -u DETECTOR_KAFKA_SASL_PASSWORD_FILE "${env[@]}" "$PY" - <<'PYEOF'
 import sys, time
 from kafka import KafkaAdminClient
-from detector.kafka_security import KafkaConnection
-conn = KafkaConnection.from_env()
+from detector.settings import Settings
+conn = Settings().kafka
 deadline = time.time() + 90
 while True:
     try:
