@@ -70,6 +70,11 @@ ROUTES: dict[str, str] = {
     "/v1/incidents/{id}/ack": "incident",
     "/v1/incidents/{id}/resolve": "incident",
     "/v1/incidents/{id}/blast-radius": "incident",
+    # console pages about one experiment or incident (HTML; cookies and redirects pass through)
+    "/experiments/{experiment}": "experiment",
+    "/incidents/{id}": "incident",
+    "/incidents/{id}/{action}": "incident",
+    "/incidents/{id}/blast-radius.csv": "incident",
 }
 
 

@@ -113,6 +113,12 @@ def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
 
     lists = [listing(w) for w in fleet]
     assert lists[0] and all(ls == lists[0] for ls in lists), lists
+    # registrations and the experiment's status: the same document through every worker
+    for path in ("/v1/expectations", f"/v1/expectations/{QA}", f"/v1/experiments/{QA}"):
+        answers = [fetch(w.url + path)[:2] for w in fleet]
+        assert answers[0][0] == 200 and all(a == answers[0] for a in answers), (path, answers)
+    registered = json.loads(fetch(fleet[2].url + "/v1/expectations")[1])["expectations"]
+    assert {e["experiment"] for e in registered} == {QA, *truth["healthy"]}
     iid = next(i["id"] for i in lists[0] if i["rule"] == "allowlist_breach")
     code, raw, _ = fetch(f"{others[0].url}/v1/incidents/{iid}/ack", "POST", b'{"who": "alice"}',
                          {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
