@@ -42,6 +42,19 @@ class Settings:
     # accepts 6..1800 s (group.min/max.session.timeout.ms).
     session_timeout_s: float = field(default_factory=lambda: _float("DETECTOR_SESSION_TIMEOUT", 30.0))
 
+    # --- security (detector/web/auth.py, detector/alerts/outbound.py) ---
+    # Bearer tokens with scopes: a YAML/JSON file of {name, token | sha256, scopes} (see README).
+    api_tokens_file: str = field(default_factory=lambda: _env("DETECTOR_API_TOKENS_FILE", ""))
+    # What callers without a token may read: none | status (metrics, dashboards) | read (never user ids).
+    anonymous_read: str = field(default_factory=lambda: _env("DETECTOR_ANONYMOUS_READ", "status").strip().lower())
+    # Hosts a registration's mitigation.kill_url may name: host names, *.suffix, IP addresses or CIDRs.
+    kill_url_allowed_hosts: tuple[str, ...] = field(
+        default_factory=lambda: tuple(h.strip() for h in _env("DETECTOR_KILL_URL_ALLOWED_HOSTS", "").split(",") if h.strip())
+    )
+    # The detector's own base URL as users reach it: the only source of absolute links it writes.
+    external_url: str = field(default_factory=lambda: _env("DETECTOR_EXTERNAL_URL", "").strip())
+    # --- end security ---
+
     @property
     def heartbeat_interval_s(self) -> float:
         return min(3.0, self.session_timeout_s / 3)

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from detector.expectations import SEVERITIES, Expectation
+from detector.yaml_limits import BoundedLoader, short_repr
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 EXPERIMENT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -646,8 +647,8 @@ def expectation_to_dict(e: Expectation) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------- YAML
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe loader that keeps timestamps as strings and rejects duplicate keys."""
+class _Loader(BoundedLoader, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe loader that keeps timestamps as strings, rejects duplicate keys and bounds alias expansion."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -665,11 +666,11 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
             duplicate = key in seen
         except TypeError:
             raise yaml.constructor.ConstructorError(
-                None, None, f"unhashable key {key!r}", key_node.start_mark
+                None, None, f"unhashable key {short_repr(key)}", key_node.start_mark
             ) from None
         if duplicate:
             raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                "while constructing a mapping", node.start_mark, f"duplicate key {short_repr(key)}", key_node.start_mark
             )
         seen[key] = True
     return loader.construct_mapping(node, deep=deep)

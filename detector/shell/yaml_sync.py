@@ -13,7 +13,8 @@ from aiokafka import AIOKafkaProducer
 
 from detector.kafka_io import latest_values
 
-from detector.registration.model import expectation_to_dict, load_dir
+from detector.alerts.outbound import KillUrlPolicy
+from detector.registration.model import FieldError, RegistrationError, expectation_to_dict, load_dir
 from detector.registrations import decode_record, encode_record
 from detector.settings import Settings
 
@@ -38,6 +39,11 @@ async def sync_dir(settings: Settings, directory: str | None = None) -> int:
         log.info("no expectations directory at %r; nothing to load", directory)
         return 0
     wanted = load_dir(directory)  # raises RegistrationError naming the file on bad input
+    policy = KillUrlPolicy.from_settings(settings)
+    refused = [FieldError("mitigation.kill_url", problem, f"{directory}: {exp}")
+               for exp, e in sorted(wanted.items()) if e.kill_url and (problem := policy.url_problem(e.kill_url))]
+    if refused:
+        raise RegistrationError(refused)
     current = await current_registrations(settings.kafka_bootstrap, settings.topics.expectations)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
