@@ -22,6 +22,7 @@ URL is accepted. On top of the list:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -159,7 +160,7 @@ class GuardedResolver(AbstractResolver):
         for entry in found:
             problem = self.policy.address_problem(host, str(entry.get("host")))
             if problem:
-                raise KillUrlRefused(problem)
+                raise KillUrlRefused(errno.EACCES, problem)  # strerror: aiohttp shows it in the error
         return found
 
     async def close(self) -> None:

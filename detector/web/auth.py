@@ -3,7 +3,8 @@
 Scopes (a token carries any set of them):
 
     read        status, incidents, registrations and experiments, with user ids left out
-    read:users  anything that returns user ids (blast radius, sample ids, allowlists, diffs of them)
+    read:users  anything that returns user ids (blast radius, sample ids, allowlists, diffs of them);
+                implies read
     write       registrations (PUT, DELETE)
     respond     incident response (ack, resolve)
     ingest      the HTTP collector (POST /v1/assignments)
@@ -19,7 +20,8 @@ access=...)`): `public` (anyone: health, readiness, the OpenAPI document), `stat
 aggregates: metrics and dashboards), or one scope. `check_routes(app)` refuses to start an app
 with a route that declares nothing. Callers without a token get what
 `DETECTOR_ANONYMOUS_READ` grants: `none` (public routes only), `status` (default: also the
-`status` routes) or `read` (also the `read` scope). Anonymous callers never get `read:users`.
+`status` routes) or `read` (also the `read` scope); `read` (and so `read:users`) reaches the
+`status` routes too. Anonymous callers never get `read:users`.
 
 Handlers read `request["principal"]` (`.name`, `.scopes`) and call `has_scope(request,
 "read:users")` to decide whether a response may carry user ids; `user_data(request, body, ...)`

@@ -350,9 +350,10 @@ class ExpectationsAPI:
                                        experiment=experiment))
 
     async def openapi(self, request: web.Request) -> web.Response:
-        from detector.web.openapi import openapi_document
+        from detector.web.auth import route_table
+        from detector.web.openapi import openapi_document, with_access
 
-        return json_response(openapi_document())
+        return json_response(with_access(openapi_document(), route_table(request.app)))
 
 
 def _not_registered(experiment: str) -> HTTPProblem:

@@ -118,8 +118,9 @@ class IncidentsAPI:
         views.sort(key=_list_key, reverse=True)
         page, next_cursor = paged(request, views, _list_key, shape=(str, str), reverse=True, default_limit=MAX_LIST)
         items = [incident_summary(v) for v in page]
-        return json_response({"count": len(items), "total": len(views), "incidents": items,
-                              "next_cursor": next_cursor, "next": next_link(request, next_cursor)})
+        return json_response(user_data(request, {
+            "count": len(items), "total": len(views), "incidents": items,
+            "next_cursor": next_cursor, "next": next_link(request, next_cursor)}, what="incident list"))
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         v = self._view_or_404(request.match_info["id"])

@@ -29,7 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter
 
 from detector.web import auth
-from detector.web.auth import PUBLIC, READ, STATUS, Principal, TokenStore
+from detector.web.auth import PUBLIC, READ, READ_USERS, STATUS, Principal, TokenStore
 from detector.web.problems import MAX_BODY_BYTES, HTTPProblem, field_problem, route_body_limit
 
 log = logging.getLogger("detector.web")
@@ -118,8 +118,10 @@ def _caller(request: web.Request, config: _Config) -> Principal:
 
 
 def _with_implied(p: Principal) -> Principal:
-    """`read` implies the `status` routes."""
-    return Principal(p.name, p.scopes | {STATUS}, p.authenticated) if READ in p.scopes else p
+    """`read:users` implies `read`, and `read` the `status` routes."""
+    scopes = p.scopes | {READ} if READ_USERS in p.scopes else p.scopes
+    scopes = scopes | {STATUS} if READ in scopes else scopes
+    return p if scopes == p.scopes else Principal(p.name, frozenset(scopes), p.authenticated)
 
 
 @web.middleware

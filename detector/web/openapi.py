@@ -41,6 +41,12 @@ def _flag(name: str, description: str) -> dict[str, Any]:
             "description": description}
 
 
+PAGING = [
+    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+     "description": "Page size (registrations: default 100; incidents: default 1000)."},
+    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 1024},
+     "description": "`next_cursor` of the previous page, unchanged."},
+]
 DRY_RUN = _flag("dry_run", "Validate and return the diff, active rules and risks without writing.")
 CONFIRM = _flag("confirm", "Apply a change that carries risks (otherwise 409).")
 WRITE_ERRORS = {
@@ -131,7 +137,11 @@ def _schemas() -> dict[str, Any]:
         "ExpectationList": {
             "type": "object",
             "required": ["count", "expectations"],
-            "properties": {"count": {"type": "integer"}, "expectations": {"type": "array", "items": _ref("Expectation")}},
+            "properties": {"count": {"type": "integer"}, "total": {"type": "integer"},
+                           "expectations": {"type": "array", "items": _ref("Expectation")},
+                           "next_cursor": {"type": ["string", "null"]}, "next": {"type": ["string", "null"]},
+                           "redacted": {"type": "array", "items": {"type": "string"},
+                                        "description": "Fields left out: the caller lacks the read:users scope."}},
         },
         "History": {
             "type": "object",
@@ -271,7 +281,9 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "summary": "List registrations",
                     "operationId": "listExpectations",
-                    "responses": {"200": _json(_ref("ExpectationList"), "Every registration, sorted by experiment.")},
+                    "parameters": PAGING,
+                    "responses": {"200": _json(_ref("ExpectationList"), "One page of registrations, sorted by experiment."),
+                                  "400": _error("Invalid limit or cursor.")},
                 }
             },
             exp_path: {
@@ -361,6 +373,7 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "summary": "List incidents",
                     "operationId": "listIncidents",
+                    "parameters": PAGING,
                     "responses": {"200": _json({"type": "object", "properties": {
                         "incidents": {"type": "array", "items": _ref("Incident")}}}, "Incidents, newest first.")},
                 }
@@ -425,3 +438,21 @@ def _incident_action(summary: str, operation_id: str) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy, safe to modify)."""
     return copy.deepcopy(_document())
+
+
+def with_access(doc: dict[str, Any], table: list[tuple[str, str, str | None]]) -> dict[str, Any]:
+    """`doc` with each operation's access rule from the app's route table (`detector.web.auth.route_table`):
+    `x-access` (public, status or a scope) and `security` (the bearer scheme with that scope as its role)."""
+    for method, path, rule in table:
+        op = doc.get("paths", {}).get(path, {}).get(method.lower())
+        if op is None or rule is None:
+            continue
+        op["x-access"] = rule
+        if rule == "public":
+            op["security"] = []
+        else:
+            op["security"] = [{"bearer": [rule]}]
+            op.setdefault("responses", {}).setdefault("401", _error("Missing or invalid bearer token."))
+            op["responses"].setdefault("403", _error(f"The token lacks the `{rule}` scope."))
+    return doc
+

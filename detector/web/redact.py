@@ -3,7 +3,7 @@
 User ids reach responses in a few known shapes, all handled here (one place, so a new view that
 embeds one of them is covered): a registration's `population.allowlist` (also inside
 `declaration` and `expectation`), the diff of that field in a write result or the history
-(`old`, `new`, `added`, `removed`), and a blast radius's `sample_ids` / `sample_user_ids`.
+(`old`, `new`, `added`, `removed`), and a blast radius's `sample_ids` / `sample_user_ids`, and the first offender an allowlist summary names.
 Without `read:users` they are replaced by their counts and the body says what was left out
 (`"redacted": [...]`); with it, the read is audited (`detector.web.auth.audit_user_read`).
 The blast-radius routes return nothing but user ids and require `read:users` outright.
@@ -21,6 +21,8 @@ from detector.web.auth import READ_USERS, audit_user_read, has_scope
 ALLOWLIST_FIELD = "population.allowlist"
 _ID_LISTS = ("sample_ids", "sample_user_ids")
 _DIFF_ID_KEYS = ("old", "new", "added", "removed")
+# The engine's allowlist summary names the first offender ("... (first: <user id>)").
+_FIRST = " (first: "
 
 
 def _walk(value: Any, found: list[str], path: str) -> Any:
@@ -35,6 +37,9 @@ def _walk(value: Any, found: list[str], path: str) -> Any:
                 if v:
                     found.append(f"{path}{k}")
                 out[f"{k}_count"] = len(v)
+            elif k == "summary" and isinstance(v, str) and _FIRST in v:
+                found.append(f"{path}{k}")
+                out[k] = v[:v.index(_FIRST)] + _FIRST + "[redacted])"
             elif is_allowlist_diff and k in _DIFF_ID_KEYS:
                 if v:
                     found.append(f"{path}{k}")

@@ -300,7 +300,7 @@ async def test_openapi_covers_the_http_contract(client):
     }.items():
         for m in methods:
             assert m in paths[path], (path, m)
-    assert paths["/v1/expectations/{experiment}"]["put"]["security"] == [{"bearer": []}]
+    assert paths["/v1/expectations/{experiment}"]["put"]["security"] == [{"bearer": ["write"]}]
     refs = json.dumps(doc)
     for name in doc["components"]["schemas"]:
         assert f"#/components/schemas/{name}" in refs or name in ("Expectation",)
