@@ -180,10 +180,11 @@ def test_worker_start_up_refuses_a_weak_secret_with_a_clear_message(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "DETECTOR_WEBHOOK_SECRET": "whsec_QQ", "DETECTOR_WEBHOOK_URLS": "http://127.0.0.1:9/h",
            "DETECTOR_KAFKA_BOOTSTRAP": "127.0.0.1:1", "DETECTOR_DATA_DIR": str(tmp_path), "DETECTOR_ALERTING_CONFIG": ""}
     root = Path(__file__).resolve().parents[3]
-    proc = subprocess.run([sys.executable, "-c", "from detector.app import create_app; create_app()"], cwd=root,
+    proc = subprocess.run([sys.executable, "-m", "detector", "worker"], cwd=root,
                           env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "DETECTOR_WEBHOOK_SECRET is too weak" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("detector worker: configuration error: DETECTOR_WEBHOOK_SECRET is too weak")
+    assert "Traceback" not in proc.stderr
 
 
 def test_web_app_refuses_a_bad_tokens_file_at_start_up(tmp_path):
