@@ -15,6 +15,7 @@ from detector.alerts.outbound import KillUrlPolicy
 from detector.observability.dashboards import experiment_dashboard
 from detector.web import auth
 from detector.web.auth import PUBLIC, STATUS, add_route
+from detector.web.console import Console, add_console_routes
 from detector.web.expectations_api import add_routes as add_expectation_routes
 from detector.web.incidents_api import add_routes as add_incident_routes
 from detector.web.middleware import install
@@ -22,8 +23,8 @@ from detector.web.middleware import install
 
 def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at):
     app.middlewares.append(metrics.aiohttp_middleware())
-    install(app, tokens=auth.load_tokens(settings.api_token, settings.api_tokens_file),
-            anonymous_read=settings.anonymous_read, registry=metrics.registry)
+    tokens = auth.load_tokens(settings.api_token, settings.api_tokens_file)
+    install(app, tokens=tokens, anonymous_read=settings.anonymous_read, registry=metrics.registry)
     r = app.router
 
     async def healthz(request: web.Request) -> web.Response:
@@ -50,8 +51,10 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     kill_policy = KillUrlPolicy.from_settings(settings)
     add_expectation_routes(r, registrations, kill_url_problem=kill_policy.url_problem)
     # Incidents (list, timeline JSON/Markdown, ack, resolve) and blast radius: detector/web/incidents_api.py
-    add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest, registrations=registrations,
-                        base_url=settings.external_url or None)
-    # Faust serves its own index page at "/" ({"status": "OK"}), added after this.
-    auth.declare_framework_route(app, "GET", "/", PUBLIC)
+    incidents_api = add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest,
+                                        registrations=registrations, base_url=settings.external_url or None)
+    # The console: pages for people over the same services (detector/web/console). Its sessions
+    # name a token of the same store, so the same scopes apply.
+    add_console_routes(app, Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
+                                    principals=tokens, external_url=settings.external_url or None))
     auth.check_routes(app)

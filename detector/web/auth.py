@@ -81,8 +81,22 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+def implied(scopes: frozenset[str]) -> frozenset[str]:
+    """`read:users` implies `read`."""
+    return scopes | {READ} if READ_USERS in scopes else scopes
+
+
+def allows(rule: str, scopes: frozenset[str], anonymous_status: bool = False) -> bool:
+    """Whether a caller holding `scopes` may use a route declared `rule` (`read` reaches `status`)."""
+    if rule == PUBLIC:
+        return True
+    if rule == STATUS:
+        return anonymous_status or READ in scopes
+    return rule in implied(scopes)
+
+
 class TokenStore:
-    """The known tokens, by SHA-256 digest."""
+    """The known tokens, by SHA-256 digest. Also the console's `Principals` (by_token, by_name, secrets)."""
 
     def __init__(self, tokens: Iterable[_Token] = ()) -> None:
         self._tokens = tuple(tokens)
@@ -99,7 +113,21 @@ class TokenStore:
         for token in self._tokens:  # every digest is compared: the time does not depend on which matched
             if hmac.compare_digest(digest, token.digest):
                 found = token
-        return None if found is None else Principal(found.name, found.scopes)
+        return None if found is None else Principal(found.name, implied(found.scopes))
+
+    def by_token(self, token: str) -> Principal | None:
+        return self.authenticate(token)
+
+    def by_name(self, name: str) -> Principal | None:
+        """The principal a console session names (scopes looked up now, so a removed token ends it)."""
+        for token in self._tokens:
+            if token.name == name:
+                return Principal(token.name, implied(token.scopes))
+        return None
+
+    def secrets(self) -> list[str]:
+        """Key material for the console's session key: the token digests (no token is kept in clear)."""
+        return [t.digest.hex() for t in self._tokens]
 
 
 def _scopes(raw: Any, where: str) -> frozenset[str]:

@@ -103,9 +103,8 @@ class IncidentsAPI:
         return v
 
     # ---- incidents -------------------------------------------------------------------------
-    async def list(self, request: web.Request) -> web.Response:
-        """Newest first, paged (`?limit=`, default and maximum 1000; `?cursor=`)."""
-        q = request.query
+    def all_views(self) -> list[dict[str, Any]]:
+        """Every incident this worker knows (local lifecycles first, then the table), newest first."""
         seen: dict[str, dict] = {}
         if self.publisher is not None:
             for inc in self.publisher.incidents():
@@ -114,8 +113,14 @@ class IncidentsAPI:
             for iid, row in list(self.table.items()):
                 if iid not in seen and row and row.get("incident"):
                     seen[iid] = dict(row["incident"])
-        views = [v for v in seen.values() if matches(v, q)]
+        views = list(seen.values())
         views.sort(key=_list_key, reverse=True)
+        return views
+
+    async def list(self, request: web.Request) -> web.Response:
+        """Newest first, paged (`?limit=`, default and maximum 1000; `?cursor=`)."""
+        q = request.query
+        views = [v for v in self.all_views() if matches(v, q)]
         page, next_cursor = paged(request, views, _list_key, shape=(str, str), reverse=True, default_limit=MAX_LIST)
         items = [incident_summary(v) for v in page]
         return json_response(user_data(request, {
@@ -159,28 +164,39 @@ class IncidentsAPI:
         raise _field_problem(409, f"incident {iid!r} is held by another worker", "id",
                              "send this request to the worker that owns the experiment's partition")
 
-    async def ack(self, request: web.Request) -> web.Response:
-        iid = request.match_info["id"]
-        who, _note = await self._who(request)
+    async def acknowledge(self, iid: str, who: str) -> str:
+        """Acknowledge a firing incident held here: "acknowledged" or "unchanged" (HTTPProblem otherwise)."""
         self._local_or_problem(iid)
         _, inc = self.publisher.find(iid)
         if inc.status != "firing":
             raise _field_problem(409, f"incident {iid!r} is {inc.status}", "status", "only a firing incident can be acknowledged")
         action = "unchanged" if inc.acknowledged_by is not None else "acknowledged"
         await self.publisher.acknowledge(iid, who, self.clock())
-        return json_response({"action": action, "incident": user_data(
-            request, self._view_or_404(iid), what="incident", experiment=inc.experiment)})
+        return action
 
-    async def resolve(self, request: web.Request) -> web.Response:
-        iid = request.match_info["id"]
-        who, _note = await self._who(request)
+    async def resolve_now(self, iid: str, who: str) -> str:
+        """Resolve an incident held here now: "resolved" or "unchanged"."""
         self._local_or_problem(iid)
         _, inc = self.publisher.find(iid)
         action = "unchanged" if inc.status != "firing" else "resolved"
         if action == "resolved":
             await self.publisher.resolve(iid, who, self.clock())
+        return action
+
+    def _action_result(self, request: web.Request, action: str, iid: str) -> web.Response:
+        view = self._view_or_404(iid)
         return json_response({"action": action, "incident": user_data(
-            request, self._view_or_404(iid), what="incident", experiment=inc.experiment)})
+            request, _hide_errors(request, view), what="incident", experiment=view.get("experiment"))})
+
+    async def ack(self, request: web.Request) -> web.Response:
+        iid = request.match_info["id"]
+        who, _note = await self._who(request)
+        return self._action_result(request, await self.acknowledge(iid, who), iid)
+
+    async def resolve(self, request: web.Request) -> web.Response:
+        iid = request.match_info["id"]
+        who, _note = await self._who(request)
+        return self._action_result(request, await self.resolve_now(iid, who), iid)
 
     # ---- blast radius ------------------------------------------------------------------------
     async def experiment_blast_radius(self, request: web.Request) -> web.StreamResponse:

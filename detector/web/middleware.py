@@ -29,7 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter
 
 from detector.web import auth
-from detector.web.auth import PUBLIC, READ, READ_USERS, STATUS, Principal, TokenStore
+from detector.web.auth import PUBLIC, STATUS, Principal, TokenStore
 from detector.web.problems import MAX_BODY_BYTES, HTTPProblem, field_problem, route_body_limit
 
 log = logging.getLogger("detector.web")
@@ -72,8 +72,8 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         _refused(request, problem.status, problem.error)
         return problem.response()
     except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+        if exc.status < 400 or (request.match_info.http_exception is None and not request.path.startswith("/v1/")):
+            raise  # redirects, and the console's own HTML error pages
         reason = {404: "not found", 405: "method not allowed", 413: "request body too large"}.get(exc.status, exc.reason)
         problem = HTTPProblem(exc.status, reason, [{"field": "(request)", "message": reason}])
         problem.headers.update({k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")})
@@ -106,7 +106,7 @@ def _unauthenticated(error: str, message: str, challenge: str = _REALM) -> HTTPP
 def _caller(request: web.Request, config: _Config) -> Principal:
     header = request.headers.get("Authorization")
     if header is None:
-        return Principal("anonymous", config.anonymous, authenticated=False)
+        return Principal("anonymous", config.anonymous - {STATUS}, authenticated=False)
     scheme, _, presented = header.partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
@@ -115,13 +115,6 @@ def _caller(request: web.Request, config: _Config) -> Principal:
     if found is None:
         raise _unauthenticated("invalid token", "the bearer token is not valid", _REALM + ', error="invalid_token"')
     return found
-
-
-def _with_implied(p: Principal) -> Principal:
-    """`read:users` implies `read`, and `read` the `status` routes."""
-    scopes = p.scopes | {READ} if READ_USERS in p.scopes else p.scopes
-    scopes = scopes | {STATUS} if READ in scopes else scopes
-    return p if scopes == p.scopes else Principal(p.name, frozenset(scopes), p.authenticated)
 
 
 @web.middleware
@@ -135,13 +128,14 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
         request[auth.PRINCIPAL_KEY] = auth.ANONYMOUS
         return await handler(request)
     config: _Config = request.app[CONFIG_KEY]
-    if not len(config.tokens) and rule not in _with_implied(Principal("", config.anonymous)).scopes:
+    anonymous_status = STATUS in config.anonymous
+    if not len(config.tokens) and not auth.allows(rule, config.anonymous, anonymous_status):
         raise field_problem(503, "this route is disabled on this worker: no API token is configured "
                                  "(set DETECTOR_API_TOKEN or DETECTOR_API_TOKENS_FILE)", "Authorization",
                             "set DETECTOR_API_TOKEN or DETECTOR_API_TOKENS_FILE on the worker to enable it")
-    caller = _with_implied(_caller(request, config))
+    caller = _caller(request, config)
     request[auth.PRINCIPAL_KEY] = caller
-    if rule not in caller.scopes:
+    if not auth.allows(rule, caller.scopes, anonymous_status and not caller.authenticated):
         if caller.authenticated:
             raise field_problem(403, f"token {caller.name!r} lacks the scope {rule!r}", "Authorization",
                                 f"this route needs a token with the {rule!r} scope")
