@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from detector.settings import Settings
+from detector.settings import SettingsError, load_settings
 
 
 def tune_gc() -> None:
@@ -31,7 +31,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="detector worker", description="Run the exposure detector worker.")
     parser.add_argument("--loglevel", "-l", default=None, help="debug|info|warn|error (default DETECTOR_LOG_LEVEL)")
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"detector worker: invalid setting: {exc}", file=sys.stderr)
+        return 2
     level = (args.loglevel or settings.log_level).upper()
 
     from detector.observability.logging import setup_logging
@@ -39,8 +43,8 @@ def main(argv: list[str]) -> int:
     setup_logging(level)
     log = logging.getLogger("detector.worker")
 
-    from detector.registration.model import RegistrationError
-    from detector.shell.yaml_sync import sync_dir
+    from detector.registration import RegistrationError
+    from detector.registration.sync import sync_dir
     from detector.topics import ensure_topics
 
     # Security configuration first (tokens, anonymous reads, webhook secrets): a clear message, no Kafka needed.
@@ -51,7 +55,8 @@ def main(argv: list[str]) -> int:
     try:
         load_tokens(settings.api_token, settings.api_tokens_file)
         anonymous_scopes(settings.anonymous_read)
-        load_alerting(settings.alerting_config if settings.alerting_config and os.path.exists(settings.alerting_config) else None)
+        load_alerting(settings.alerting_config if settings.alerting_config and os.path.exists(settings.alerting_config)
+                      else None, settings.environ, webhook_urls=settings.webhook_urls)
     except (AuthConfigError, WeakSecretError) as exc:
         print(f"detector worker: configuration error: {exc}", file=sys.stderr)
         return 2

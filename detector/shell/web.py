@@ -56,7 +56,8 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     # The console: pages for people over the same services (detector/web/console). Its sessions
     # name a token of the same store, so the same scopes apply.
     add_console_routes(app, Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
-                                    principals=tokens, external_url=settings.external_url or None))
+                                    principals=tokens, session_secret=settings.session_secret or None,
+                                    external_url=settings.external_url or None))
     # Faust adds its own index page at "/" ({"status": "OK"}) after this (the console's "/" wins).
     auth.declare_framework_route(app, "GET", "/", PUBLIC)
     auth.check_routes(app)

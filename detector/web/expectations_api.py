@@ -9,7 +9,7 @@ and it is the operator's configuration, not the caller, that is wrong); a missin
 gets 401, a token without the scope 403.
 
 Write flow: auth -> body size (<= 1 MiB, else 413) -> decode (JSON or YAML by Content-Type, 415
-for anything else) -> `parse_expectation` (422 naming each field) -> diff and `risk.assess` ->
+for anything else) -> `parse_registration` (422 naming each field) -> diff and `risk.assess` ->
 `?dry_run=true` answers here, without writing -> risky without `?confirm=true`: 409 with the
 risks -> write. A write that changes nothing is not written again (`"action": "unchanged"`).
 
@@ -28,13 +28,10 @@ from aiohttp import web
 
 from detector.engine.rules import BY_NAME
 from detector.expectations import Expectation
-from detector.registration.model import (
-    RegistrationError,
-    expectation_to_dict,
-    parse_expectation,
-    valid_experiment_key,
-    yaml_load,
-)
+from detector.registration.errors import RegistrationError
+from detector.registration.files import yaml_load
+from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
+from detector.timestamps import format_timestamp
 from detector.registration.risk import Risk, assess, diff
 from detector.registration.service import RegistrationService
 from detector.web.auth import PUBLIC, READ, WRITE, add_route
@@ -200,7 +197,7 @@ def side_by_side(experiment: str, e: Expectation | None, obs: dict[str, Any] | N
     return {
         "experiment": experiment,
         "registered": e is not None,
-        "declaration": expectation_to_dict(e) if e else None,
+        "declaration": registration_to_dict(e) if e else None,
         "active_rules": active if e else [],
         "observed": obs is not None,
         "comparison": {
@@ -236,7 +233,7 @@ class ExpectationsAPI:
         dry_run, confirm = _flag(request, "dry_run"), _flag(request, "confirm")
         raw = decode_body(await read_body(request), request.content_type)
         try:
-            new = parse_expectation(raw, path_experiment=experiment)
+            new = parse_registration(raw, path_experiment=experiment)
         except RegistrationError as exc:
             raise _registration_problem(exc) from None
         if new.kill_url is not None and self.kill_url_problem is not None:
@@ -256,7 +253,7 @@ class ExpectationsAPI:
             "active_rules": new.active_rules(),
             "risks": [r.to_dict() for r in risks],
             "requires_confirmation": bool(risks) and not confirm,
-            "expectation": expectation_to_dict(new),
+            "expectation": registration_to_dict(new),
         }
         if dry_run:
             return json_response(user_data(request, result, what="registration", experiment=experiment))
@@ -299,13 +296,13 @@ class ExpectationsAPI:
         e = self.service.get(experiment)
         if e is None:
             raise _not_registered(experiment)
-        return json_response(user_data(request, expectation_to_dict(e), what="registration", experiment=experiment))
+        return json_response(user_data(request, registration_to_dict(e), what="registration", experiment=experiment))
 
     async def list(self, request: web.Request) -> web.Response:
         """Paged by experiment key (`?limit=`, default 100, at most 1000; `?cursor=`)."""
         items = self.service.all()
         keys, next_cursor = paged(request, sorted(items), lambda k: [k], shape=(str,))
-        body = user_data(request, {"expectations": [expectation_to_dict(items[k]) for k in keys]},
+        body = user_data(request, {"expectations": [registration_to_dict(items[k]) for k in keys]},
                          what="registration list")
         return json_response({"count": len(keys), "total": len(items), **body, "next_cursor": next_cursor,
                               "next": next_link(request, next_cursor)})
