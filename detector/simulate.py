@@ -241,7 +241,7 @@ def run_incident(
 
     docs = registrations(experiment, qa_users)
     sc = Scenario(experiment=experiment, allowlist=qa_accounts(qa_users), healthy=[d["experiment"] for d in docs[1:]])
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=5)
     t_start = time.time()
 
     def clock() -> str:

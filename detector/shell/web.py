@@ -21,10 +21,13 @@ from detector.web.incidents_api import add_routes as add_incident_routes
 from detector.web.middleware import install
 
 
-def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at):
+def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at,
+               fleet=None):
     app.middlewares.append(metrics.aiohttp_middleware())
     tokens = auth.load_tokens(settings.api_token, settings.api_tokens_file)
     install(app, tokens=tokens, anonymous_read=settings.anonymous_read, registry=metrics.registry)
+    if fleet is not None:  # any worker answers as the owner would (detector/web/fleet.py); after auth
+        fleet.install(app)
     r = app.router
 
     async def healthz(request: web.Request) -> web.Response:
@@ -32,9 +35,13 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
         return web.json_response({"status": "ok", "uptime_s": round(time.time() - started_at, 1)})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = ingest.connected and ingest.consumer is not None
+        # Ready = Kafka answers, partitions are assigned and their state restored. A worker with no
+        # partitions (more workers than partitions, or mid-rebalance) has nothing to serve.
+        rebalancing = bool(getattr(ingest, "rebalancing", False))
+        ready = ingest.connected and ingest.consumer is not None and bool(ingest.partitions) and not rebalancing
         body = {"ready": ready, "kafka": "connected" if ingest.connected else "unreachable",
-                "partitions": sorted(ingest.partitions), "last_batch_at": ingest.last_batch_at or None}
+                "partitions": sorted(ingest.partitions), "rebalancing": rebalancing,
+                "last_batch_at": ingest.last_batch_at or None}
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(request: web.Request) -> web.Response:

@@ -94,6 +94,26 @@ class Peer:
         self._log.close()
 
 
+def start_prometheus(targets: list[str], tmp: Path) -> Peer:
+    """A real Prometheus (Debian package) on a free loopback port, scraping `targets` every second."""
+    import yaml
+
+    binary = require_binary("prometheus", package="prometheus")
+    port = free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "exposure-detector", "metrics_path": "/metrics",
+                            "scrape_interval": "1s", "scrape_timeout": "900ms",
+                            "static_configs": [{"targets": list(targets)}]}],
+    }))
+    return Peer(
+        [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        tmp / "prometheus.log", f"http://127.0.0.1:{port}", "prometheus",
+    )
+
+
 def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition"):
     deadline = time.time() + timeout
     last = None
