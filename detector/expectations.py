@@ -31,6 +31,7 @@ class Expectation:
     kill_url: str | None = None  # opt-in auto-mitigation (mitigation.kill_url)
     labels: dict[str, str] = field(default_factory=dict)
     schema_version: int = 1
+    mode: str = "page"  # "observe": incidents are recorded but never notified
 
     def active_rules(self) -> list[str]:
         """The rules this declaration switches on, in contract order."""

@@ -31,6 +31,7 @@ import msgspec
 from .fingerprint import incident_id as make_incident_id
 from .incident import Incident
 from .notification import BlastRadius, Notification
+from .policy import NotificationPolicy, Subject
 from .times import parse_duration_ms
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
@@ -103,17 +104,21 @@ def _blast_radius(finding: Any) -> BlastRadius:
 class Lifecycle:
     """The incident state machine. Feed it findings and ticks; send what it returns."""
 
-    def __init__(self, config: LifecycleConfig | None = None, _state: _State | None = None):
+    def __init__(self, config: LifecycleConfig | None = None, _state: _State | None = None,
+                 policy: NotificationPolicy | None = None):
         self.config = config or LifecycleConfig()
+        self.policy = policy  # None: every incident pages on its own (no digests, no observe mode)
         self._s = _state or _State()
+        self.digest_changes = 0  # bumped when a digest's membership may have changed (not persisted)
 
     # ---- persistence -----------------------------------------------------------
     def to_bytes(self) -> bytes:
         return msgspec.json.encode(self._s)
 
     @classmethod
-    def from_bytes(cls, data: bytes, config: LifecycleConfig | None = None) -> "Lifecycle":
-        return cls(config, msgspec.json.decode(data, type=_State))
+    def from_bytes(cls, data: bytes, config: LifecycleConfig | None = None,
+                   policy: NotificationPolicy | None = None) -> "Lifecycle":
+        return cls(config, msgspec.json.decode(data, type=_State), policy)
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self._s)
@@ -209,7 +214,9 @@ class Lifecycle:
             if group.flush_at is not None and group.flush_at <= now_ms:
                 for inc in self._open_incidents(experiment):
                     if inc.pending_page:
-                        out.append(self._page(inc, now_ms))
+                        note = self._page_or_fold(inc, now_ms)
+                        if note is not None:
+                            out.append(note)
                 group.last_flush_at, group.flush_at = now_ms, None
         for inc in self._open_incidents():
             if inc.pages and inc.last_page_at is not None and inc.acknowledged_by is None:
@@ -294,7 +301,7 @@ class Lifecycle:
             )
             self._schedule(experiment, now_ms)
         severity = str(_field(finding, "severity") or inc.severity)
-        inc.severity = severity
+        inc.severity = self.policy.severity(rule, severity) if self.policy is not None else severity
         inc.summary = str(_field(finding, "summary") or inc.summary)
         inc.observed = dict(_field(finding, "observed") or {})
         inc.expected = dict(_field(finding, "expected") or {})
@@ -306,6 +313,7 @@ class Lifecycle:
         if reg is not None:
             inc.owner = _field(reg, "owner") or inc.owner
             inc.labels = dict(_field(reg, "labels") or {}) or inc.labels
+            inc.mode = _field(reg, "mode") or inc.mode
 
     def _schedule(self, experiment: str, now_ms: int) -> None:
         group = self._s.groups.setdefault(experiment, _Group())
@@ -316,6 +324,23 @@ class Lifecycle:
         else:
             group.flush_at = max(now_ms, group.last_flush_at + self.config.group_interval_ms)
 
+    def _page_or_fold(self, inc: Incident, now_ms: int) -> Notification | None:
+        """The first page, unless the policy folds the incident into a digest or only records it."""
+        if self.policy is not None:
+            disposition, group = self.policy.disposition(Subject(
+                inc.experiment, inc.rule, inc.severity, inc.owner, inc.labels, inc.mode))
+            if disposition != "page":
+                inc.pending_page = False
+                inc.folded = "observe" if disposition == "observe" else f"digest:{group}"
+                self.digest_changes += disposition == "digest"
+                self._add(inc, now_ms, "folded", into=disposition, group=group)
+                return None
+        return self._page(inc, now_ms)
+
+    def folded_incidents(self) -> list[Incident]:
+        """Open incidents folded into a digest (their group key is `folded` after `digest:`)."""
+        return [i for i in self._open_incidents() if i.folded and i.folded.startswith("digest:")]
+
     def _page(self, inc: Incident, now_ms: int) -> Notification:
         inc.pages += 1
         inc.pending_page = False
@@ -324,6 +349,8 @@ class Lifecycle:
 
     def _resolve(self, inc: Incident, now_ms: int, by: str) -> list[Notification]:
         inc.status, inc.ended_at, inc.resolved_by = "resolved", now_ms, by
+        if inc.folded and inc.folded != "observe":
+            self.digest_changes += 1
         self._s.open.pop(_key(inc.experiment, inc.rule), None)
         was_paged = inc.pages > 0
         inc.pending_page = False

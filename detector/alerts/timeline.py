@@ -18,6 +18,7 @@ _TITLES = {
     "first_offending_event": "First offending event",
     "detection": "Detected",
     "evidence": "New evidence",
+    "folded": "Not paged on its own",
     "notification_queued": "Notification queued",
     "delivery": "Delivery",
     "mitigation": "Auto-mitigation",
@@ -42,6 +43,7 @@ def timeline_dict(incident: Incident) -> dict[str, Any]:
         "severity": incident.severity,
         "summary": incident.summary,
         "owner": incident.owner,
+        "notified": "observe" if incident.folded == "observe" else ("digest" if incident.folded else "page"),
         "started_at": rfc3339(incident.started_at),
         "ended_at": rfc3339(incident.ended_at),
         "resolved_by": incident.resolved_by,
@@ -74,6 +76,10 @@ def _describe(entry: TimelineEntry) -> str:
         return f"kill switch {d.get('status')}{http}"
     if entry.kind == "acknowledged":
         return f"by {d.get('by')}"
+    if entry.kind == "folded":
+        if d.get("into") == "observe":
+            return "observe mode: recorded, no notification"
+        return f"listed in the digest of group {d.get('group')}"
     if entry.kind == "resolution":
         return f"by {d.get('by')}" + ("" if d.get("notified", True) else " (before any page went out)")
     return ", ".join(f"{k}={v}" for k, v in d.items() if v is not None)

@@ -79,7 +79,9 @@ TOP_LEVEL_FIELDS = (
     "alpha",
     "mitigation",
     "labels",
+    "mode",
 )
+MODES = ("page", "observe")
 POPULATION_FIELDS = ("allowlist", "max_users", "fraction", "segments")
 MITIGATION_FIELDS = ("kill_url",)
 
@@ -400,6 +402,14 @@ def parse_expectation(raw: Any, *, path_experiment: str | None = None) -> Expect
         else:
             values["severity"] = sev
 
+    # mode: page (default) or observe (record incidents, never notify)
+    if "mode" in raw:
+        mode = raw["mode"]
+        if mode not in MODES:
+            errs.add("mode", f"must be one of {', '.join(MODES)}, {_got(mode)}")
+        else:
+            values["mode"] = mode
+
     # tolerance, alpha
     if "tolerance" in raw:
         tol = _number(errs, "tolerance", raw["tolerance"])
@@ -642,6 +652,8 @@ def expectation_to_dict(e: Expectation) -> dict[str, Any]:
         out["mitigation"] = {"kill_url": e.kill_url}
     if e.labels:
         out["labels"] = {k: e.labels[k] for k in sorted(e.labels)}
+    if e.mode != "page":
+        out["mode"] = e.mode
     return out
 
 

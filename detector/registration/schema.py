@@ -118,6 +118,8 @@ def expectation_json_schema(*, require_experiment: bool = True) -> dict[str, Any
                 }
             ),
             "severity": {"type": "string", "enum": list(SEVERITIES), "default": "warning"},
+            "mode": {"type": "string", "enum": list(m.MODES), "default": "page",
+                     "description": "observe: breaches are recorded as incidents but never notified"},
             "tolerance": {
                 "type": "number",
                 "minimum": 0,

@@ -7,11 +7,13 @@ import time
 from aiohttp import web
 
 from detector.observability.dashboards import experiment_dashboard
+from detector.web.discovery_api import add_routes as add_discovery_routes
 from detector.web.expectations_api import add_routes as add_expectation_routes
 from detector.web.incidents_api import add_routes as add_incident_routes
 
 
-def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at):
+def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at,
+               exposures=None):
     app.middlewares.append(metrics.aiohttp_middleware())
     r = app.router
 
@@ -40,3 +42,5 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     # Incidents (list, timeline JSON/Markdown, ack, resolve) and blast radius: detector/web/incidents_api.py
     add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest, registrations=registrations,
                         token=settings.api_token or None)
+    if exposures is not None:  # what was observed, for drafting registrations (detector discover)
+        add_discovery_routes(r, exposures=exposures)
