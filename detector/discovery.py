@@ -109,6 +109,27 @@ class Exposure:
         return d
 
 
+def exposure_from_dict(d: Mapping[str, Any]) -> Exposure:
+    """The inverse of `Exposure.to_dict` (what `GET /v1/discovery` answers)."""
+    from detector.registration.model import parse_timestamp
+
+    def ms(v: Any) -> int | None:
+        return None if v is None else parse_timestamp(v)
+
+    ci = d.get("fraction_ci95")
+    return Exposure(
+        experiment=str(d["experiment"]), registered=bool(d.get("registered")), owner=d.get("owner"),
+        events=int(d.get("events") or 0), eligible_users=int(d.get("eligible_users") or 0),
+        enrolled_users=int(d.get("enrolled_users") or 0), fraction=d.get("fraction"),
+        fraction_ci95=(float(ci[0]), float(ci[1])) if ci else None,
+        variants={str(k): int(v) for k, v in (d.get("variants") or {}).items()},
+        enrolled_without_variant=int(d.get("enrolled_without_variant") or 0),
+        segments_seen={str(k): {str(a): int(b) for a, b in v.items()} for k, v in (d.get("segments_seen") or {}).items()},
+        first_seen_at=ms(d.get("first_seen_at")), last_seen_at=ms(d.get("last_seen_at")),
+        open_incidents=list(d.get("open_incidents") or []),
+    )
+
+
 def exposure(state: Any, registration: Any = None, segments: Mapping[str, Mapping[str, int]] | None = None,
              open_rules: Iterable[str] = ()) -> Exposure:
     """The exposure of one experiment from its engine state (`ExperimentState`)."""

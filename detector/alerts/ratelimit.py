@@ -124,7 +124,8 @@ def _summary(sink: str, window: int, total: int, held: list[_Held], max_pages: i
         ended_at=None,
         first_offending_event_at=window,
         detected_at=window + per_ms,
-        observed={"held_back": total, "listed": [msgspec.to_builtins(h) for h in held]},
+        observed={"held_back": total, "listed": [{"id": h.id, "experiment": h.experiment, "rule": h.rule, "status": h.status}
+                                                 for h in held]},
         expected={"max": max_pages, "per_s": per_ms // 1000},
         blast_radius=BlastRadius(0),
         group_key=f"held:{sink}",
