@@ -221,7 +221,9 @@ def _split(variants: Mapping[str, int]) -> tuple[dict[str, float] | None, str]:
         candidate = {v: w / s for v, w in candidate.items()}
         ok = all(abs(variants[v] / total - w) <= 4 * math.sqrt(w * (1 - w) / total) + 1e-9 for v, w in candidate.items())
         if ok:
-            return {v: round(w, 6) for v, w in candidate.items()}, ""
+            out = {v: round(w, 6) for v, w in candidate.items()}
+            out[names[-1]] = round(1.0 - math.fsum(out[v] for v in names[:-1]), 6)  # sums to 1 exactly
+            return out, ""
     shares = ", ".join(f"{v}={variants[v] / total:.3f}" for v in names)
     return None, f"the observed split ({shares}) is not close to a round one"
 

@@ -258,6 +258,18 @@ class Lifecycle:
         ]
         return sorted(items, key=lambda i: (i.started_at, i.id))
 
+    def incidents_by_experiment(self, experiments: Iterable[str]) -> dict[str, list[Incident]]:
+        """The incidents of each of `experiments` (oldest first), in one pass over all incidents."""
+        out: dict[str, list[Incident]] = {e: [] for e in experiments}
+        if out:
+            for inc in self._s.incidents.values():
+                bucket = out.get(inc.experiment)
+                if bucket is not None:
+                    bucket.append(inc)
+            for incs in out.values():
+                incs.sort(key=lambda i: (i.started_at, i.id))
+        return out
+
     def incident(self, incident_id: str) -> Incident | None:
         return self._s.incidents.get(incident_id)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 import orjson
@@ -25,6 +26,7 @@ from detector.engine import rule_breaches
 from detector.settings import Topics
 
 log = logging.getLogger(__name__)
+SNAPSHOT_EVERY_S = 5.0  # at most this often a view snapshot of an incident that pages nobody
 
 
 class AlertPublisher:
@@ -38,6 +40,8 @@ class AlertPublisher:
         self.digests = Digests(policy, digest_store) if policy is not None else None
         self.exposure_of = exposure_of or (lambda _: None)
         self._digest_seen = -1  # sum of the lifecycles' digest_changes at the last digest tick
+        self._snapped: dict[str, float] = {}  # incident id -> monotonic time of its last view snapshot
+        self._unsnapped: dict[str, object] = {}  # folded incidents changed since their last snapshot
         self.expectation_of = expectation_of
         self.metrics = metrics
         self.lifecycles: dict[int, Lifecycle] = {}
@@ -65,6 +69,13 @@ class AlertPublisher:
             if due is not None and due <= now_ms:
                 await self._publish(lc, lc.tick(now_ms), ())
         await self._tick_digests(now_ms)
+        if self._unsnapped:
+            due = time.monotonic() - SNAPSHOT_EVERY_S
+            ready = [inc for iid, inc in self._unsnapped.items() if self._snapped.get(iid, -1e9) <= due]
+            for inc in ready:
+                self._unsnapped.pop(inc.id, None)
+                self._snapped[inc.id] = time.monotonic()
+            await self._snapshot(ready)
 
     async def _tick_digests(self, now_ms: int) -> None:
         """Digests whose membership changed or whose time came (cheap when nothing did)."""
@@ -166,13 +177,28 @@ class AlertPublisher:
             inc = lc.incident(n.incident_id)
             if inc is not None:
                 touched[inc.id] = inc
-        for exp in experiments:
-            for inc in lc.incidents(experiment=exp):
+        now = time.monotonic()
+        by_exp = lc.incidents_by_experiment(experiments)  # one pass, however many experiments
+        for incs in by_exp.values():
+            for inc in incs:
+                if inc.id in touched:
+                    continue
+                # Incidents that page nobody (digested, observed) change with every batch of a
+                # busy experiment: their views are refreshed at most every SNAPSHOT_EVERY_S.
+                if inc.folded and inc.status == "firing" and self._snapped.get(inc.id, -1e9) > now - SNAPSHOT_EVERY_S:
+                    self._unsnapped[inc.id] = inc
+                    continue
                 touched[inc.id] = inc
+        for iid, inc in touched.items():
+            self._unsnapped.pop(iid, None)
+            if inc.status == "firing":
+                self._snapped[iid] = now
+            else:
+                self._snapped.pop(iid, None)
         await self._snapshot(touched.values())
         if self.metrics is not None:
-            for exp in experiments:
-                self.metrics.set_open_incidents(exp, len(lc.incidents(experiment=exp, status="firing")))
+            for exp, incs in by_exp.items():
+                self.metrics.set_open_incidents(exp, sum(1 for i in incs if i.status == "firing"))
 
     async def _snapshot(self, incidents: Iterable) -> None:
         for inc in incidents:

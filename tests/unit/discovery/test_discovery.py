@@ -95,3 +95,9 @@ def test_drafts_for_many_shares_parse_and_hold(share):
     st = _state(_events(f"exp-{share}", 30_000, share, seed=int(share * 100)))
     exp = parse_expectation(yaml_load(draft_yaml(exposure(st, None))))
     assert not any(rule_breaches(st, exp).values())
+
+
+def test_three_way_split_sums_to_one():
+    st = _state(_events("three", 9000, 0.6, variants=("a", "b", "c"), seed=5))
+    exp = parse_expectation(yaml_load(draft_yaml(exposure(st, None))))
+    assert set(exp.variants) == {"a", "b", "c"}
