@@ -261,7 +261,7 @@ EXTRA_BREACHES = (14, 25, 36, 47, 58)  # plain experiments made allowlist-only i
 
 
 def mix_registrations(mix: str) -> list[tuple[bytes, bytes]]:
-    from detector.registration.model import parse_expectation
+    from detector.registration.model import parse_registration as parse_expectation
     from detector.registrations import encode_record
 
     if mix == "none":

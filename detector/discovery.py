@@ -111,10 +111,10 @@ class Exposure:
 
 def exposure_from_dict(d: Mapping[str, Any]) -> Exposure:
     """The inverse of `Exposure.to_dict` (what `GET /v1/discovery` answers)."""
-    from detector.registration.model import parse_timestamp
+    from detector.timestamps import parse_rfc3339
 
     def ms(v: Any) -> int | None:
-        return None if v is None else parse_timestamp(v)
+        return None if v is None else parse_rfc3339(v)
 
     ci = d.get("fraction_ci95")
     return Exposure(
@@ -282,6 +282,6 @@ def draft_yaml(e: Exposure) -> str:
 
 
 def _rfc3339(ms: int | None) -> str | None:
-    from detector.alerts.times import rfc3339
+    from detector.timestamps import rfc3339
 
     return rfc3339(ms)

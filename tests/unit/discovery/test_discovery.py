@@ -10,7 +10,8 @@ import yaml
 from detector.discovery import AttributeSample, draft_yaml, exposure, exposure_from_dict, to_csv, wilson_interval
 from detector.engine import ExperimentState, process_batch, rule_breaches
 from detector.events import Assignment
-from detector.registration.model import parse_expectation, yaml_load
+from detector.registration.files import yaml_load
+from detector.registration.model import parse_registration as parse_expectation
 from detector.registration.risk import assess
 
 T0 = 1_700_000_000_000
