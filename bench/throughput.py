@@ -261,8 +261,8 @@ EXTRA_BREACHES = (14, 25, 36, 47, 58)  # plain experiments made allowlist-only i
 
 
 def mix_registrations(mix: str) -> list[tuple[bytes, bytes]]:
-    from detector.registration.model import parse_registration as parse_expectation
-    from detector.registrations import encode_record
+    from detector.registration.model import parse_registration
+    from detector.registration.records import encode_record
 
     if mix == "none":
         return []
@@ -271,7 +271,7 @@ def mix_registrations(mix: str) -> list[tuple[bytes, bytes]]:
         for i in EXTRA_BREACHES:
             regs[i] = {"experiment": wl.exp_key(i), "owner": "bench", "severity": "warning",
                        "population": {"allowlist": [f"qa{i:04d}-{k:02d}" for k in range(3)]}}
-    return [(r["experiment"].encode(), encode_record(parse_expectation(r), "bench", "bench")) for r in regs]
+    return [(r["experiment"].encode(), encode_record(parse_registration(r), "bench", "bench")) for r in regs]
 
 
 async def prepare_mixes(n: int, partitions: int, seed: int = 7) -> dict[str, tuple[str, int]]:

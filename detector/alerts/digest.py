@@ -137,7 +137,7 @@ class Digests:
                 exposure = {k: inc.observed.get(k) for k in ("eligible_users", "enrolled_users") if k in inc.observed}
             item.update(exposure)
             listed.append(item)
-        rules = sorted({i.rule for i in incs}) or [labels.get("rule", "unregistered") if "rule" in labels else "unregistered"]
+        rules = sorted({i.rule for i in incs}) or [labels.get("rule") or "unregistered"]
         rule = rules[0] if len(rules) == 1 else "digest"
         severity = max((i.severity for i in incs), key=lambda s: SEVERITY_RANK.get(s, 0), default="info")
         owner = labels.get("owner") or None
