@@ -62,6 +62,7 @@ class Digests:
         self.policy = policy
         self.store: MutableMapping[str, Any] = {} if store is None else store
         self._groups: dict[str, _GroupRecord] = {}
+        self._loaded = False  # groups recorded in the store before a restart are loaded on the first tick
 
     def _group(self, key: str) -> _GroupRecord:
         g = self._groups.get(key)
@@ -84,6 +85,10 @@ class Digests:
     def tick(self, folded: Iterable[Incident], now_ms: int,
              exposure_of: Callable[[str], dict | None] = lambda _: None) -> list[Notification]:
         """Digests due at `now_ms`, given every open folded incident (`Incident.folded`)."""
+        if not self._loaded:
+            self._loaded = True
+            for k in [k for k in list(self.store.keys()) if str(k).startswith(STORE_PREFIX)]:
+                self._group(str(k)[len(STORE_PREFIX):])  # a firing group whose members all went resolves
         members: dict[str, dict[str, Incident]] = {}
         for inc in folded:
             key = (inc.folded or "").removeprefix("digest:")

@@ -88,6 +88,13 @@ def test_new_members_wait_for_group_interval_and_ids_survive_a_restart():
     later = d2.tick(lc2.folded_incidents(), T0 + 3000 + MIN)
     assert [n.id.rsplit(":", 1)[1] for n in later] == ["2"]
     assert later[0].observed["digest"]["new"] == 1 and later[0].observed["digest"]["count"] == 4
+    # a restart after every member resolved still resolves the digest it announced
+    lc3 = Lifecycle.from_bytes(lc.to_bytes(), lc.config, policy)
+    for inc in lc3.folded_incidents():
+        lc3.on_rule_breaches(inc.experiment, {"unregistered": False}, T0 + 3000 + MIN)
+    snapshot = dict(store)
+    gone = Digests(policy, snapshot).tick(lc3.folded_incidents(), T0 + 3000 + 2 * MIN)
+    assert [(n.status, n.id.endswith(":1:resolved")) for n in gone] == [("resolved", True)]
     # nothing new: nothing more until repeat_interval
     assert d2.tick(lc2.folded_incidents(), T0 + 10 * MIN) == []
     assert [n.kind for n in d2.tick(lc2.folded_incidents(), T0 + 3000 + MIN + 3_600_000)] == ["repeat"]
