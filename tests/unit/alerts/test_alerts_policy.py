@@ -94,7 +94,7 @@ def test_new_members_wait_for_group_interval_and_ids_survive_a_restart():
         lc3.on_rule_breaches(inc.experiment, {"unregistered": False}, T0 + 3000 + MIN)
     snapshot = dict(store)
     gone = Digests(policy, snapshot).tick(lc3.folded_incidents(), T0 + 3000 + 2 * MIN)
-    assert [(n.status, n.id.endswith(":1:resolved")) for n in gone] == [("resolved", True)]
+    assert [(n.status, n.id.endswith(":2:resolved")) for n in gone] == [("resolved", True)]
     # nothing new: nothing more until repeat_interval
     assert d2.tick(lc2.folded_incidents(), T0 + 10 * MIN) == []
     assert [n.kind for n in d2.tick(lc2.folded_incidents(), T0 + 3000 + MIN + 3_600_000)] == ["repeat"]
