@@ -297,6 +297,7 @@ def run_mixes(args, logdir: str) -> None:
     sets = asyncio.run(prepare_mixes(args.events, args.partitions))
     res: dict[str, list[float]] = {"raw": [], **{m: [] for m in MIXES}}
     ratios: dict[str, list[float]] = {m: [] for m in MIXES}
+    cpu: dict[str, list[float]] = {m: [] for m in MIXES}  # worker CPU-us an event: steadier than rates under load
     try:
         for rep in range(args.reps):
             prefix, total = sets["registered"]
@@ -307,6 +308,7 @@ def run_mixes(args, logdir: str) -> None:
                 r = asyncio.run(measure_workers(prefix, args.partitions, total, 1, logdir))
                 res[mix].append(r["rate"])
                 ratios[mix].append(r["rate"] / res["raw"][-1])
+                cpu[mix].append(r["cpu_s"] * 1e6 / total)
                 print(f"rep {rep}: (b) worker, {mix:<12} {r['rate']:>10,.0f} ev/s  b/a {ratios[mix][-1]:.2f} "
                       f"({r['cpu_s'] * 1e6 / total:.1f} CPU-us/event, RSS {r['rss_mb'][0]:.0f} MB, "
                       f"load {os.getloadavg()[0]:.1f})", flush=True)
@@ -318,16 +320,20 @@ def run_mixes(args, logdir: str) -> None:
     cmd = "`.venv/bin/python bench/throughput.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "") + "`"
     print(json.dumps({"median": med, "all": res, "b_over_a": ratios, "elapsed_s": time.time() - started}, indent=1))
     if not args.no_write:
-        write_mixes(med, res, ratios, cmd, args, time.time() - started)
+        write_mixes(med, res, ratios, cpu, cmd, args, time.time() - started)
 
 
-def write_mixes(med, res, ratios, cmd, args, elapsed) -> None:
+def write_mixes(med, res, ratios, cpu, cmd, args, elapsed) -> None:
     base = statistics.median(ratios["registered"])
-    rows = ["| mix | (b) median events/s | b/a (median of the per-repetition ratios) | vs all registered | runs (b) |",
-            "|---|---:|---:|---:|---|"]
+    base_cpu = statistics.median(cpu["registered"])
+    rows = ["| mix | (b) median events/s | b/a (median of the per-repetition ratios) | vs all registered | "
+            "worker CPU-us/event (median) | runs (b) |",
+            "|---|---:|---:|---:|---:|---|"]
     for mix in MIXES:
         r = statistics.median(ratios[mix])
-        rows.append(f"| {mix} | {med[mix]:,.0f} | {r:.2f} | {r / base - 1:+.0%} | {_fmt(res[mix])} |")
+        c = statistics.median(cpu[mix])
+        rows.append(f"| {mix} | {med[mix]:,.0f} | {r:.2f} | {r / base - 1:+.0%} | {c:.1f} ({c / base_cpu:.2f}x) | "
+                    f"{_fmt(res[mix])} |")
     body = f"""
 Command: {cmd} (whole run {elapsed / 60:.1f} min).
 Machine: {wl.machine()}; the box is shared with other work, so only the ratios measured in the
