@@ -33,9 +33,10 @@ from detector.engine.rules.base import Finding
 from .fingerprint import incident_id as make_incident_id
 from .incident import Incident
 from .notification import BlastRadius, Notification
-from .policy import NotificationPolicy, Subject
+from .policy import NotificationPolicy, Subject, is_breach
 from .times import parse_duration_ms
 
+ADVISORY_SAMPLE_IDS = 10  # user ids kept on an incident of an advisory rule (unregistered)
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 
 
@@ -95,7 +96,10 @@ def _field(obj: Any, name: str, default: Any = None) -> Any:
 
 
 def _blast_radius(finding: Finding) -> BlastRadius:
-    return BlastRadius(int(finding.blast_radius or 0), tuple(str(s) for s in finding.sample_ids))
+    samples = finding.sample_ids
+    if type(samples) is not tuple or (samples and type(samples[0]) is not str):  # the engine's are str tuples
+        samples = tuple(map(str, samples))  # up to 1,000 ids a finding: not copied on every batch
+    return BlastRadius(int(finding.blast_radius or 0), samples)
 
 
 class Lifecycle:
@@ -299,7 +303,12 @@ class Lifecycle:
         inc.summary = finding.summary or inc.summary
         inc.observed = dict(finding.observed)
         inc.expected = dict(finding.expected)
-        inc.blast_radius = _blast_radius(finding)
+        br = _blast_radius(finding)
+        if len(br.sample_ids) > ADVISORY_SAMPLE_IDS and not is_breach(rule):
+            # An unregistered experiment's "offenders" are all its users: a few ids say enough, and
+            # thousands of such incidents must fit in the partition's lifecycle checkpoint.
+            br = BlastRadius(br.count, br.sample_ids[:ADVISORY_SAMPLE_IDS])
+        inc.blast_radius = br
         inc.statistic = finding.statistic
         inc.last_evidence_at = now_ms
         inc.findings += 1
