@@ -37,7 +37,7 @@ from .http import BaseSink, SinkUnavailable
 from .lifecycle import LifecycleConfig
 from .notification import Notification
 from .policy import NotificationPolicy
-from .signing import DEFAULT_SECRET_ENV
+from .signing import DEFAULT_SECRET_ENV, Signer
 from .sinks import build_sink
 from .times import parse_duration_ms
 from ..settings import split_csv
@@ -125,6 +125,7 @@ class AlertingConfig:
     delivery: RetryPolicy = field(default_factory=RetryPolicy)
     skipped: dict[str, str] = field(default_factory=dict)  # sink name -> why it is not active
     policy: NotificationPolicy = field(default_factory=NotificationPolicy)  # digests, observe mode, rate limits
+    mitigation_signer: Signer | None = None  # the kill switch is signed like every webhook
 
     def sinks_for(self, n: Notification) -> list[BaseSink]:
         """The active sinks this notification goes to, in a stable order, without duplicates."""
@@ -167,6 +168,7 @@ def parse_alerting(
         policy=NotificationPolicy.from_dict(raw.get("notifications"), env),
     )
     _env_overrides(cfg, env)
+    cfg.mitigation_signer = Signer.from_env(DEFAULT_SECRET_ENV, env)
     declared = dict(raw.get("sinks") or {})
     for name, spec in declared.items():
         if not isinstance(spec, Mapping):

@@ -4,8 +4,8 @@
     GET /v1/discovery?all=true      every experiment, registered or not
     GET /v1/discovery?format=csv    the same as CSV (a header row; formula-like cells quoted)
 
-Scope: `read` (under the shared auth contract; reads are open until `detector/web/auth.py`
-lands). No user ids in the answer: counts, fractions, variants and attribute values only.
+Access: the `read` scope (detector/web/auth.py). No user ids in the answer: counts, fractions,
+variants and attribute values only, so `read:users` is not needed.
 The logic is `detector.discovery` (shared with `detector discover` and the digest).
 """
 
@@ -16,8 +16,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from detector import discovery
-
-SCOPE = "read"
+from detector.web.auth import READ, add_route
 
 
 def add_routes(router: web.UrlDispatcher, *, exposures: Callable[..., list]) -> None:
@@ -33,4 +32,4 @@ def add_routes(router: web.UrlDispatcher, *, exposures: Callable[..., list]) -> 
         return web.json_response({"experiments": [e.to_dict() for e in rows], "count": len(rows),
                                   "unregistered_only": not include_all})
 
-    router.add_get("/v1/discovery", list_discovery)
+    add_route(router, "GET", "/v1/discovery", list_discovery, access=READ)
