@@ -66,8 +66,8 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     add_console_routes(app, Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
                                     principals=tokens, session_secret=settings.session_secret or None,
                                     external_url=settings.external_url or None))
-    if exposures is not None:  # what was observed, for drafting registrations (detector discover)
-        add_discovery_routes(r, exposures=exposures)
+    # What was observed, for drafting registrations (detector discover): detector/web/discovery_api.py
+    add_discovery_routes(r, exposures=exposures)
     # Faust adds its own index page at "/" ({"status": "OK"}) after this (the console's "/" wins).
     auth.declare_framework_route(app, "GET", "/", PUBLIC)
     auth.check_routes(app)

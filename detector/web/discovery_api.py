@@ -19,8 +19,12 @@ from detector import discovery
 from detector.web.auth import READ, add_route
 
 
-def add_routes(router: web.UrlDispatcher, *, exposures: Callable[..., list]) -> None:
+def add_routes(router: web.UrlDispatcher, *, exposures: Callable[..., list] | None) -> None:
+    """`exposures(include_registered=...)` lists `discovery.Exposure`s; None: this server holds no engine state."""
+
     async def list_discovery(request: web.Request) -> web.Response:
+        if exposures is None:
+            return web.json_response({"error": "discovery is served by the detector worker"}, status=503)
         include_all = request.query.get("all", "").lower() in ("1", "true", "yes")
         fmt = request.query.get("format", "json").lower()
         if fmt not in ("json", "csv"):
