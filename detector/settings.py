@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(30.0, validation_alias="DETECTOR_SESSION_TIMEOUT")
     # Prepended to every topic name: several detectors (or test runs) can share one cluster.
     topic_prefix: str = ""
+    # --- dayone ---
+    # `unregistered` experiments: page (one page each), digest (one digest per owner) or observe
+    # (recorded, never notified); unset: `notifications.unregistered` in the alerting config
+    # (default digest). The alerting config reads it from the environment like its timing overrides.
+    unregistered: Literal["page", "digest", "observe"] | None = None
+    # --- end dayone ---
     # --- production: Kafka security, fleet ---
     # Every Kafka client connects with `kafka` (below; detector/kafka_security.py turns it into each
     # library's arguments). The SASL password may come from DETECTOR_KAFKA_SASL_PASSWORD_FILE.

@@ -16,13 +16,14 @@ from detector.observability.dashboards import experiment_dashboard
 from detector.web import auth
 from detector.web.auth import PUBLIC, STATUS, add_route
 from detector.web.console import Console, add_console_routes
+from detector.web.discovery_api import add_routes as add_discovery_routes
 from detector.web.expectations_api import add_routes as add_expectation_routes
 from detector.web.incidents_api import add_routes as add_incident_routes
 from detector.web.middleware import install
 
 
 def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at,
-               fleet=None):
+               exposures=None, fleet=None):
     app.middlewares.append(metrics.aiohttp_middleware())
     tokens = auth.load_tokens(settings.api_token, settings.api_tokens_file)
     install(app, tokens=tokens, anonymous_read=settings.anonymous_read, registry=metrics.registry)
@@ -65,6 +66,8 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     add_console_routes(app, Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
                                     principals=tokens, session_secret=settings.session_secret or None,
                                     external_url=settings.external_url or None))
+    # What was observed, for drafting registrations (detector discover): detector/web/discovery_api.py
+    add_discovery_routes(r, exposures=exposures)
     # Faust adds its own index page at "/" ({"status": "OK"}) after this (the console's "/" wins).
     auth.declare_framework_route(app, "GET", "/", PUBLIC)
     auth.check_routes(app)

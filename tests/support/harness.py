@@ -174,6 +174,9 @@ class Namespace:
             "DETECTOR_EXPECTATIONS_DIR": "",
             "DETECTOR_ALERTING_CONFIG": "",
             "DETECTOR_LOG_LEVEL": "info",
+            # Most tests follow one experiment's incident, so `unregistered` pages on its own here;
+            # the day-one test (tests/e2e/test_day_one.py) runs the default digest.
+            "DETECTOR_UNREGISTERED": "page",
         }
         env.update(extra)
         return env
