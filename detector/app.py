@@ -15,6 +15,7 @@ import faust
 import orjson
 
 from detector import __version__
+from detector.alerts.outbound import KillUrlPolicy
 from detector.alerts.routing import load_alerting
 from detector.engine import observe
 from detector.ingest.service import IngestService
@@ -22,7 +23,7 @@ from detector.observability.metrics import DetectorMetrics
 from detector.settings import Settings
 from detector.shell.changelog_mirror import ChangelogMirror
 from detector.shell.courier import Courier, fold_timeline
-from detector.shell.observation import observation_view
+from detector.shell.observation import exposure_of, exposures, observation_view
 from detector.shell.outbox import AlertPublisher
 from detector.registration.store import KafkaRegistrationService, ParsedRegistrations, RegistrationFold
 from detector.shell.web import add_routes
@@ -76,6 +77,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
     registration_history = app.GlobalTable("registration-history", partitions=p)
     incidents = app.GlobalTable("incidents", partitions=p)
     deliveries = app.Table("deliveries", partitions=p)
+    # Digest numbering and rate-limit windows: written from the ingest loop and a timer, so keyed by
+    # the partitioner rather than the event being processed.
+    dispatch = app.Table("dispatch", partitions=p, use_partitioner=True)
 
     # Every worker reads the tables whole from their changelogs (detector/shell/changelog_mirror.py):
     # the agents below write the Faust tables; everything else reads the mirrors.
@@ -89,14 +93,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
                              on_change=on_table_change, loop=app.loop)
     app.service(mirror)
     parsed = ParsedRegistrations(mirror.table("registrations"))
-    publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics)
+    publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics, policy=alerting.policy,
+                               digest_store=dispatch)
     fleet = Fleet(settings, experiment_of_incident=lambda iid: _experiment_of_incident(
         publisher, mirror.table("incidents"), iid))
     ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop,
                            assignor=fleet.assignor)
     fleet.ingest = ingest
+    publisher.exposure_of = exposure_of(ingest, parsed.get)  # the digest lists what the engine observed
     app.service(ingest)
-    courier = Courier(alerting, parsed.get, settings.topics, metrics)
+    courier = Courier(alerting, parsed.get, settings.topics, metrics, kill_policy=KillUrlPolicy.from_settings(settings),
+                      store=dispatch)
 
     def observation(experiment: str):
         state = ingest.state_of(experiment)
@@ -134,6 +141,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
             key = event.key.decode()
             incidents[key] = fold_timeline(incidents.get(key), entry)
 
+    @app.timer(1.0)
+    async def flush_rate_limit_summaries():
+        async def send(topic, key, value):
+            await app.producer.send_and_wait(topic, key, value, partition=None, timestamp=None, headers=None)
+
+        await courier.flush_held(send)
+
     @app.timer(2.0)
     async def refresh_experiment_metrics():
         # Only experiments that changed: observing all of them every 2 s cost ~10% of the CPU.
@@ -152,6 +166,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         publisher=publisher,
         incidents=mirror.table("incidents"),
         started_at=time.time(),
+        exposures=lambda include_registered=False: exposures(ingest, publisher, parsed.get,
+                                                             include_registered=include_registered),
         fleet=fleet,
     )
     app.detector = {"ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service}

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     webhook_urls: tuple[str, ...] = ()
     # Standard Webhooks signing secret (whsec_<base64>) of the webhook sinks.
     webhook_secret: Secret = ""
-    # Bearer token for API writes; empty: writes are refused (503).
+    # A bearer token with every scope (detector/web/auth.py); empty: only DETECTOR_API_TOKENS_FILE's.
     api_token: Secret = ""
     # --- registration ---
     # YAML registrations synced to the topic at start (empty: none); prune: also delete the
@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(30.0, validation_alias="DETECTOR_SESSION_TIMEOUT")
     # Prepended to every topic name: several detectors (or test runs) can share one cluster.
     topic_prefix: str = ""
+    # --- dayone ---
+    # `unregistered` experiments: page (one page each), digest (one digest per owner) or observe
+    # (recorded, never notified); unset: `notifications.unregistered` in the alerting config
+    # (default digest). The alerting config reads it from the environment like its timing overrides.
+    unregistered: Literal["page", "digest", "observe"] | None = None
+    # --- end dayone ---
     # --- production: Kafka security, fleet ---
     # Every Kafka client connects with `kafka` (below; detector/kafka_security.py turns it into each
     # library's arguments). The SASL password may come from DETECTOR_KAFKA_SASL_PASSWORD_FILE.
@@ -144,15 +150,28 @@ class Settings(BaseSettings):
     # The worker's public base URL (links in notifications and pages; never taken from Host).
     external_url: str = ""
     # --- end console ---
+    # --- security (detector/web/auth.py, detector/alerts/outbound.py) ---
+    # Bearer tokens with scopes: a YAML/JSON file of {name, token | sha256, scopes} (see README).
+    api_tokens_file: str = ""
+    # What callers without a token may read: none | status (metrics, dashboards) | read (never user ids).
+    anonymous_read: str = "status"
+    # Hosts a registration's mitigation.kill_url may call: host names, *.suffix, IP addresses or CIDRs.
+    kill_url_allowed_hosts: tuple[str, ...] = ()
+    # --- end security ---
 
     # The environment as read at start, with every `<NAME>_FILE` resolved into `<NAME>`: the
     # alerting config names the variables that hold its sinks' URLs and secrets.
     _environ: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    @field_validator("webhook_urls", mode="before")
+    @field_validator("webhook_urls", "kill_url_allowed_hosts", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> tuple[str, ...]:
         return split_csv(value)
+
+    @field_validator("anonymous_read", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(
