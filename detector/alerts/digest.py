@@ -68,7 +68,7 @@ class Digests:
         g = self._groups.get(key)
         if g is None:
             raw = self.store.get(STORE_PREFIX + key)
-            g = self._groups[key] = _dec.decode(raw) if raw else _GroupRecord()
+            g = self._groups[key] = (msgspec.convert(raw, _GroupRecord) if isinstance(raw, dict) else _dec.decode(raw)) if raw else _GroupRecord()
             g.flush_at = None
         return g
 

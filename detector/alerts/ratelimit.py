@@ -55,7 +55,7 @@ class RateLimiter:
         rec = self._sinks.get(sink)
         if rec is None:
             raw = self.store.get(STORE_PREFIX + sink)
-            rec = self._sinks[sink] = _dec.decode(raw) if raw else _SinkRecord()
+            rec = self._sinks[sink] = (msgspec.convert(raw, _SinkRecord) if isinstance(raw, dict) else _dec.decode(raw)) if raw else _SinkRecord()
         return rec
 
     def _roll(self, sink: str, rec: _SinkRecord, now_ms: int, per_ms: int) -> None:

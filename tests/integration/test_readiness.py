@@ -41,5 +41,10 @@ def test_worker_without_partitions_is_not_ready(workers, ns):
     code, _ = idle.request("PUT", "/v1/expectations/ready-qa?confirm=true", json.dumps(doc).encode(),
                            {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
     assert code in (200, 201), code
-    wait_until(lambda: owner.get("/v1/expectations/ready-qa")[0] == 200, 15, 0.2, "the registration")
-    assert idle.get("/v1/expectations/ready-qa") == owner.get("/v1/expectations/ready-qa")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def get(w):
+        return w.request("GET", "/v1/expectations/ready-qa", None, auth)
+
+    wait_until(lambda: get(owner)[0] == 200, 15, 0.2, "the registration")
+    assert get(idle) == get(owner)
