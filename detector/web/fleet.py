@@ -224,6 +224,8 @@ class Fleet:
             return _problem(400, "invalid forwarding header", FORWARDED)
         if not self._owned_here(parts):
             raise Unavailable(f"{self.url} no longer owns partitions {sorted(parts)}")
+        if kind == "experiment" and self._partition(request.match_info["experiment"]) not in parts:
+            raise Unavailable("the experiment is not in the partitions this request was forwarded for")
         if kind == "incident":
             exp = self.experiment_of_incident(request.match_info["id"])
             if exp is None or self._partition(exp) not in parts:

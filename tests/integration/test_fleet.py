@@ -105,6 +105,17 @@ def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
     owner_url = owners.pop()
     others = [w for w in fleet if w.url != owner_url]
     reference_csv = got[0][0]
+
+    def median_ms(w, n=21):
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            assert fetch(f"{w.url}/v1/experiments/{QA}/blast-radius?limit=100")[0] == 200
+            times.append((time.perf_counter() - t) * 1000)
+        return sorted(times)[n // 2]
+
+    direct, forwarded = median_ms(next(w for w in fleet if w.url == owner_url)), median_ms(others[0])
+    print(f"blast radius (100 users) median: {direct:.1f} ms from the owner, {forwarded:.1f} ms forwarded")
     assert owner_url in {w.url for w in fleet}
 
     # ---- incidents: the same list through every worker; ack through one shows on all ---------
