@@ -27,9 +27,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from collections.abc import Mapping
+
 from detector.events import Assignment, Rejected
 
-from ._common import Reject, assignment, load_object, rejected, scalar_attributes, text, timestamp_ms
+from ._common import (
+    NOT_EXPOSURE,
+    RecordDecoder,
+    Reject,
+    assignment,
+    ensure_options,
+    epoch_ms,
+    load_object,
+    scalar_attributes,
+    text,
+)
+
+FORMAT = "openfeature"
+OPTIONS: dict[str, tuple[str, ...] | None] = {}
 
 NOT_ENROLLED_REASONS = {"DEFAULT", "DISABLED", "ERROR"}
 _KEY = ("feature_flag.key",)
@@ -54,7 +69,7 @@ def decode_openfeature(value: bytes | None, record_ts_ms: int = 0) -> Assignment
         raise Reject("not a feature-flag evaluation: expected feature_flag.key (OpenTelemetry), "
                      "flagKey (OpenFeature) or resourceLogs (OTLP)", "not_exposure")
     except Reject as exc:
-        return rejected(exc, value)
+        return Rejected(exc.reason, value, exc.kind)
 
 
 def _first(doc: dict, keys: tuple[str, ...]) -> Any:
@@ -98,14 +113,14 @@ def _from_attributes(attrs: dict, time_unix_nano: Any, record_ts_ms: int) -> Ass
             raise Reject(f"invalid timeUnixNano: {str(time_unix_nano)[:40]!r}", "invalid_ts") from None
     else:
         f = next((k for k in _TIME if attrs.get(k) is not None), None)
-        ts = timestamp_ms(attrs[f], f, record_ts_ms) if f else record_ts_ms
+        ts = epoch_ms(attrs[f], f, record_ts_ms) if f else record_ts_ms
     skip = set(_KEY + _VARIANT + _VALUE + _USER + _REASON + _ERROR + _TIME) | {"timeUnixNano", "observedTimeUnixNano"}
     out: dict[str, str] = {}
     scalar_attributes(((k[len("feature_flag.context."):], v) for k, v in sorted(attrs.items())
                        if k.startswith("feature_flag.context.") and k not in skip), out)
     scalar_attributes(((k, v) for k, v in sorted(attrs.items())
                        if not k.startswith("feature_flag.") and k not in skip and k != "event.name"), out)
-    return assignment(experiment, user, variant, enrolled, ts, out)
+    return assignment(experiment, user, variant, enrolled, ts, record_ts_ms, out)
 
 
 def _from_openfeature(doc: dict, record_ts_ms: int) -> Assignment:
@@ -121,9 +136,9 @@ def _from_openfeature(doc: dict, record_ts_ms: int) -> Assignment:
     enrolled = _enrolled(doc.get("reason"), doc.get("errorCode"))
     variant = _variant(doc.get("variant"), doc.get("value"), "variant")
     f = next((k for k in _TIME if doc.get(k) is not None), None)
-    ts = timestamp_ms(doc[f], f, record_ts_ms) if f else record_ts_ms
+    ts = epoch_ms(doc[f], f, record_ts_ms) if f else record_ts_ms
     attrs = scalar_attributes((k, v) for k, v in sorted(ctx.items()) if k != "targetingKey")
-    return assignment(experiment, user, variant, enrolled, ts, attrs)
+    return assignment(experiment, user, variant, enrolled, ts, record_ts_ms, attrs)
 
 
 def _otlp_value(v: Any) -> Any:
@@ -159,5 +174,10 @@ def _otlp_record(doc: dict) -> tuple[dict, Any]:
             attrs[kv["key"]] = _otlp_value(kv.get("value"))
     name = rec.get("eventName") or attrs.get("event.name")
     if name not in (None, "feature_flag.evaluation", "feature_flag"):
-        raise Reject(f"OTLP log record {str(name)[:60]!r} is not a feature_flag.evaluation event", "not_exposure")
+        raise Reject(f"OTLP log record {str(name)[:60]!r} is not a feature_flag.evaluation event", NOT_EXPOSURE)
     return attrs, rec.get("timeUnixNano") or rec.get("observedTimeUnixNano")
+
+
+def decoder(options: Mapping[str, str] | None = None) -> RecordDecoder:
+    ensure_options(FORMAT, options or {}, OPTIONS)
+    return RecordDecoder(FORMAT, decode_openfeature)
