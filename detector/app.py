@@ -27,6 +27,8 @@ from detector.shell.observation import observation_view
 from detector.shell.outbox import AlertPublisher
 from detector.shell.registry import KafkaRegistrationService, history_entry
 from detector.shell.web import add_routes
+from detector.sources.metrics import SourceMetrics
+from detector.web.collector import add_collector_routes
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     parsed = ParsedRegistrations(registrations)
     publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics)
-    ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop)
+    source_metrics = SourceMetrics(metrics.registry)
+    ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics,
+                           source_metrics=source_metrics, loop=app.loop)
     app.service(ingest)
     courier = Courier(alerting, parsed.get, settings.topics, metrics)
 
@@ -135,7 +139,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 if reg is not None and reg.owner:  # the engine's expected side has no owner
                     obs["expected"] = {**obs["expected"], "owner": reg.owner}
                 metrics.update_experiment(exp, obs)
-        metrics.replace_consumer_lags(await ingest.lags())
+        lags = await ingest.lags()
+        metrics.replace_consumer_lags(lags)
+        source_metrics.set_lags(lags, {t: s.format for t, s in ingest.sources.items()})
 
     add_routes(
         app.web.web_app,
@@ -147,6 +153,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         incidents=incidents,
         started_at=time.time(),
     )
+    add_collector_routes(app.web.web_app.router, settings=settings, ingest=ingest, metrics=source_metrics)
     app.detector = {"ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service}
     return app
 

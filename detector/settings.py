@@ -47,6 +47,22 @@ class Settings:
         return min(3.0, self.session_timeout_s / 3)
     # Prepended to every topic name: several detectors (or test runs) can share one cluster.
     topic_prefix: str = field(default_factory=lambda: _env("DETECTOR_TOPIC_PREFIX", ""))
+    # --- sources ---
+    # Which topics carry exposures, in which format: "topic=format[:option=value...],..." (README
+    # "Connecting your experimentation platform"); empty = exposure.assignments=native.
+    sources_spec: str = field(default_factory=lambda: _env("DETECTOR_SOURCES", ""))
+    # HTTP collector (POST /v1/assignments, /v1/sources/{format}): requests per second per token
+    # (a token bucket holding `collector_burst` requests), and records per request.
+    collector_rate: float = field(default_factory=lambda: _float("DETECTOR_COLLECTOR_RATE", 20.0))
+    collector_burst: int = field(default_factory=lambda: _int("DETECTOR_COLLECTOR_BURST", 40))
+    collector_max_records: int = field(default_factory=lambda: _int("DETECTOR_COLLECTOR_MAX_RECORDS", 10000))
+
+    @property
+    def sources(self) -> "list":
+        """The configured sources (detector.sources.Source), topic prefix applied; ValueError if invalid."""
+        from detector.sources import parse_sources
+
+        return parse_sources(self.sources_spec, self.topic_prefix)
 
     @property
     def topics(self) -> "Topics":
