@@ -20,9 +20,11 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
+import numpy as np
 import orjson
 
 from detector.events import (
@@ -40,6 +42,7 @@ NOT_EXPOSURE = "not_exposure"  # a valid event of the platform that is not an ex
 NO_IDENTITY = "no_identity"  # an exposure without the identity the source is configured for: counted, skipped
 SKIPPED_KINDS = frozenset({NOT_EXPOSURE, NO_IDENTITY})
 
+_first = itemgetter(0)
 Batch = tuple[list[Assignment], "list[int] | None", list[tuple[int, Rejected]]]
 
 
@@ -63,6 +66,8 @@ class Options:
 
 def epoch_ms(value: Any, field_name: str, default_ms: int) -> int:
     """Epoch ms from a msgspec-decoded datetime (RFC 3339), epoch ms number, or None (-> default)."""
+    if value.__class__ is int:
+        return value
     if value is None:
         return default_ms
     if isinstance(value, datetime):
@@ -149,23 +154,77 @@ def scalar_attributes(pairs, out: dict[str, str] | None = None) -> dict[str, str
     return out
 
 
-def assignment(experiment: Any, user: Any, variant: str | None, enrolled: bool, ts: int, record_ts_ms: int,
+def assignment(experiment: str, user: str, variant: str | None, enrolled: bool, ts: int,
                attributes: dict[str, str] | None = None) -> Assignment:
-    """The one internal shape, checked against the native decoder's limits (raises Reject)."""
-    if not isinstance(experiment, str) or not experiment or len(experiment) > MAX_ID_CHARS or "\x00" in experiment:
+    """The one internal shape (checked against the native limits by `validate`, per batch)."""
+    return Assignment(experiment, user, variant if enrolled else None, enrolled, ts, attributes or None)
+
+
+def check(ev: Assignment, record_ts_ms: int) -> None:
+    """The native decoder's limits for one assignment (raises Reject)."""
+    if not isinstance(ev.experiment, str) or not 0 < len(ev.experiment) <= MAX_ID_CHARS or "\x00" in ev.experiment:
         raise Reject("experiment (flag key) must be a non-empty string of at most 256 characters without NUL")
-    if not isinstance(user, str) or not user or len(user) > MAX_ID_CHARS or "\x00" in user:
+    if not isinstance(ev.user_id, str) or not 0 < len(ev.user_id) <= MAX_ID_CHARS or "\x00" in ev.user_id:
         raise Reject("user id must be a non-empty string of at most 256 characters without NUL")
-    if variant is not None and (len(variant) > MAX_ID_CHARS or "\x00" in variant):
+    if ev.variant is not None and (len(ev.variant) > MAX_ID_CHARS or "\x00" in ev.variant):
         raise Reject("variant longer than 256 characters or with a NUL byte")
+    ts = ev.ts
     if not 0 <= ts <= MAX_TS_MS:
         raise Reject(f"ts {ts} is outside 1970..9999", "invalid_ts")
     if record_ts_ms > 0 and not record_ts_ms - MAX_EVENT_AGE_MS <= ts <= record_ts_ms + MAX_FUTURE_SKEW_MS:
         raise Reject(f"ts {ts} is too far from its record time {record_ts_ms}", "invalid_ts")
-    return Assignment(experiment, user, variant if enrolled else None, enrolled, ts, attributes or None)
+
+
+_experiment, _user, _variant, _ts = (attrgetter(n) for n in ("experiment", "user_id", "variant", "ts"))
+
+
+def _batch_ok(events: list[Assignment], stamps: list[int]) -> bool:
+    """True when every assignment passes `check`, proven with C-level passes over the batch."""
+    exps, users = list(map(_experiment, events)), list(map(_user, events))
+    variants = [v for v in map(_variant, events) if v is not None]
+    if min(map(len, exps)) == 0 or min(map(len, users)) == 0 or max(map(len, exps)) > MAX_ID_CHARS \
+            or max(map(len, users)) > MAX_ID_CHARS or (variants and max(map(len, variants)) > MAX_ID_CHARS):
+        return False
+    if "\x00" in "\x01".join(exps) or "\x00" in "\x01".join(users) or "\x00" in "\x01".join(variants):
+        return False
+    try:
+        t = np.fromiter(map(_ts, events), np.int64, len(events))
+        r = np.fromiter(stamps, np.int64, len(events))
+    except (OverflowError, ValueError, TypeError):
+        return False
+    if t.min() < 0 or t.max() > MAX_TS_MS:
+        return False
+    d = (t - r)[r > 0]
+    return not d.size or (d.min() >= -MAX_EVENT_AGE_MS and d.max() <= MAX_FUTURE_SKEW_MS)
+
+
+def validate(events: list[Assignment], positions: list[int], values: list, record_ts: list[int],
+             rejects: list[tuple[int, Rejected]]) -> tuple[list[Assignment], list[int]]:
+    """Keep the assignments within the native limits; the others join `rejects` (position order)."""
+    if not events:
+        return events, positions
+    stamps = [record_ts[i] for i in positions] if len(positions) != len(record_ts) else record_ts
+    if _batch_ok(events, stamps):
+        return events, positions
+    kept, kept_pos = [], []
+    for ev, i, rt in zip(events, positions, stamps):
+        try:
+            check(ev, rt)
+        except Reject as exc:
+            rejects.append((i, Rejected(exc.reason, values[i], exc.kind)))
+            continue
+        kept.append(ev)
+        kept_pos.append(i)
+    rejects.sort(key=_first)
+    return kept, kept_pos
 
 
 _ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError, OverflowError)
+
+
+def _one(decoder, value: bytes | None, record_ts_ms: int) -> Assignment | Rejected:
+    events, _, rejects = decoder.decode_batch([value], [record_ts_ms])
+    return events[0] if events else rejects[0][1]
 
 
 class StructDecoder:
@@ -186,8 +245,7 @@ class StructDecoder:
 
     def decode_one(self, value: bytes | None, record_ts_ms: int = 0) -> Assignment | Rejected:
         """One record (the signature of `detector.events.decode`). Never raises."""
-        events, _, rejects = self.decode_batch([value], [record_ts_ms])
-        return events[0] if events else rejects[0][1]
+        return _one(self, value, record_ts_ms)
 
     def decode_batch(self, values: list, record_ts: list[int]) -> Batch:
         """(events, positions or None when every record decoded, [(position, Rejected)]). Never raises."""
@@ -203,9 +261,17 @@ class StructDecoder:
         if wires is None:
             wires = [self._wire_or_rejected(v) for v in values]
         convert = self._convert
-        events: list[Assignment] = []
-        positions: list[int] = []
         rejects: list[tuple[int, Rejected]] = []
+        try:  # every record an exposure of the right shape (a topic of exposures only): no Python loop
+            events = list(map(convert, wires, record_ts))
+        except Exception:  # noqa: BLE001 - some record needs the per-record loop below
+            pass
+        else:
+            positions = list(range(len(values)))
+            events, positions = validate(events, positions, values, record_ts, rejects)
+            return events, (None if not rejects else positions), rejects
+        events = []
+        positions = []
         for i, (w, rt) in enumerate(zip(wires, record_ts)):
             if w.__class__ is Rejected:
                 rejects.append((i, w))
@@ -217,6 +283,7 @@ class StructDecoder:
                 rejects.append((i, Rejected(exc.reason, values[i], exc.kind)))
             except Exception as exc:  # noqa: BLE001 - a converter bug must not stop the batch
                 rejects.append((i, Rejected(f"could not convert {self.format} event: {exc!r}"[:500], values[i])))
+        events, positions = validate(events, positions, values, record_ts, rejects)
         return events, (None if not rejects else positions), rejects
 
     def _wire_or_rejected(self, value: bytes | None):
@@ -247,13 +314,16 @@ class RecordDecoder:
 
     def __init__(self, format: str, decode_one: Callable[[bytes | None, int], Assignment | Rejected]) -> None:
         self.format = format
-        self.decode_one = decode_one
+        self._decode_one = decode_one
+
+    def decode_one(self, value: bytes | None, record_ts_ms: int = 0) -> Assignment | Rejected:
+        return _one(self, value, record_ts_ms)
 
     def decode_batch(self, values: list, record_ts: list[int]) -> Batch:
         events: list[Assignment] = []
         positions: list[int] = []
         rejects: list[tuple[int, Rejected]] = []
-        decode_one = self.decode_one
+        decode_one = self._decode_one
         for i, (v, rt) in enumerate(zip(values, record_ts)):
             ev = decode_one(v, rt)
             if ev.__class__ is Rejected:
@@ -261,6 +331,7 @@ class RecordDecoder:
             else:
                 events.append(ev)
                 positions.append(i)
+        events, positions = validate(events, positions, values, record_ts, rejects)
         return events, (None if not rejects else positions), rejects
 
 

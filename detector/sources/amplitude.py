@@ -33,14 +33,14 @@ EVENT_TYPES = frozenset({"$exposure", "[Experiment] Exposure"})
 OPTIONS: dict[str, tuple[str, ...] | None] = {"identity": ("user_id", "device_id")}
 
 
-class _Properties(msgspec.Struct):
+class _Properties(msgspec.Struct, gc=False):
     flag_key: str | None = None
     variant: str | None = None
     ingested_flag_key: str | None = msgspec.field(default=None, name="[Experiment] Flag Key")
     ingested_variant: str | None = msgspec.field(default=None, name="[Experiment] Variant")
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     event_type: str | None = None
     user_id: str | int | None = None
     device_id: str | None = None
@@ -50,7 +50,7 @@ class _Event(msgspec.Struct):
     platform: str | None = None
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     event_type: Any = None
 
 
@@ -78,7 +78,7 @@ def _convert(identity: str):
                 attrs["country"] = w.country
             if w.platform:
                 attrs["platform"] = w.platform.lower()
-        return assignment(flag, user, variant, enrolled, epoch_ms(w.time, "time", record_ts), record_ts, attrs)
+        return assignment(flag, user, variant, enrolled, epoch_ms(w.time, "time", record_ts), attrs)
 
     return convert
 

@@ -47,16 +47,16 @@ FALLBACK_REASONS = frozenset({"OFF", "ERROR", "PREREQUISITE_FAILED"})
 OPTIONS: dict[str, tuple[str, ...] | None] = {"context_kind": None}
 
 
-class _Reason(msgspec.Struct):
+class _Reason(msgspec.Struct, gc=False):
     kind: str | None = None
     inExperiment: bool | None = None  # noqa: N815 - LaunchDarkly's field name
 
 
-class _User(msgspec.Struct):
+class _User(msgspec.Struct, gc=False):
     key: str | int | None = None
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     kind: str
     key: str | None = None
     creationDate: int | None = None  # noqa: N815
@@ -69,7 +69,7 @@ class _Event(msgspec.Struct):
     reason: _Reason | None = None
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     kind: Any = None
 
 
@@ -111,7 +111,7 @@ def _convert(kind: str):
         r = w.reason
         enrolled = w.variation is not None and (r is None or r.kind not in FALLBACK_REASONS)
         return assignment(w.key, user, variant_of(w.value, w.variation), enrolled,
-                          epoch_ms(w.creationDate, "creationDate", record_ts), record_ts)
+                          epoch_ms(w.creationDate, "creationDate", record_ts))
 
     return convert
 

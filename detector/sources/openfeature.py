@@ -54,6 +54,7 @@ _USER = ("feature_flag.context.id", "enduser.id", "user.id", "user_id", "targeti
 _REASON = ("feature_flag.result.reason", "feature_flag.evaluation.reason", "feature_flag.reason")
 _ERROR = ("error.type", "feature_flag.evaluation.error.message", "feature_flag.error.type")
 _TIME = ("timestamp", "time", "@timestamp")
+_SKIP = frozenset(_KEY + _VARIANT + _VALUE + _USER + _REASON + _ERROR + _TIME) | {"timeUnixNano", "observedTimeUnixNano"}
 
 
 def decode_openfeature(value: bytes | None, record_ts_ms: int = 0) -> Assignment | Rejected:
@@ -114,13 +115,13 @@ def _from_attributes(attrs: dict, time_unix_nano: Any, record_ts_ms: int) -> Ass
     else:
         f = next((k for k in _TIME if attrs.get(k) is not None), None)
         ts = epoch_ms(attrs[f], f, record_ts_ms) if f else record_ts_ms
-    skip = set(_KEY + _VARIANT + _VALUE + _USER + _REASON + _ERROR + _TIME) | {"timeUnixNano", "observedTimeUnixNano"}
+    skip = _SKIP
     out: dict[str, str] = {}
     scalar_attributes(((k[len("feature_flag.context."):], v) for k, v in sorted(attrs.items())
                        if k.startswith("feature_flag.context.") and k not in skip), out)
     scalar_attributes(((k, v) for k, v in sorted(attrs.items())
                        if not k.startswith("feature_flag.") and k not in skip and k != "event.name"), out)
-    return assignment(experiment, user, variant, enrolled, ts, record_ts_ms, out)
+    return assignment(experiment, user, variant, enrolled, ts, out)
 
 
 def _from_openfeature(doc: dict, record_ts_ms: int) -> Assignment:
@@ -138,7 +139,7 @@ def _from_openfeature(doc: dict, record_ts_ms: int) -> Assignment:
     f = next((k for k in _TIME if doc.get(k) is not None), None)
     ts = epoch_ms(doc[f], f, record_ts_ms) if f else record_ts_ms
     attrs = scalar_attributes((k, v) for k, v in sorted(ctx.items()) if k != "targetingKey")
-    return assignment(experiment, user, variant, enrolled, ts, record_ts_ms, attrs)
+    return assignment(experiment, user, variant, enrolled, ts, attrs)
 
 
 def _otlp_value(v: Any) -> Any:

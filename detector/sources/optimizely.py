@@ -48,7 +48,7 @@ TYPES = frozenset({"flag", "ab-test"})
 OPTIONS: dict[str, tuple[str, ...] | None] = {}
 
 
-class _Info(msgspec.Struct):
+class _Info(msgspec.Struct, gc=False):
     flagKey: str | None = None  # noqa: N815 - Optimizely's names
     flag_key: str | None = None
     enabled: bool | None = None
@@ -58,7 +58,7 @@ class _Info(msgspec.Struct):
     experiment_key: str | None = None
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     type: str | None = None
     userId: str | int | None = None  # noqa: N815
     user_id: str | int | None = None
@@ -68,7 +68,7 @@ class _Event(msgspec.Struct):
     timestamp: datetime | int | None = None
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     type: Any = None
 
 
@@ -91,7 +91,7 @@ def _convert(w: _Event, record_ts: int):
     if not user:
         raise Reject(f"decision of {experiment!r} without userId", NO_IDENTITY)
     attrs = scalar_attributes(w.attributes.items()) if w.attributes else None
-    return assignment(experiment, user, variant, enrolled, epoch_ms(w.timestamp, "timestamp", record_ts), record_ts,
+    return assignment(experiment, user, variant, enrolled, epoch_ms(w.timestamp, "timestamp", record_ts),
                       attrs)
 
 

@@ -36,14 +36,14 @@ EVENT = "$feature_flag_called"
 OPTIONS: dict[str, tuple[str, ...] | None] = {"identity": ("distinct_id", "person_id")}
 
 
-class _Properties(msgspec.Struct):
+class _Properties(msgspec.Struct, gc=False):
     flag: str | None = msgspec.field(default=None, name="$feature_flag")
     response: str | bool | None = msgspec.field(default=None, name="$feature_flag_response")
     country: str | None = msgspec.field(default=None, name="$geoip_country_code")
     device_type: str | None = msgspec.field(default=None, name="$device_type")
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     event: str
     distinct_id: str | int | None = None
     person_id: str | None = None
@@ -51,7 +51,7 @@ class _Event(msgspec.Struct):
     timestamp: datetime | int | None = None
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     event: Any = None
 
 
@@ -77,8 +77,7 @@ def _convert(identity: str):
                 attrs["country"] = p.country
             if p.device_type:
                 attrs["platform"] = p.device_type.lower()
-        return assignment(p.flag, user, variant, enrolled, epoch_ms(w.timestamp, "timestamp", record_ts),
-                          record_ts, attrs)
+        return assignment(p.flag, user, variant, enrolled, epoch_ms(w.timestamp, "timestamp", record_ts), attrs)
 
     return convert
 

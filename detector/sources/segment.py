@@ -49,11 +49,11 @@ OPTIONS: dict[str, tuple[str, ...] | None] = {"identity": ("user_or_anonymous", 
 _Id = str | int | None
 
 
-class _Reason(msgspec.Struct):
+class _Reason(msgspec.Struct, gc=False):
     kind: str | None = None
 
 
-class _Properties(msgspec.Struct):
+class _Properties(msgspec.Struct, gc=False):
     experiment_id: _Id = None
     experiment_name: str | None = None
     variation_id: _Id = None
@@ -66,19 +66,19 @@ class _Properties(msgspec.Struct):
     reason: _Reason | None = None
 
 
-class _Named(msgspec.Struct):
+class _Named(msgspec.Struct, gc=False):
     country: str | None = None
     type: str | None = None
     name: str | None = None
 
 
-class _Context(msgspec.Struct):
+class _Context(msgspec.Struct, gc=False):
     location: _Named | None = None
     device: _Named | None = None
     os: _Named | None = None
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     type: str | None = None
     event: str | None = None
     userId: _Id = None  # noqa: N815
@@ -91,7 +91,7 @@ class _Event(msgspec.Struct):
     receivedAt: datetime | int | None = None  # noqa: N815
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     type: Any = None
     event: Any = None
 
@@ -137,7 +137,7 @@ def _convert(identity: str):
         if not user:
             raise Reject(f"{w.event} of {experiment!r} without {identity}", NO_IDENTITY)
         ts = w.timestamp or w.originalTimestamp or w.sentAt or w.receivedAt
-        return assignment(experiment, user, variant, enrolled, epoch_ms(ts, "timestamp", record_ts), record_ts,
+        return assignment(experiment, user, variant, enrolled, epoch_ms(ts, "timestamp", record_ts),
                           _attributes(w.context))
 
     return convert

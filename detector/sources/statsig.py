@@ -39,14 +39,14 @@ OPTIONS: dict[str, tuple[str, ...] | None] = {"identity": ("user_id", "stable_id
 _Id = str | int | None
 
 
-class _User(msgspec.Struct):
+class _User(msgspec.Struct, gc=False):
     userID: _Id = None  # noqa: N815 - Statsig's names
     stableID: _Id = None  # noqa: N815
     customIDs: dict[str, str | int] | None = None  # noqa: N815
     country: str | None = None
 
 
-class _Metadata(msgspec.Struct):
+class _Metadata(msgspec.Struct, gc=False):
     config: str | None = None
     gate: str | None = None
     gateValue: str | bool | None = None  # noqa: N815
@@ -55,7 +55,7 @@ class _Metadata(msgspec.Struct):
     groupName: str | None = None  # noqa: N815
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     eventName: str | None = None  # noqa: N815
     user: _User | None = None
     time: int | None = None
@@ -65,7 +65,7 @@ class _Event(msgspec.Struct):
     ruleID: str | None = None  # noqa: N815
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     eventName: Any = None  # noqa: N815
     experimentName: Any = None  # noqa: N815
 
@@ -109,7 +109,7 @@ def _convert(identity: str):
         if not user:
             raise Reject(f"exposure of {experiment!r} without {identity}", NO_IDENTITY)
         attrs = {"country": w.user.country} if w.user is not None and w.user.country else None
-        return assignment(experiment, user, variant, enrolled, epoch_ms(w.time, "time", record_ts), record_ts, attrs)
+        return assignment(experiment, user, variant, enrolled, epoch_ms(w.time, "time", record_ts), attrs)
 
     return convert
 

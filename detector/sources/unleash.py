@@ -44,18 +44,18 @@ OPTIONS: dict[str, tuple[str, ...] | None] = {"identity": ("user_id", "session_i
 _Id = str | int | None
 
 
-class _Variant(msgspec.Struct):
+class _Variant(msgspec.Struct, gc=False):
     name: str | None = None
     enabled: bool | None = None
 
 
-class _Context(msgspec.Struct):
+class _Context(msgspec.Struct, gc=False):
     userId: _Id = None  # noqa: N815 - Unleash's names
     sessionId: _Id = None  # noqa: N815
     properties: dict[str, Any] | None = None
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     eventType: str | None = None  # noqa: N815
     featureName: str | None = None  # noqa: N815
     enabled: bool | None = None
@@ -65,7 +65,7 @@ class _Event(msgspec.Struct):
     timestamp: datetime | int | None = None
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     eventType: Any = None  # noqa: N815
 
 
@@ -94,7 +94,7 @@ def _convert(identity: str):
             name = "true"
         attrs = scalar_attributes(ctx.properties.items()) if ctx.properties else None
         ts = epoch_ms(w.createdTimestamp if w.createdTimestamp is not None else w.timestamp, "timestamp", record_ts)
-        return assignment(w.featureName, user, name, enrolled, ts, record_ts, attrs)
+        return assignment(w.featureName, user, name, enrolled, ts, attrs)
 
     return convert
 
