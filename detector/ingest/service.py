@@ -513,7 +513,7 @@ class IngestService(Service):
             try:
                 high = self.consumer.highwater(tp)
                 if high is not None:
-                    out[(tp.topic, p)] = max(0, high - await self.consumer.position(tp))
+                    out[(tp.topic, tp.partition)] = max(0, high - await self.consumer.position(tp))
             except Exception:  # revoked meanwhile
                 continue
         return out
