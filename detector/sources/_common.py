@@ -129,6 +129,26 @@ def text(value: Any, field_name: str, *, required: bool = False) -> str | None:
     return s
 
 
+def require_kind(value: Any, allowed: frozenset, what: str, field_name: str) -> None:
+    """The event's discriminator: missing -> a malformed event; another value -> not an exposure."""
+    if value is None:
+        raise Reject(f"not a {what} event: no {field_name}")
+    if value not in allowed:
+        raise Reject(f"{what} {field_name} {str(value)[:60]!r} is not an exposure", NOT_EXPOSURE)
+
+
+def country_platform(country: str | None, platform: str | None) -> dict[str, str] | None:
+    """The two segment attributes most platforms carry (platform in lower case), or None."""
+    if not country and not platform:
+        return None
+    out = {}
+    if country:
+        out["country"] = country
+    if platform:
+        out["platform"] = platform.lower()
+    return out
+
+
 def scalar_text(value: Any) -> str | None:
     """A flag value as a variant name: strings, booleans ("true"/"false") and numbers; else None."""
     if isinstance(value, str):

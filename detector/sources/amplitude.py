@@ -26,7 +26,17 @@ from typing import Any
 
 import msgspec
 
-from ._common import NO_IDENTITY, NOT_EXPOSURE, Reject, StructDecoder, assignment, ensure_options, epoch_ms, ident
+from ._common import (
+    NO_IDENTITY,
+    Reject,
+    StructDecoder,
+    assignment,
+    country_platform,
+    ensure_options,
+    epoch_ms,
+    ident,
+    require_kind,
+)
 
 FORMAT = "amplitude"
 EVENT_TYPES = frozenset({"$exposure", "[Experiment] Exposure"})
@@ -58,10 +68,7 @@ def _convert(identity: str):
     by_device = identity == "device_id"
 
     def convert(w: _Event, record_ts: int):
-        if w.event_type is None:
-            raise Reject("not an Amplitude event: no event_type")
-        if w.event_type not in EVENT_TYPES:
-            raise Reject(f"Amplitude event {str(w.event_type)[:60]!r} is not an exposure", NOT_EXPOSURE)
+        require_kind(w.event_type, EVENT_TYPES, "Amplitude", "event_type")
         p = w.event_properties
         flag = None if p is None else (p.flag_key or p.ingested_flag_key)
         if not flag:
@@ -71,14 +78,8 @@ def _convert(identity: str):
             raise Reject(f"exposure of {flag!r} without {identity}", NO_IDENTITY)
         variant = p.variant or p.ingested_variant
         enrolled = bool(variant) and variant != "off"
-        attrs = None
-        if w.country or w.platform:
-            attrs = {}
-            if w.country:
-                attrs["country"] = w.country
-            if w.platform:
-                attrs["platform"] = w.platform.lower()
-        return assignment(flag, user, variant, enrolled, epoch_ms(w.time, "time", record_ts), attrs)
+        return assignment(flag, user, variant, enrolled, epoch_ms(w.time, "time", record_ts),
+                          country_platform(w.country, w.platform))
 
     return convert
 

@@ -33,13 +33,13 @@ import msgspec
 
 from ._common import (
     NO_IDENTITY,
-    NOT_EXPOSURE,
     Reject,
     StructDecoder,
     assignment,
     ensure_options,
     epoch_ms,
     ident,
+    require_kind,
     scalar_attributes,
 )
 
@@ -73,10 +73,7 @@ class _Envelope(msgspec.Struct, gc=False):
 
 
 def _convert(w: _Event, record_ts: int):
-    if w.type is None:
-        raise Reject("not an Optimizely notification: no type")
-    if w.type not in TYPES:
-        raise Reject(f"Optimizely {str(w.type)[:40]!r} notification is not a decision", NOT_EXPOSURE)
+    require_kind(w.type, TYPES, "Optimizely", "type")
     info = w.decisionInfo or w.decision_info
     if info is None:
         raise Reject("decision notification without decisionInfo")

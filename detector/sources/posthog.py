@@ -29,7 +29,17 @@ from typing import Any
 
 import msgspec
 
-from ._common import NO_IDENTITY, NOT_EXPOSURE, Reject, StructDecoder, assignment, ensure_options, epoch_ms, ident
+from ._common import (
+    NO_IDENTITY,
+    NOT_EXPOSURE,
+    Reject,
+    StructDecoder,
+    assignment,
+    country_platform,
+    ensure_options,
+    epoch_ms,
+    ident,
+)
 
 FORMAT = "posthog"
 EVENT = "$feature_flag_called"
@@ -70,14 +80,8 @@ def _convert(identity: str):
         r = p.response
         enrolled = r is not None and r is not False
         variant = ("true" if r is True else r) if enrolled else None
-        attrs = None
-        if p.country or p.device_type:
-            attrs = {}
-            if p.country:
-                attrs["country"] = p.country
-            if p.device_type:
-                attrs["platform"] = p.device_type.lower()
-        return assignment(p.flag, user, variant, enrolled, epoch_ms(w.timestamp, "timestamp", record_ts), attrs)
+        return assignment(p.flag, user, variant, enrolled, epoch_ms(w.timestamp, "timestamp", record_ts),
+                          country_platform(p.country, p.device_type))
 
     return convert
 

@@ -39,7 +39,17 @@ from typing import Any
 
 import msgspec
 
-from ._common import NO_IDENTITY, NOT_EXPOSURE, Reject, StructDecoder, assignment, ensure_options, epoch_ms, ident
+from ._common import (
+    NO_IDENTITY,
+    NOT_EXPOSURE,
+    Reject,
+    StructDecoder,
+    assignment,
+    country_platform,
+    ensure_options,
+    epoch_ms,
+    ident,
+)
 from .launchdarkly import FALLBACK_REASONS, variant_of
 
 FORMAT = "segment"
@@ -103,13 +113,8 @@ def _is_exposure(e: Any) -> bool:
 def _attributes(ctx: _Context | None) -> dict[str, str] | None:
     if ctx is None:
         return None
-    out = {}
-    if ctx.location is not None and ctx.location.country:
-        out["country"] = ctx.location.country
     platform = (ctx.device.type if ctx.device is not None else None) or (ctx.os.name if ctx.os is not None else None)
-    if platform:
-        out["platform"] = platform.lower()
-    return out or None
+    return country_platform(ctx.location.country if ctx.location is not None else None, platform)
 
 
 def _convert(identity: str):

@@ -28,13 +28,13 @@ import msgspec
 
 from ._common import (
     NO_IDENTITY,
-    NOT_EXPOSURE,
     Reject,
     StructDecoder,
     assignment,
     ensure_options,
     epoch_ms,
     ident,
+    require_kind,
     scalar_attributes,
 )
 
@@ -73,10 +73,7 @@ def _convert(identity: str):
     by_session = identity == "session_id"
 
     def convert(w: _Event, record_ts: int):
-        if w.eventType is None:
-            raise Reject("not an Unleash event: no eventType")
-        if w.eventType not in EVENT_TYPES:
-            raise Reject(f"Unleash event {str(w.eventType)[:60]!r} is not an impression", NOT_EXPOSURE)
+        require_kind(w.eventType, EVENT_TYPES, "Unleash", "eventType")
         if not w.featureName:
             raise Reject("impression event without featureName")
         ctx = w.context
