@@ -74,7 +74,9 @@ def _convert(identity: str):
         p = w.properties
         if p is None or not p.flag:
             raise Reject(f"{EVENT} without properties.$feature_flag")
-        user = w.person_id if by_person else ident(w.distinct_id)
+        user = w.person_id if by_person else w.distinct_id
+        if user.__class__ is not str:
+            user = ident(user)
         if not user:
             raise Reject(f"{EVENT} of {p.flag!r} without {identity}", NO_IDENTITY)
         r = p.response

@@ -180,3 +180,15 @@ def test_parse_sources_errors(spec, words):
 def test_every_format_has_a_fixture():
     assert {MODULE for MODULE in FORMATS} >= {c[0] for c in CASES}
     assert {decoder_for(f).format for f in FORMATS} == {decoder_for(c[0]).format for c in CASES}
+
+
+def test_native_limits_are_checked_per_batch_and_only_bad_records_go():
+    good = [dict(LAUNCHDARKLY, contextKeys={"user": f"u{i}"}) for i in range(5)]
+    bad_key = dict(LAUNCHDARKLY, key="x" * 300)
+    nul_user = dict(LAUNCHDARKLY, contextKeys={"user": "a\x00b"})
+    late = dict(LAUNCHDARKLY, creationDate=TS - 8 * 86400 * 1000)
+    values = [_b(d) for d in [good[0], bad_key, good[1], nul_user, good[2], late, good[3], good[4]]]
+    events, positions, rejects = decoder_for("launchdarkly").decode_batch(values, [TS] * len(values))
+    assert [e.user_id for e in events] == ["u0", "u1", "u2", "u3", "u4"]
+    assert positions == [0, 2, 4, 6, 7]
+    assert [(i, r.kind) for i, r in rejects] == [(1, "invalid_field"), (3, "invalid_field"), (5, "invalid_ts")]
