@@ -413,6 +413,16 @@ def _document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "Grafana dashboard JSON.")},
                 },
             },
+            # --- sources: the HTTP collector (detector/web/collector.py) ---
+            "/v1/assignments": _collect("Write native assignment events (JSON array, NDJSON or one object)",
+                                        "postAssignments"),
+            "/v1/sources/{format}": {
+                "parameters": [{"name": "format", "in": "path", "required": True, "schema": {"type": "string"},
+                                "description": "segment, posthog, launchdarkly, statsig, unleash, amplitude, "
+                                               "optimizely, openfeature (otel), native"}],
+                **_collect("Write a platform's exposure events (a Segment webhook body too)", "postSourceEvents"),
+            },
+            # --- end sources ---
             "/readyz": {
                 "get": {
                     "summary": "Readiness: Kafka reachable and partitions assigned",
@@ -421,6 +431,34 @@ def _document() -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def _collect(summary: str, operation_id: str) -> dict[str, Any]:
+    """A collector route: needs a token with the `ingest` scope; 202 once Kafka acknowledged."""
+    result = {"type": "object", "properties": {
+        "accepted": {"type": "integer"},
+        "rejected": {"type": "array", "items": {"type": "object", "properties": {
+            "index": {"type": "integer"}, "kind": {"type": "string"}, "reason": {"type": "string"}}}},
+        "not_exposure": {"type": "array", "items": {"type": "integer"}},
+        "no_identity": {"type": "array", "items": {"type": "integer"}}}}
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": operation_id,
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"type": ["array", "object"]}},
+                "application/x-ndjson": {"schema": {"type": "string"}}}},
+            "responses": {
+                "202": _json(result, "Written to exposure.assignments (acks=all); rejects listed by index."),
+                "401": _error("Missing or invalid token."),
+                "413": _error("Body over 1 MiB, or too many records."),
+                "422": _json(result, "No record was valid."),
+                "429": _error("Rate limit of this token (Retry-After)."),
+                "503": _error("Kafka did not acknowledge: send again."),
+            },
+        }
     }
 
 
