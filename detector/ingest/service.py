@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from operator import attrgetter
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
@@ -86,6 +87,8 @@ class IngestService(Service):
         self.decoders = {t: s.decoder() for t, s in self.sources.items()}
         self.source_metrics = source_metrics
         self._encode = msgspec.json.Encoder().encode
+        self._partitioner = DefaultPartitioner()
+        self._partition_of: dict[bytes, int] = {}  # experiment key -> partition of exposure.assignments
         self._sources_dirty = False  # forwarded records whose source offsets are not committed yet
         self._sources_checkpointed_at = 0.0
         self.registrations_wait_s = registrations_wait_s
@@ -300,10 +303,22 @@ class IngestService(Service):
         values = list(map(_value_of, records))
         stamps = list(map(_timestamp_of, records))
         events, positions, rejects = self.decoders[tp.topic].decode_batch(values, stamps)
-        target, send, encode = self.topics.assignments, self.sends.send, self._encode
+        target, encode = self.topics.assignments, self._encode
+        parts = sorted(await self.producer.partitions_for(target))
+        cache = self._partition_of
+        if len(cache) > 100_000 or cache.get(b"") != len(parts):  # bounded; reset if partitions were added
+            cache.clear()
+            cache[b""] = len(parts)
+        by_partition: dict[int, list] = {}
         for j, ev in enumerate(events):
+            key = ev.experiment.encode()
+            p = cache.get(key)
+            if p is None:  # Kafka's default partitioner (murmur2 of the key), as producers of this topic use
+                p = cache[key] = self._partitioner(key, parts, parts)
             stamp = stamps[j if positions is None else positions[j]]
-            await send(target, value=encode(ev), key=ev.experiment.encode(), timestamp_ms=stamp or None)
+            by_partition.setdefault(p, []).append((key, encode(ev), stamp or None))
+        for p, batch in by_partition.items():
+            await self.sends.send_many(target, p, batch)
         await self._reject(tp.topic, tp.partition, records, rejects, len(events))
         self._sources_dirty = True
         self.last_batch_at = time.time()
