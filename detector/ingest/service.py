@@ -258,7 +258,8 @@ class IngestService(Service):
                 break
             await asyncio.sleep(0.05)
         self.registrations_ready = True
-        log.info("registrations loaded in %.2f s; consuming %s", time.monotonic() - t0, self.topics.assignments)
+        log.info("registrations loaded in %.2f s; consuming %s", time.monotonic() - t0,
+                 ", ".join(f"{t} ({s.format})" for t, s in sorted(self.sources.items())))
 
     async def _registered_keys(self) -> set[str]:
         from detector.registration.store import read_registrations
