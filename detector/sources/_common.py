@@ -82,7 +82,7 @@ def epoch_ms(value: Any, field_name: str, default_ms: int) -> int:
         return int(value)
     if isinstance(value, str):  # RFC 3339 text that msgspec could not type (loose envelopes)
         try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+            dt = datetime.fromisoformat(value if value[-1:] == "Z" else value.replace("z", "+00:00"))
         except ValueError:
             raise Reject(f"invalid {field_name}: {value[:40]!r} is not an RFC 3339 time", "invalid_ts") from None
         return epoch_ms(dt, field_name, default_ms)

@@ -115,13 +115,20 @@ def _from_attributes(attrs: dict, time_unix_nano: Any, record_ts_ms: int) -> Ass
     else:
         f = next((k for k in _TIME if attrs.get(k) is not None), None)
         ts = epoch_ms(attrs[f], f, record_ts_ms) if f else record_ts_ms
-    skip = _SKIP
-    out: dict[str, str] = {}
-    scalar_attributes(((k[len("feature_flag.context."):], v) for k, v in sorted(attrs.items())
-                       if k.startswith("feature_flag.context.") and k not in skip), out)
-    scalar_attributes(((k, v) for k, v in sorted(attrs.items())
-                       if not k.startswith("feature_flag.") and k not in skip and k != "event.name"), out)
-    return assignment(experiment, user, variant, enrolled, ts, out)
+    # Context attributes first (they win a name clash), then the other scalars, each in key order.
+    context, other = [], []
+    for k, v in attrs.items():
+        if k in _SKIP:
+            continue
+        if k.startswith("feature_flag."):
+            if k.startswith("feature_flag.context."):
+                context.append((k[21:], v))
+        elif k != "event.name":
+            other.append((k, v))
+    context.sort()
+    other.sort()
+    out = scalar_attributes(context)
+    return assignment(experiment, user, variant, enrolled, ts, scalar_attributes(other, out))
 
 
 def _from_openfeature(doc: dict, record_ts_ms: int) -> Assignment:
