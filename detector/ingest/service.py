@@ -299,7 +299,7 @@ class IngestService(Service):
 
         Keyed by experiment, so the engine sees every source's events of one experiment in one
         partition. The sends are settled (acknowledged) before the next commit of this topic's
-        offsets, so a crash re-forwards, never loses (a repeated exposure of a user changes no count).
+        offsets, so a crash re-forwards, never loses (a repeated exposure changes no user count).
         """
         values = list(map(_value_of, records))
         stamps = list(map(_timestamp_of, records))

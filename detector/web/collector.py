@@ -19,7 +19,7 @@ acknowledgement (acks=all) before the answer:
 Nothing is dropped silently: every record is accepted, rejected (index, kind, reason), or
 reported as not an exposure. 422 when records were sent and none is valid; 503 when Kafka did not
 acknowledge (then nothing may be assumed written: send the request again; a repeated exposure
-changes no count). A token bucket per token bounds requests (`DETECTOR_COLLECTOR_RATE` per
+changes no user count). A token bucket per token bounds requests (`DETECTOR_COLLECTOR_RATE` per
 second, bursts of `DETECTOR_COLLECTOR_BURST`): 429 with Retry-After beyond.
 """
 
