@@ -18,11 +18,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from detector.kafka_security import KafkaConnection
 
 ENV_PREFIX = "DETECTOR_"
 FILE_SUFFIX = "_FILE"
@@ -99,7 +101,7 @@ class Settings(BaseSettings):
     webhook_urls: tuple[str, ...] = ()
     # Standard Webhooks signing secret (whsec_<base64>) of the webhook sinks.
     webhook_secret: Secret = ""
-    # Bearer token for API writes; empty: writes are refused (503).
+    # A bearer token with every scope (detector/web/auth.py); empty: only DETECTOR_API_TOKENS_FILE's.
     api_token: Secret = ""
     # --- registration ---
     # YAML registrations synced to the topic at start (empty: none); prune: also delete the
@@ -121,6 +123,27 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(30.0, validation_alias="DETECTOR_SESSION_TIMEOUT")
     # Prepended to every topic name: several detectors (or test runs) can share one cluster.
     topic_prefix: str = ""
+    # --- dayone ---
+    # `unregistered` experiments: page (one page each), digest (one digest per owner) or observe
+    # (recorded, never notified); unset: `notifications.unregistered` in the alerting config
+    # (default digest). The alerting config reads it from the environment like its timing overrides.
+    unregistered: Literal["page", "digest", "observe"] | None = None
+    # --- end dayone ---
+    # --- production: Kafka security, fleet ---
+    # Every Kafka client connects with `kafka` (below; detector/kafka_security.py turns it into each
+    # library's arguments). The SASL password may come from DETECTOR_KAFKA_SASL_PASSWORD_FILE.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: Secret = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_check_hostname: bool = True
+    # The URL the other workers of the group reach this one at (they forward API calls to the
+    # owner of an experiment); default http://<web_host or host name>:<web_port>.
+    advertised_url: str = ""
+    # --- end production ---
     # --- console ---
     # Signs console sessions; empty: derived from the configured tokens (same on every worker).
     session_secret: Secret = ""
@@ -137,6 +160,14 @@ class Settings(BaseSettings):
     collector_burst: int = 40
     collector_max_records: int = 10000
     # --- end sources ---
+    # --- security (detector/web/auth.py, detector/alerts/outbound.py) ---
+    # Bearer tokens with scopes: a YAML/JSON file of {name, token | sha256, scopes} (see README).
+    api_tokens_file: str = ""
+    # What callers without a token may read: none | status (metrics, dashboards) | read (never user ids).
+    anonymous_read: str = "status"
+    # Hosts a registration's mitigation.kill_url may call: host names, *.suffix, IP addresses or CIDRs.
+    kill_url_allowed_hosts: tuple[str, ...] = ()
+    # --- end security ---
 
     # The environment as read at start, with every `<NAME>_FILE` resolved into `<NAME>`: the
     # alerting config names the variables that hold its sinks' URLs and secrets.
@@ -150,10 +181,15 @@ class Settings(BaseSettings):
         parse_sources(value)  # ValueError naming every problem, at start
         return value
 
-    @field_validator("webhook_urls", mode="before")
+    @field_validator("webhook_urls", "kill_url_allowed_hosts", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> tuple[str, ...]:
         return split_csv(value)
+
+    @field_validator("anonymous_read", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(
@@ -182,6 +218,16 @@ class Settings(BaseSettings):
     def environ(self) -> Mapping[str, str]:
         """The environment as read at start (secret files resolved), for config that names variables."""
         return self._environ
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """How to reach the cluster (raises KafkaSecurityError naming the setting that is wrong)."""
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap, protocol=self.kafka_security_protocol or "PLAINTEXT",
+            mechanism=self.kafka_sasl_mechanism or None, username=self.kafka_sasl_username or None,
+            password=self.kafka_sasl_password or None, cafile=self.kafka_ssl_cafile or None,
+            certfile=self.kafka_ssl_certfile or None, keyfile=self.kafka_ssl_keyfile or None,
+            check_hostname=self.kafka_ssl_check_hostname)
 
     @property
     def heartbeat_interval_s(self) -> float:

@@ -74,6 +74,7 @@ class IngestService(Service):
         metrics=None,
         source_metrics=None,  # detector.sources.metrics.SourceMetrics
         registrations_wait_s: float = 60.0,
+        assignor: type | None = None,  # partition assignor (the fleet's advertises this worker's URL)
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,6 +92,7 @@ class IngestService(Service):
         self._partition_of: dict[bytes, int] = {}  # experiment key -> partition of exposure.assignments
         self._sources_dirty = False  # forwarded records whose source offsets are not committed yet
         self._sources_checkpointed_at = 0.0
+        self.assignor = assignor
         self.registrations_wait_s = registrations_wait_s
         self.registrations_ready = False
         self.settings = settings
@@ -105,6 +107,9 @@ class IngestService(Service):
         self.producer: AIOKafkaProducer | None = None
         self.sends = AckedSends()  # notifications, snapshots, dead letters: settled before each checkpoint
         self.connected = False
+        # True from a revocation until the next assignment is restored: the answer of /readyz and
+        # of the fleet API is "retry later" meanwhile, never a partial view.
+        self.rebalancing = True
         self.last_batch_at = 0.0
         self._checkpointed_at: dict[int, float] = {}  # partition -> time of its last checkpoint
         self._checkpoint_seconds: dict[int, float] = {}  # partition -> its last checkpoint's duration
@@ -115,7 +120,7 @@ class IngestService(Service):
     async def on_start(self) -> None:
         s = self.settings
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka.client_kwargs(),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
@@ -126,7 +131,7 @@ class IngestService(Service):
         self.alerts.producer = self.sends  # notifications must be acked before their state is checkpointed
         raw = fastfetch.install()  # getmany hands out aiokafka's C records (offset, timestamp, key, value)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka.client_kwargs(),
             group_id=s.app_id,
             key_deserializer=fastfetch.RAW if raw else None,
             enable_auto_commit=False,
@@ -135,6 +140,7 @@ class IngestService(Service):
             fetch_max_bytes=32 * 1024 * 1024,
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
+            **({"partition_assignment_strategy": (self.assignor,)} if self.assignor is not None else {}),
         )
         await self.consumer.start()
         self.consumer.subscribe(sorted(self.sources), listener=_Rebalance(self))
@@ -264,7 +270,7 @@ class IngestService(Service):
     async def _registered_keys(self) -> set[str]:
         from detector.registration.store import read_registrations
 
-        return set(await read_registrations(self.settings.kafka_bootstrap, self.topics.expectations))
+        return set(await read_registrations(self.settings.kafka, self.topics.expectations))
 
     # ---- the batch path ----------------------------------------------------------------------
     async def _process(self, partition: int, records) -> None:
@@ -455,6 +461,7 @@ class IngestService(Service):
 
     async def on_revoked(self, revoked) -> None:
         parts = [tp.partition for tp in revoked if tp.topic == self.topics.assignments]
+        self.rebalancing = True
         async with self.lock:
             if parts or self._sources_dirty:
                 try:
@@ -462,16 +469,24 @@ class IngestService(Service):
                 except Exception:
                     log.exception("checkpoint on revoke failed; the new owner replays from the last commit")
             for p in parts:
-                self.partitions.pop(p, None)
+                det = self.partitions.pop(p, None)
                 self.alerts.forget_partition(p)
+                if det is not None and self.metrics is not None:
+                    # Per-experiment series come from the owner only: `sum by (experiment)` across
+                    # the fleet counts each experiment once.
+                    for experiment in det.states:
+                        self.metrics.remove_experiment(experiment)
 
     async def on_assigned(self, assigned) -> None:
         parts = sorted(tp.partition for tp in assigned if tp.topic == self.topics.assignments)
         if not parts:
+            self.rebalancing = False
+            log.info("no partitions assigned (more workers than partitions?): not ready")
             return
         async with self.lock:
             t0 = time.perf_counter()
             restored = await self._restore(parts)
+            self.rebalancing = False
             log.info(
                 "assigned partitions %s; restored %d records in %.2f s", parts, restored, time.perf_counter() - t0
             )
@@ -481,7 +496,7 @@ class IngestService(Service):
         dets = {p: PartitionDetector(p) for p in parts}
         lifecycle_blobs: dict[int, bytes] = {}
         n = 0
-        async for r in read_to_end(self.settings.kafka_bootstrap, topic, parts):
+        async for r in read_to_end(self.settings.kafka, topic, parts):
             n += 1
             try:
                 if r.key == checkpoint.LIFECYCLE_KEY:

@@ -26,23 +26,21 @@ second, bursts of `DETECTOR_COLLECTOR_BURST`): 429 with Retry-After beyond.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import time
-from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from detector.sources import SKIPPED_KINDS, Decoder, decoder_for
 from detector.sources._common import NOT_EXPOSURE
-from detector.web.expectations_api import FROM_ENV, HTTPProblem, _Auth, json_response, read_body
+from detector.web import auth
+from detector.web.problems import HTTPProblem, json_response, read_body
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-SCOPE = "ingest"
 HTTP_TOPIC = "http"  # the `topic` label of the collector's per-source metrics
 
 
@@ -90,11 +88,10 @@ def split_records(body: bytes) -> list[bytes]:
 
 
 class Collector:
-    def __init__(self, settings, ingest, metrics=None, token: Any = FROM_ENV) -> None:
+    def __init__(self, settings, ingest, metrics=None) -> None:
         self.settings = settings
         self.ingest = ingest  # IngestService: its producer (acks=all) and its sources
         self.metrics = metrics
-        self.auth = _Auth(None if token is FROM_ENV else token, from_env=token is FROM_ENV)
         self.limiter = RateLimiter(settings.collector_rate, settings.collector_burst)
         self._decoders: dict[str, Decoder] = {}
 
@@ -109,25 +106,10 @@ class Collector:
             dec = self._decoders[fmt] = decoder_for(canonical, configured.options if configured else None)
         return dec
 
-    def _principal(self, request: web.Request) -> str:
-        """Who sends (a key for the rate limit): the auth middleware's principal, else the API token."""
-        principal = request.get("principal")
-        if principal is not None:
-            try:
-                from detector.web.auth import has_scope  # the shared auth contract, once it is there
-            except ImportError:  # pragma: no cover - depends on the security work
-                has_scope = None
-            if has_scope is not None and not has_scope(request, SCOPE):
-                raise HTTPProblem(403, f"this token lacks the {SCOPE!r} scope")
-            return f"principal:{principal.name}"
-        self.auth.check(request)
-        presented = request.headers.get("Authorization", "").partition(" ")[2].strip()
-        return "token:" + hashlib.sha256(presented.encode()).hexdigest()[:16]
-
     async def handle(self, request: web.Request, fmt: str) -> web.Response:
         try:
-            key = self._principal(request)
-            wait = self.limiter.retry_after(key, time.monotonic())
+            # The auth middleware let only tokens with the `ingest` scope through (the route's rule).
+            wait = self.limiter.retry_after(auth.principal(request).name, time.monotonic())
             if wait > 0:
                 problem = HTTPProblem(429, "rate limit exceeded for this token", retry_after_s=round(wait, 3))
                 problem.headers["Retry-After"] = str(max(1, math.ceil(wait)))
@@ -170,8 +152,8 @@ class Collector:
         return json_response(body, status=status)
 
 
-def add_collector_routes(router: web.UrlDispatcher, *, settings, ingest, metrics=None, token: Any = FROM_ENV) -> Collector:
-    collector = Collector(settings, ingest, metrics, token)
+def add_collector_routes(router: web.UrlDispatcher, *, settings, ingest, metrics=None) -> Collector:
+    collector = Collector(settings, ingest, metrics)
 
     async def assignments(request: web.Request) -> web.Response:
         return await collector.handle(request, "native")
@@ -179,6 +161,6 @@ def add_collector_routes(router: web.UrlDispatcher, *, settings, ingest, metrics
     async def sources(request: web.Request) -> web.Response:
         return await collector.handle(request, request.match_info["format"])
 
-    router.add_post("/v1/assignments", assignments)
-    router.add_post("/v1/sources/{format}", sources)
+    auth.add_route(router, "POST", "/v1/assignments", assignments, access=auth.INGEST, max_body=MAX_BODY_BYTES)
+    auth.add_route(router, "POST", "/v1/sources/{format}", sources, access=auth.INGEST, max_body=MAX_BODY_BYTES)
     return collector

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from detector.web.collector import RateLimiter, split_records
-from detector.web.expectations_api import HTTPProblem
+from detector.web.problems import HTTPProblem
 
 
 def test_bodies_split_into_records():
