@@ -96,9 +96,10 @@ class _Event(msgspec.Struct, gc=False):
     properties: _Properties | None = None
     context: _Context | None = None
     timestamp: datetime | int | None = None
-    originalTimestamp: datetime | int | None = None  # noqa: N815
-    sentAt: datetime | int | None = None  # noqa: N815
-    receivedAt: datetime | int | None = None  # noqa: N815
+    # Fallbacks, parsed only when `timestamp` is absent (Segment always sets it; RudderStack too).
+    originalTimestamp: str | int | None = None  # noqa: N815
+    sentAt: str | int | None = None  # noqa: N815
+    receivedAt: str | int | None = None  # noqa: N815
 
 
 class _Envelope(msgspec.Struct, gc=False):
