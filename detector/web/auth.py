@@ -230,6 +230,8 @@ def add_route(router: web.UrlDispatcher, method: str, path: str, handler: Handle
     """Register a route with its access rule (`public`, `status` or a scope) and, for bodies, a limit."""
     if access not in ACCESS_RULES:
         raise ValueError(f"route {method} {path}: access must be one of {', '.join(ACCESS_RULES)}, got {access!r}")
+    if method == "GET":  # with HEAD, as aiohttp's add_get (load balancers probe with HEAD)
+        return router.add_get(path, declared(handler, access, max_body))
     return router.add_route(method, path, declared(handler, access, max_body))
 
 
