@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import faust
 import orjson
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None,
                              settings.environ, webhook_urls=settings.webhook_urls)
 
-    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
+    raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
     expectations_topic = app.topic(settings.topics.expectations, **raw)
     alerts_topic = app.topic(settings.topics.alerts, **raw)
     timeline_topic = app.topic(settings.topics.timeline, **raw)
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     parsed = ParsedRegistrations(registrations)
     publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics)
     ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop)
-    app.service(ingest)
+    app.service(ingest)  # type: ignore[arg-type]  # faust accepts an instance; its stub says a class
     courier = Courier(alerting, parsed.get, settings.topics, metrics)
 
     def observation(experiment: str):
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         metrics.replace_consumer_lags(await ingest.lags())
 
     add_routes(
-        app.web.web_app,
+        app.web.web_app,  # type: ignore[attr-defined]  # the aiohttp driver's application
         settings=settings,
         metrics=metrics,
         registrations=reg_service,
@@ -136,7 +137,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         incidents=incidents,
         started_at=time.time(),
     )
-    app.detector = {"ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service}
+    app.detector = {  # type: ignore[attr-defined]
+        "ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service,
+    }
     return app
 
 

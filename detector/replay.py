@@ -27,6 +27,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from itertools import islice
+from collections.abc import Sequence
 from typing import TextIO
 
 from detector.engine import EngineConfig, ExperimentState, Finding, by_experiment, observe, process_batch
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
                 if not lines:
                     break
                 raws = list(filter(bytes.strip, lines))  # blank lines are skipped
+                linenos: Sequence[int]
                 if len(raws) == len(lines):
                     linenos = range(lineno + 1, lineno + 1 + len(lines))
                 else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
@@ -34,7 +35,7 @@ class AlertPublisher:
         self.lifecycles: dict[int, Lifecycle] = {}
         self._written: dict[int, bytes] = {}  # last checkpointed lifecycle bytes per partition
         self.lock = asyncio.Lock()  # the ingest service shares its lock (operator actions vs checkpoints)
-        self.producer = None  # set by the ingest service: its AckedSends (settled before each checkpoint)
+        self.producer: Any = None  # set by the ingest service: its AckedSends (settled before each checkpoint)
 
     def lifecycle(self, partition: int) -> Lifecycle:
         lc = self.lifecycles.get(partition)
