@@ -120,11 +120,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         for exp in ingest.take_changed():
             state = ingest.state_of(exp)
             if state is not None:
-                reg = parsed.get(exp)
-                obs = observe(state, reg)
-                if reg is not None and reg.owner:  # the engine's expected side has no owner
-                    obs["expected"] = {**obs["expected"], "owner": reg.owner}
-                metrics.update_experiment(exp, obs)
+                metrics.update_experiment(exp, observe(state, parsed.get(exp)))
         metrics.replace_consumer_lags(await ingest.lags())
 
     add_routes(

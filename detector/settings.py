@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(30.0, validation_alias="DETECTOR_SESSION_TIMEOUT")
     # Prepended to every topic name: several detectors (or test runs) can share one cluster.
     topic_prefix: str = ""
+    # --- console ---
+    # Signs console sessions; empty: derived from the configured tokens (same on every worker).
+    session_secret: Secret = ""
+    # The worker's public base URL (links in notifications and pages; never taken from Host).
+    external_url: str = ""
+    # --- end console ---
 
     # The environment as read at start, with every `<NAME>_FILE` resolved into `<NAME>`: the
     # alerting config names the variables that hold its sinks' URLs and secrets.

@@ -16,13 +16,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from detector.engine.state import RULES
+from detector.engine.rules import RULE_NAMES
 from detector.registration.model import Registration
 from detector.registration.schema import expectation_json_schema, model_schema
 
 API_VERSION = "1.0.0"
 COMPONENTS = "#/components/schemas/"
-Rule = Literal[RULES]  # type: ignore[valid-type]
+Rule = Literal[RULE_NAMES]  # type: ignore[valid-type]
 Severity = Literal["critical", "error", "warning", "info"]
 
 
