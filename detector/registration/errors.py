@@ -221,20 +221,17 @@ MESSAGES: dict[tuple[str, str], Message] = {
 _KEY_ERROR = {"string_type": lambda v, c: f"field names must be strings, {got(v)}"}
 
 
+_MAPS = ("population.segments", "variants", "labels")  # mappings whose keys are data, not fields
+
+
 def _pattern(loc: tuple[Any, ...]) -> str:
+    """The `MESSAGES` key of a location: list indexes as `[]`, keys of data mappings as `*`."""
     out = ""
     for part in loc:
         if part == "[key]":
             continue
-        out += "[]" if isinstance(part, int) else ("." if out else "") + ("*" if _is_key(out, part) else str(part))
+        out += "[]" if isinstance(part, int) else ("." if out else "") + ("*" if out in _MAPS else str(part))
     return out
-
-
-_MAPS = ("population.segments", "variants", "labels")
-
-
-def _is_key(prefix: str, part: Any) -> bool:
-    return prefix in _MAPS
 
 
 def _message(err: ErrorDetails) -> str:
