@@ -176,7 +176,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
                                                              include_registered=include_registered),
         fleet=fleet,
     )
-    add_collector_routes(app.web.web_app.router, settings=settings, ingest=ingest, metrics=source_metrics)
+    add_collector_routes(app.web.web_app.router,  # type: ignore[attr-defined]  # the aiohttp driver's application
+                         settings=settings, ingest=ingest, metrics=source_metrics)
     app.detector = {  # type: ignore[attr-defined]
         "ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service,
     }

@@ -73,7 +73,7 @@ class AckedSends:
 
 def _singles(records: list[dict]) -> list[dict]:
     """Records to send again one by one (a failed batch of `send_many` becomes its records)."""
-    out = []
+    out: list[dict] = []
     for rec in records:
         if "batch" in rec:
             out.extend(dict(topic=rec["topic"], partition=rec["partition"], key=k, value=v, timestamp_ms=ts)

@@ -149,6 +149,14 @@ def country_platform(country: str | None, platform: str | None) -> dict[str, str
     return out
 
 
+def required_text(value: Any, field_name: str) -> str:
+    """A required string field (see `text`), else Reject."""
+    s = text(value, field_name)
+    if s is None:
+        raise Reject(f"missing {field_name}")
+    return s
+
+
 def scalar_text(value: Any) -> str | None:
     """A flag value as a variant name: strings, booleans ("true"/"false") and numbers; else None."""
     if isinstance(value, str):
@@ -258,8 +266,8 @@ class StructDecoder:
     def __init__(self, format: str, wire: type, convert: Callable[[Any, int], Assignment],
                  envelope: type, is_exposure: Callable[[Any], bool]) -> None:
         self.format = format
-        self._decode = msgspec.json.Decoder(wire).decode
-        self._envelope = msgspec.json.Decoder(envelope).decode
+        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(wire).decode
+        self._envelope: Callable[[bytes], Any] = msgspec.json.Decoder(envelope).decode
         self._is_exposure = is_exposure
         self._convert = convert
 
@@ -346,7 +354,7 @@ class RecordDecoder:
         decode_one = self._decode_one
         for i, (v, rt) in enumerate(zip(values, record_ts)):
             ev = decode_one(v, rt)
-            if ev.__class__ is Rejected:
+            if isinstance(ev, Rejected):
                 rejects.append((i, ev))
             else:
                 events.append(ev)

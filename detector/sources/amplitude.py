@@ -71,7 +71,7 @@ def _convert(identity: str):
         require_kind(w.event_type, EVENT_TYPES, "Amplitude", "event_type")
         p = w.event_properties
         flag = None if p is None else (p.flag_key or p.ingested_flag_key)
-        if not flag:
+        if p is None or not flag:
             raise Reject(f"{w.event_type} without event_properties.flag_key")
         user = w.device_id if by_device else ident(w.user_id)
         if not user:

@@ -39,6 +39,7 @@ from ._common import (
     ensure_options,
     epoch_ms,
     load_object,
+    required_text,
     scalar_attributes,
     text,
 )
@@ -99,7 +100,7 @@ def _enrolled(reason: Any, error: Any) -> bool:
 
 
 def _from_attributes(attrs: dict, time_unix_nano: Any, record_ts_ms: int) -> Assignment:
-    experiment = text(_first(attrs, _KEY), "feature_flag.key", required=True)
+    experiment = required_text(_first(attrs, _KEY), "feature_flag.key")
     user = text(_first(attrs, _USER), "feature_flag.context.id")
     if user is None:
         raise Reject(f"evaluation of {experiment!r} has no targeting key (feature_flag.context.id)")
@@ -132,7 +133,7 @@ def _from_attributes(attrs: dict, time_unix_nano: Any, record_ts_ms: int) -> Ass
 
 
 def _from_openfeature(doc: dict, record_ts_ms: int) -> Assignment:
-    experiment = text(doc.get("flagKey"), "flagKey", required=True)
+    experiment = required_text(doc.get("flagKey"), "flagKey")
     ctx = doc.get("context") if doc.get("context") is not None else doc.get("evaluationContext")
     if ctx is not None and not isinstance(ctx, dict):
         raise Reject("context must be an object (the OpenFeature evaluation context)")
@@ -164,7 +165,7 @@ def _otlp_value(v: Any) -> Any:
 
 
 def _otlp_record(doc: dict) -> tuple[dict, Any]:
-    records = []
+    records: list[Any] = []
     try:
         for rl in doc["resourceLogs"] or []:
             for sl in rl.get("scopeLogs") or []:

@@ -80,8 +80,11 @@ def _convert(identity: str):
         if not user:
             raise Reject(f"{EVENT} of {p.flag!r} without {identity}", NO_IDENTITY)
         r = p.response
-        enrolled = r is not None and r is not False
-        variant = ("true" if r is True else r) if enrolled else None
+        variant: str | None
+        if r is None or r is False:  # the flag did not match: evaluated, not enrolled
+            enrolled, variant = False, None
+        else:
+            enrolled, variant = True, ("true" if r is True else r)
         return assignment(p.flag, user, variant, enrolled, epoch_ms(w.timestamp, "timestamp", record_ts),
                           country_platform(p.country, p.device_type))
 

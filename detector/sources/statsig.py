@@ -86,6 +86,8 @@ def _convert(identity: str):
 
     def convert(w: _Event, record_ts: int):
         name, m = w.eventName, w.metadata
+        experiment: str | None
+        variant: str | None
         if name == GATE_EVENT:
             if m is None or not m.gate:
                 raise Reject(f"{GATE_EVENT} without metadata.gate")
@@ -105,6 +107,8 @@ def _convert(identity: str):
             raise Reject("not a Statsig event: no eventName (or experimentName)")
         else:
             raise Reject(f"Statsig event {str(name)[:60]!r} is not an exposure", NOT_EXPOSURE)
+        if not experiment:
+            raise Reject("exposure without an experiment name")
         user = user_of(w.user)
         if not user:
             raise Reject(f"exposure of {experiment!r} without {identity}", NO_IDENTITY)

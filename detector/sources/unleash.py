@@ -89,7 +89,7 @@ def _convert(identity: str):
                 enrolled, name = False, None
         else:
             name = "true"
-        attrs = scalar_attributes(ctx.properties.items()) if ctx.properties else None
+        attrs = scalar_attributes(ctx.properties.items()) if ctx is not None and ctx.properties else None
         ts = epoch_ms(w.createdTimestamp if w.createdTimestamp is not None else w.timestamp, "timestamp", record_ts)
         return assignment(w.featureName, user, name, enrolled, ts, attrs)
 
