@@ -17,6 +17,8 @@ import orjson
 from detector import __version__
 from detector.alerts.routing import load_alerting
 from detector.engine import observe
+from detector.flags.sources import parse_sources
+from detector.flags.watcher import FlagMetrics, FlagWatcher, owned_partition, users_per_day
 from detector.ingest.service import IngestService
 from detector.observability.metrics import DetectorMetrics
 from detector.registrations import ParsedRegistrations, decode_record
@@ -77,6 +79,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
     ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop)
     app.service(ingest)
     courier = Courier(alerting, parsed.get, settings.topics, metrics)
+    flag_specs = parse_sources(settings.flag_sources)
+    flags = None
+    if flag_specs:  # flag configurations compared with registrations (detector.flags)
+        flags = FlagWatcher(
+            flag_specs, registrations=parsed.all, publisher=publisher, lock=ingest.lock,
+            owner_of=lambda e: owned_partition(ingest, settings.topics.assignments, e),
+            rate_of=lambda e: users_per_day(ingest.state_of(e)), metrics=FlagMetrics(metrics.registry),
+            interval_s=settings.flag_poll_interval_s, timeout_s=settings.flag_fetch_timeout_s,
+            unleash_token=settings.unleash_api_token, flagd_token=settings.flagd_auth_token, loop=app.loop,
+        )
+        app.service(flags)
 
     def observation(experiment: str):
         state = ingest.state_of(experiment)
@@ -146,8 +159,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         publisher=publisher,
         incidents=incidents,
         started_at=time.time(),
+        flags=flags,
     )
-    app.detector = {"ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service}
+    app.detector = {"ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service, "flags": flags}
     return app
 
 

@@ -31,6 +31,10 @@ class Expectation:
     kill_url: str | None = None  # opt-in auto-mitigation (mitigation.kill_url)
     labels: dict[str, str] = field(default_factory=dict)
     schema_version: int = 1
+    # The feature flag this experiment is configured in (`flag: {source, key}`): its configuration is
+    # compared with this declaration (detector.flags). None: key = experiment, any configured source.
+    flag_source: str | None = None
+    flag_key: str | None = None
 
     def active_rules(self) -> list[str]:
         """The rules this declaration switches on, in contract order."""

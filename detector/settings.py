@@ -18,6 +18,16 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _secret(name: str) -> str:
+    """A secret from NAME, else from the file named by NAME_FILE (a mounted secret)."""
+    value = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE", "")
+    if not value and path:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = field(default_factory=lambda: _env("DETECTOR_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -47,6 +57,14 @@ class Settings:
         return min(3.0, self.session_timeout_s / 3)
     # Prepended to every topic name: several detectors (or test runs) can share one cluster.
     topic_prefix: str = field(default_factory=lambda: _env("DETECTOR_TOPIC_PREFIX", ""))
+
+    # --- flags (detector.flags: flag configurations compared with registrations) ---
+    # `kind=location,...`: kind growthbook|flagd|unleash, location a URL, a file or directory, or `webhook`.
+    flag_sources: str = field(default_factory=lambda: _env("DETECTOR_FLAG_SOURCES", ""))
+    flag_poll_interval_s: float = field(default_factory=lambda: _float("DETECTOR_FLAG_POLL_INTERVAL", 15.0))
+    flag_fetch_timeout_s: float = field(default_factory=lambda: _float("DETECTOR_FLAG_FETCH_TIMEOUT", 10.0))
+    unleash_api_token: str = field(default_factory=lambda: _secret("DETECTOR_UNLEASH_API_TOKEN"), repr=False)
+    flagd_auth_token: str = field(default_factory=lambda: _secret("DETECTOR_FLAGD_AUTH_TOKEN"), repr=False)
 
     @property
     def topics(self) -> "Topics":

@@ -15,6 +15,7 @@ from .incident import Incident, TimelineEntry
 from .times import rfc3339
 
 _TITLES = {
+    "configuration_changed": "Configuration changed",
     "first_offending_event": "First offending event",
     "detection": "Detected",
     "evidence": "New evidence",

@@ -18,7 +18,7 @@ configuration the reader marked "cannot tell" is not judged at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from detector.engine.rules import Finding
 from detector.expectations import Expectation
@@ -35,6 +35,7 @@ class ConfigFinding(Finding):
     """A finding whose incident opens with a configuration change, not with an enrolled user."""
 
     timeline_kind: str = "configuration_changed"
+    timeline_detail: dict = field(default_factory=dict)  # flag, before, after: the change on the timeline
 
 
 @dataclass(frozen=True)
@@ -198,4 +199,5 @@ def config_exceeds_declaration(
         sample_ids=tuple(verdict.outside_users[:SAMPLE_IDS]),
         statistic=verdict.traffic_share,
         summary=summary,
+        timeline_detail={"flag": name, "before": observed["before"], "after": observed["configuration"]},
     )

@@ -79,9 +79,13 @@ TOP_LEVEL_FIELDS = (
     "alpha",
     "mitigation",
     "labels",
+    "flag",
 )
 POPULATION_FIELDS = ("allowlist", "max_users", "fraction", "segments")
 MITIGATION_FIELDS = ("kill_url",)
+FLAG_FIELDS = ("source", "key")
+FLAG_SOURCE_PATTERN = r"^[a-z][a-z0-9._-]{0,63}$"
+_FLAG_SOURCE_RE = re.compile(r"[a-z][a-z0-9._-]{0,63}")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -425,6 +429,22 @@ def parse_expectation(raw: Any, *, path_experiment: str | None = None) -> Expect
             if url is not None:
                 values["kill_url"] = url
 
+    # flag: which feature flag configures this experiment (detector.flags)
+    flag = raw.get("flag")
+    if flag is not None and _mapping(errs, "flag", flag) is not None:
+        _unknown_fields(errs, "flag.", flag, FLAG_FIELDS, {"name": "key", "flag": "key"})
+        if flag.get("source") is not None:
+            src = _string(errs, "flag.source", flag["source"], max_len=64)
+            if src is not None and _FLAG_SOURCE_RE.fullmatch(src) is None:
+                errs.add("flag.source", "must be a flag source name or kind from DETECTOR_FLAG_SOURCES "
+                         "(growthbook, flagd, unleash, or a configured name such as growthbook-2)")
+            elif src is not None:
+                values["flag_source"] = src
+        if flag.get("key") is not None:
+            key = _ident(errs, "flag.key", flag["key"], what="flag key")
+            if key is not None:
+                values["flag_key"] = key
+
     # labels
     labels = raw.get("labels")
     if labels is not None and _mapping(errs, "labels", labels) is not None:
@@ -642,6 +662,8 @@ def expectation_to_dict(e: Expectation) -> dict[str, Any]:
         out["mitigation"] = {"kill_url": e.kill_url}
     if e.labels:
         out["labels"] = {k: e.labels[k] for k in sorted(e.labels)}
+    if e.flag_source is not None or e.flag_key is not None:
+        out["flag"] = {k: v for k, v in (("source", e.flag_source), ("key", e.flag_key)) if v is not None}
     return out
 
 

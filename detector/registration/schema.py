@@ -148,6 +148,20 @@ def expectation_json_schema(*, require_experiment: bool = True) -> dict[str, Any
                     },
                 }
             ),
+            "flag": _nullable(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "The feature flag that configures this experiment; its configuration is "
+                    "compared with this declaration. Default: key = experiment, any configured source.",
+                    "properties": {
+                        "source": _nullable({"type": "string", "pattern": m.FLAG_SOURCE_PATTERN,
+                                             "description": "A source name or kind from DETECTOR_FLAG_SOURCES."}),
+                        "key": _nullable({"type": "string", "minLength": 1, "maxLength": m.MAX_ID_LENGTH,
+                                          "description": "The flag key in that source (default: the experiment key)."}),
+                    },
+                }
+            ),
             "labels": _nullable(
                 {
                     "type": "object",

@@ -11,7 +11,8 @@ from detector.web.expectations_api import add_routes as add_expectation_routes
 from detector.web.incidents_api import add_routes as add_incident_routes
 
 
-def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at):
+def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at,
+               flags=None):
     app.middlewares.append(metrics.aiohttp_middleware())
     r = app.router
 
@@ -23,6 +24,8 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
         ready = ingest.connected and ingest.consumer is not None
         body = {"ready": ready, "kafka": "connected" if ingest.connected else "unreachable",
                 "partitions": sorted(ingest.partitions), "last_batch_at": ingest.last_batch_at or None}
+        if flags is not None:  # a flag source outage is a detail, not unreadiness: detection goes on
+            body["flag_sources"] = flags.sources_view()
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(request: web.Request) -> web.Response:
@@ -40,3 +43,7 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     # Incidents (list, timeline JSON/Markdown, ack, resolve) and blast radius: detector/web/incidents_api.py
     add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest, registrations=registrations,
                         token=settings.api_token or None)
+    if flags is not None:
+        from detector.flags.http import add_routes as add_flag_routes
+
+        add_flag_routes(r, flags, token=settings.api_token or None)
