@@ -241,8 +241,10 @@ class FlagWatcher(Service):
 
     # ---- judging -----------------------------------------------------------------------------
     def lookup(self, exp: Expectation) -> tuple[str, SourceState | None, str]:
-        """(state, source, flag key): found, unknown (a source not read yet) or not_found."""
+        """(state, source, flag key): found, unknown (a source not read yet), unknown_source or not_found."""
         key = exp.flag_key or exp.experiment
+        if exp.flag_source is not None and not any(st.spec.matches(exp.flag_source) for st in self.states.values()):
+            return "unknown_source", None, key  # the registration names a source this worker is not given
         pending = False
         for st in self.states.values():
             if not st.spec.matches(exp.flag_source):
@@ -260,7 +262,7 @@ class FlagWatcher(Service):
         for experiment, exp in self.registrations().items():
             state, st, key = self.lookup(exp)
             if st is None:
-                if exp.flag_source is not None or state == "unknown":
+                if exp.flag_source is not None or state != "not_found":
                     verdicts[experiment] = {"source": exp.flag_source, "key": key, "state": state}
                 if state == "not_found" and exp.flag_source is not None:
                     await self._clear(experiment, now, None, key, "(flag removed)")
