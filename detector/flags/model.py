@@ -20,10 +20,12 @@ the readers never guess.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import msgspec
 
+_PERSONAL = re.compile(r"(?i)(user|email|mail|phone|^id$|_id$|Id$|targetingkey|account)")
 ConditionOp = Literal["in", "not_in", "starts_with", "ends_with", "contains", "other"]
 
 
@@ -43,6 +45,8 @@ class Condition(msgspec.Struct, frozen=True):
     def describe(self) -> str:
         if self.op == "other":
             return self.text or f"a condition on {self.attribute}"
+        if _PERSONAL.search(self.attribute):  # user ids, e-mails: personal data stays out of summaries
+            return f"{self.attribute} {self.op.replace('_', ' ')} {len(self.values)} value(s)"
         vals = ", ".join(self.values[:10]) + (", ..." if len(self.values) > 10 else "")
         words = {"in": "in", "not_in": "not in", "starts_with": "starts with", "ends_with": "ends with",
                  "contains": "contains"}[self.op]

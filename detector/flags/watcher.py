@@ -282,7 +282,7 @@ class FlagWatcher(Service):
             }
             if finding is not None:
                 finding.observed["first_user_at"] = first_user
-                await self._feed(experiment, finding, now, f"{st.spec.name}\0{key}\0{conf.describe()}")
+                await self._feed(experiment, finding, now, "\0".join((st.spec.name, key, conf.describe(), *verdict.reasons)))
             elif verdict is not None:  # within the declaration again ("cannot tell" proves nothing)
                 await self._clear(experiment, now, f"{st.spec.name}:{key}", key, conf.describe())
         self.verdicts = verdicts
@@ -296,10 +296,12 @@ class FlagWatcher(Service):
         if partition is None:
             return
         async with self.lock:
-            firing = self.publisher.lifecycle(partition).open_incident(experiment, RULE) is not None
-            # Keep an open incident alive; open one for a new configuration, but do not reopen one
-            # an operator resolved while the configuration stayed the same.
-            if firing or self._fed.get(experiment) != fingerprint:
+            inc = self.publisher.lifecycle(partition).open_incident(experiment, RULE)
+            # Open one for a new configuration (but do not reopen one an operator resolved while the
+            # configuration stayed the same); keep an open one alive well inside its quiet period.
+            keep_alive = self.publisher.config.resolve_quiet_period_ms / 3000.0
+            stale = inc is not None and now - inc.last_evidence_at / 1000.0 >= min(keep_alive, 60.0)
+            if self._fed.get(experiment) != fingerprint or stale:
                 self._fed[experiment] = fingerprint
                 await self.publisher.on_findings(partition, [finding], now)
 

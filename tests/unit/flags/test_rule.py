@@ -126,3 +126,10 @@ def declared_and_within(draw):
 def test_a_configuration_within_the_declaration_never_fires(case):
     exp, conf = case
     assert config_exceeds_declaration(exp, FLAG, conf, None, 1, 2) is None, compare(exp, conf)
+
+
+def test_conditions_on_personal_attributes_are_described_without_their_values():
+    conf = growthbook.read_feature("x", {"rules": [{"condition": {"email": {"$in": ["ann@example.com", "bob@example.com"]},
+                                                                  "country": "US"}, "force": True}]})
+    text = conf.describe()
+    assert "ann@example.com" not in text and "email in 2 value(s)" in text and "country in [US]" in text
