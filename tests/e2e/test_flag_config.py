@@ -255,3 +255,42 @@ def test_flag_configuration_changes_page_before_anyone_is_enrolled(workers, rece
     assert {b["rule"] for b in receiver.bodies()} == {RULE}
     code, obs = w.get(f"/v1/experiments/{QA}")
     print(f"\nE2E flags: page after the change (s): " + ", ".join(f"{k} {v:.2f}" for k, v in latencies.items()))
+
+
+def test_the_page_quotes_users_a_day_at_the_current_rate(workers, receiver, producer, ns, tmp_path):
+    """With traffic (200 users evaluated and not enrolled over 30 minutes of event time), the page
+    quotes the expected blast radius in users a day at that rate; judging every poll pages once."""
+    server = FlagServer()
+    gb_path = "/api/features/sdk-e2e"
+    gb_doc = _fixture("growthbook_payload.json")
+    server.set(gb_path, gb_doc)
+    w = workers(env={"DETECTOR_WEBHOOK_URLS": receiver.url, "DETECTOR_API_TOKEN": TOKEN,
+                     "DETECTOR_FLAG_SOURCES": f"growthbook={server.url(gb_path)}",
+                     "DETECTOR_FLAG_POLL_INTERVAL": str(POLL_S)})
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    code, body = w.request("PUT", f"/v1/expectations/{QA}?confirm=true", json.dumps(registrations(QA, 5)[0]).encode(), auth)
+    assert code in (200, 201), body
+    now_ms = int(time.time() * 1000)
+    first, last = now_ms - 30 * 60_000, now_ms - 1_000
+    stamps = [first + (last - first) * i // 199 for i in range(200)]
+    producer.send_events({"experiment": QA, "user_id": f"u-{i:05d}", "variant": None, "enrolled": False, "ts": ts}
+                         for i, ts in enumerate(stamps))
+    wait_until(lambda: (r := w.get(f"/v1/experiments/{QA}"))[0] == 200
+               and r[1]["comparison"]["eligible_users"]["observed"] == 200, 30, 0.2, "200 eligible users")
+    wait_until(lambda: w.get("/v1/flags")[1].get("experiments", {}).get(QA, {}).get("state") == "within", 15, 0.1,
+               "judged within")
+
+    bad = copy.deepcopy(gb_doc)
+    bad["features"][QA]["rules"][1]["coverage"] = 1.0
+    server.set(gb_path, bad)
+    [page] = receiver.wait_for(lambda x: x.get("experiment") == QA and x.get("rule") == RULE, timeout=POLL_S + 10)
+    per_day = round(200 * 86_400_000 / (last - first))
+    assert page["observed"]["expected_blast_radius"] == \
+        f"100% of eligible traffic; about {per_day:,} users a day at the current rate", page["observed"]
+    time.sleep(6 * POLL_S)  # judged again at every poll meanwhile: still one page
+    firing = [x for x in receiver.bodies() if x.get("rule") == RULE and x.get("status") == "firing"]
+    assert len(firing) == 1, firing
+    server.set(gb_path, gb_doc)
+    receiver.wait_for(lambda x: x.get("experiment") == QA and x.get("rule") == RULE and x.get("status") == "resolved",
+                      timeout=POLL_S + 10)
+    assert {x["rule"] for x in receiver.bodies()} == {RULE}  # not-enrolled traffic breaches nothing
