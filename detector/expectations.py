@@ -1,9 +1,10 @@
-"""Registrations of expected exposure: the model the engine reads.
+"""The engine's compiled, immutable view of a registration.
 
-`Expectation` is the validated, immutable form. Parsing and validation of raw
-registrations (YAML, API bodies) live in `detector.registration`; everything
-that writes a registration goes through `parse_expectation` there, so files,
-API and CLI share one validation path.
+`Expectation` is what `detector.registration.parse_registration` compiles a validated
+registration document into (epoch milliseconds, frozensets): the engine, the alerting and the
+API read it. The document model, its validation and encoding live in `detector.registration`.
+(The class keeps its historical name while the engine refactor lands; the concept is called
+"registration" everywhere else.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SEVERITIES = ("critical", "error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The flag configuration an experiment's exposure comes from (`detector.flags`)."""
+
+    source: str | None  # a configured flag source; None: any
+    key: str  # the flag's key there (defaults to the experiment key)
 
 
 @dataclass(frozen=True)
@@ -31,24 +40,11 @@ class Expectation:
     kill_url: str | None = None  # opt-in auto-mitigation (mitigation.kill_url)
     labels: dict[str, str] = field(default_factory=dict)
     schema_version: int = 1
-    # The feature flag this experiment is configured in (`flag: {source, key}`): its configuration is
-    # compared with this declaration (detector.flags). None: key = experiment, any configured source.
-    flag_source: str | None = None
-    flag_key: str | None = None
+    mode: str = "page"  # page | observe (record incidents, do not page)
+    flag: Flag | None = None
 
     def active_rules(self) -> list[str]:
-        """The rules this declaration switches on, in contract order."""
-        rules = []
-        if self.allowlist is not None:
-            rules.append("allowlist_breach")
-        if self.max_users is not None:
-            rules.append("max_users_exceeded")
-        if self.fraction is not None:
-            rules.append("fraction_exceeded")
-        if self.segments:
-            rules.append("segment_breach")
-        if self.starts_at is not None or self.ends_at is not None:
-            rules.append("outside_window")
-        if self.variants:
-            rules.append("sample_ratio_mismatch")
-        return rules
+        """The rules this declaration switches on, in registry order (detector.engine.rules.RULES)."""
+        from detector.engine.rules import active_rules  # the registry imports this module
+
+        return active_rules(self)

@@ -13,57 +13,34 @@ Two regimes for "have we seen this user?":
   smallest alternative (+10%). The enrolled count S is therefore itself the lower bound that
   max_users alerts on (since format 5; before, an HLL of enrolled ids kept a second, looser one).
 
-Offender records are [first seen ms, variant, rule bitmask] (bit order: RULE_BITS).
+Offender records are [first seen ms, variant, rule bitmask] (each rule's `bit`, RULE_BITS).
+Each rule keeps its own state (its `State` struct) in `rules`, keyed by rule name.
 
 Serialisation is msgpack of a msgspec struct (arrays, not maps) plus raw sketch bytes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
 import msgspec
 import numpy as np
 
 from detector.engine.bloom import ScalableBloom
+from detector.engine.config import DEFAULT_CONFIG, EngineConfig
 from detector.engine.fpset import UserSet
 from detector.engine.hashing import hash64
-from detector.engine.stats import RATIOS, SRM_CONCENTRATIONS
+from detector.engine.rules import BY_NAME, MASK_RULES, RULE_BITS, RULE_NAMES
 
-RULES = (
-    "unregistered",
-    "allowlist_breach",
-    "max_users_exceeded",
-    "fraction_exceeded",
-    "segment_breach",
-    "outside_window",
-    "sample_ratio_mismatch",
-)
-_FORMAT = 5  # 3: ids hashed with XXH3-64 (hashing.py); 4: one flagged fingerprint per user (UserSet); 5: no HLL
-# offender records carry their rules as a bitmask; bits in the order process_batch judges them
-RULE_BITS = {"unregistered": 1, "allowlist_breach": 2, "segment_breach": 4, "outside_window": 8,
-             "max_users_exceeded": 16}
-MASK_RULES = tuple(tuple(r for r, b in RULE_BITS.items() if m & b) for m in range(32))
+RULES = RULE_NAMES  # the rule names, in registry order (detector.engine.rules.RULES holds the rules)
+__all__ = ["DEFAULT_CONFIG", "RULES", "RULE_BITS", "EngineConfig", "ExperimentState"]
 
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    exact_limit: int = 100  # distinct users held exactly (memory: ~150 B per user in a Python set)
-    blast_radius_limit: int = 1_000_000  # offender ids kept; beyond, counted only
-    sample_ids_limit: int = 1000  # ids carried by a finding
-    fraction_ratios: tuple[float, ...] = RATIOS
-    srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
-    cusum_users_per_false_alarm: float = 1e8
-    unregistered_severity: str = "warning"
-    fingerprint_bits: int = 30  # seen-set fingerprints: new-user false positive = keys / 2^bits
-    small_batch_keys: int = 24  # batches with at most this many distinct users probe the user set in plain Python
-
-
-DEFAULT_CONFIG = EngineConfig()
+_FORMAT = 6  # 3: XXH3-64 ids; 4: one flagged fingerprint per user (UserSet); 5: no HLL; 6: per-rule states
 
 
 class _Snap(msgspec.Struct, array_like=True):
+    """The checkpoint: shared state, then each rule's own State struct keyed by rule name."""
+
     fmt: int
     experiment: str
     events: int
@@ -85,23 +62,7 @@ class _Snap(msgspec.Struct, array_like=True):
     rule_first: dict[str, int]
     rule_last: dict[str, int]
     rule_samples: dict[str, list[str]]
-    seg_attrs: dict[str, dict[str, str] | None]
-    win_ts: dict[str, list[int]]
-    f_p0: float | None
-    f_n0: int
-    f_s0: int
-    f_w: float
-    f_onset: int | None
-    f_start: int | None
-    f_alarms: int
-    f_stat: float | None
-    srm_key: list | None
-    srm_base: dict[str, int]
-    srm_start: int | None
-    srm_alarms: int
-    srm_stat: float | None
-    mu_reported: int
-    un_reported: int
+    rules: dict[str, msgspec.Raw]  # rule name -> its State struct, encoded
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -131,20 +92,7 @@ class ExperimentState:
         st.offender_count = 0
         st.overflow = None
         st.rule_count, st.rule_first, st.rule_last, st.rule_samples = {}, {}, {}, {}
-        st.seg_attrs, st.win_ts = {}, {}
-        st.f_p0 = None
-        st.f_n0 = st.f_s0 = 0
-        st.f_w = 0.0
-        st.f_onset = st.f_start = None
-        st.f_alarms = 0
-        st.f_stat = None
-        st.srm_key = None
-        st.srm_base = {}
-        st.srm_start = None
-        st.srm_alarms = 0
-        st.srm_stat = None
-        st.mu_reported = 0
-        st.un_reported = 0
+        st.rules = {}
         return st
 
     # -- regime ---------------------------------------------------------------------------
@@ -194,6 +142,7 @@ class ExperimentState:
             vals["fset"] = self.fset.to_obj()
         vals["offenders"] = self._off
         vals["overflow"] = None if self.overflow is None else self.overflow.to_obj()
+        vals["rules"] = {k: msgspec.Raw(_encoder.encode(v)) for k, v in self.rules.items()}
         return _encoder.encode(_Snap(**vals))
 
     @classmethod
@@ -211,6 +160,11 @@ class ExperimentState:
         else:
             st.fset = UserSet.from_obj(snap.fset)
         st._off = snap.offenders
+        st.rules = {}
+        for name, raw in snap.rules.items():
+            rule = BY_NAME.get(name)
+            if rule is not None and rule.State is not None:  # a rule this build no longer has: dropped
+                st.rules[name] = msgspec.msgpack.decode(raw, type=rule.State)
         st.overflow = None if snap.overflow is None else ScalableBloom.from_obj(snap.overflow)
         return st
 
@@ -308,22 +262,13 @@ class ExperimentState:
             have = set(cur)
             cur.extend(u for u in ids if u not in have)
             del cur[config.sample_ids_limit:]
-        for uid, a in o.seg_attrs.items():
-            if uid in mine:
-                self.seg_attrs.setdefault(uid, a)
-        for uid, (lo, hi) in o.win_ts.items():
-            if uid in mine:
-                cur = self.win_ts.get(uid)
-                self.win_ts[uid] = [lo, hi] if cur is None else [min(cur[0], lo), max(cur[1], hi)]
-        # sequential tests restart on the merged counts
-        self.f_p0 = None
-        self.f_w = 0.0
-        self.f_onset = None
-        self.f_alarms += o.f_alarms
-        self.srm_key = None
-        self.srm_alarms += o.srm_alarms
-        self.mu_reported = max(self.mu_reported, o.mu_reported)
-        self.un_reported = max(self.un_reported, o.un_reported)
+        # rule states: each rule merges its own (the sequential tests restart on the merged counts)
+        for name in set(self.rules) | set(o.rules):
+            rule = BY_NAME.get(name)
+            if rule is None or rule.State is None:
+                continue
+            self.rules[name] = rule.merge_state(self.rules.get(name) or rule.State(),
+                                                o.rules.get(name) or rule.State(), self)
 
 
 def _stored(st: ExperimentState, rule: str) -> int:

@@ -242,12 +242,13 @@ class FlagWatcher(Service):
     # ---- judging -----------------------------------------------------------------------------
     def lookup(self, exp: Expectation) -> tuple[str, SourceState | None, str]:
         """(state, source, flag key): found, unknown (a source not read yet), unknown_source or not_found."""
-        key = exp.flag_key or exp.experiment
-        if exp.flag_source is not None and not any(st.spec.matches(exp.flag_source) for st in self.states.values()):
+        wanted = exp.flag.source if exp.flag is not None else None
+        key = exp.flag.key if exp.flag is not None else exp.experiment
+        if wanted is not None and not any(st.spec.matches(wanted) for st in self.states.values()):
             return "unknown_source", None, key  # the registration names a source this worker is not given
         pending = False
         for st in self.states.values():
-            if not st.spec.matches(exp.flag_source):
+            if not st.spec.matches(wanted):
                 continue
             if st.document is None:
                 pending = True
@@ -262,9 +263,10 @@ class FlagWatcher(Service):
         for experiment, exp in self.registrations().items():
             state, st, key = self.lookup(exp)
             if st is None:
-                if exp.flag_source is not None or state != "not_found":
-                    verdicts[experiment] = {"source": exp.flag_source, "key": key, "state": state}
-                if state == "not_found" and exp.flag_source is not None:
+                named = exp.flag.source if exp.flag is not None else None
+                if named is not None or state != "not_found":
+                    verdicts[experiment] = {"source": named, "key": key, "state": state}
+                if state == "not_found" and named is not None:
                     await self._clear(experiment, now, None, key, "(flag removed)")
                 continue
             conf = st.document.flags[key]

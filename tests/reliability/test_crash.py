@@ -15,13 +15,14 @@ import threading
 import time
 from collections import Counter
 
+import msgspec
 from harness import now_ms, wait_until
 
 from conftest import KafkaProducer2, create_topics, observed, registration_dir, webhook_ids, worker_env
 
 from detector.engine import ExperimentState, observe, process_batch
 from detector.events import Assignment
-from detector.registration.model import parse_expectation
+from detector.registration.model import parse_registration
 
 EXP = "rel-crash"
 GHOST = "rel-crash-ghost"
@@ -62,12 +63,12 @@ class Flow(threading.Thread):
 
 
 def offline(events: list[dict], experiment: str, registration: dict | None) -> dict:
-    exp = parse_expectation(registration) if registration else None
+    exp = parse_registration(registration) if registration else None
     st = ExperimentState.new(experiment)
     evs = [Assignment(e["experiment"], e["user_id"], e["variant"], True, e["ts"]) for e in events
            if e["experiment"] == experiment]
     process_batch(st, exp, evs)
-    return observe(st, exp)["observed"]
+    return msgspec.to_builtins(observe(st, exp).observed)
 
 
 COMPARE = ("events", "enrolled_users", "eligible_users", "variants", "out_of_target_users", "counting")

@@ -63,13 +63,12 @@ def test_configmap_directory_skips_dot_entries_and_merges_files(tmp_path):
 def test_registration_flag_field_round_trips_and_is_validated():
     raw = {"experiment": "e", "population": {"allowlist": ["a"]}, "flag": {"source": "growthbook", "key": "crm.flag"}}
     exp = parse_expectation(raw)
-    assert (exp.flag_source, exp.flag_key) == ("growthbook", "crm.flag")
+    assert (exp.flag.source, exp.flag.key) == ("growthbook", "crm.flag")
     assert expectation_to_dict(exp)["flag"] == {"source": "growthbook", "key": "crm.flag"}
     assert parse_expectation(expectation_to_dict(exp)) == exp
-    assert parse_expectation({"experiment": "e", "population": {"allowlist": ["a"]}}).flag_source is None
-    with pytest.raises(RegistrationError, match="flag.source"):
-        parse_expectation({**raw, "flag": {"source": "Growth Book"}})
-    with pytest.raises(RegistrationError, match="flag.name"):
+    assert parse_expectation({"experiment": "e", "population": {"allowlist": ["a"]}}).flag is None
+    assert parse_expectation({**raw, "flag": {"source": "unleash"}}).flag.key == "e"  # default key: the experiment
+    with pytest.raises(RegistrationError, match="flag"):
         parse_expectation({**raw, "flag": {"name": "x"}})
 
 
