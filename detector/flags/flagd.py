@@ -29,7 +29,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .model import Condition, ConfiguredExposure, FlagDocument, FormatError, RuleExposure, normalise
+from .model import (
+    CannotTell,
+    Condition,
+    ConfiguredExposure,
+    FlagDocument,
+    FormatError,
+    RuleExposure,
+    intersect,
+    normalise,
+)
 
 FORMAT = "flagd"
 USER_KEYS = ("targetingKey",)
@@ -40,9 +49,6 @@ _JSONLOGIC = {
 }
 _FLAGD_OPS = {"fractional", "starts_with", "ends_with", "sem_ver"}
 
-
-class _CannotTell(Exception):
-    pass
 
 
 def is_document(doc: Any) -> bool:
@@ -77,7 +83,7 @@ def read_flag(key: str, flag: Any, evaluators: dict | None = None) -> Configured
     walker = _Walker(set(variants), evaluators or {})
     try:
         walker.result(targeting, [], None)
-    except _CannotTell as exc:
+    except CannotTell as exc:
         return ConfiguredExposure(FORMAT, key, cannot_tell=str(exc))
     return ConfiguredExposure(FORMAT, key, True, tuple(walker.rules))
 
@@ -94,7 +100,7 @@ class _Walker:
         if isinstance(node, dict) and set(node) == {"$ref"}:
             name = node["$ref"]
             if name not in self.evaluators:
-                raise _CannotTell(f"$ref {name!r} is not in $evaluators")
+                raise CannotTell(f"$ref {name!r} is not in $evaluators")
             return self.evaluators[name]
         return node
 
@@ -111,16 +117,16 @@ class _Walker:
             self._add("variant", 1.0, users, conds, {node: 1.0}, f"variant {node}")
             return
         if not isinstance(node, dict) or len(node) != 1:
-            raise _CannotTell(f"cannot read the targeting expression {json.dumps(node)[:120]}")
+            raise CannotTell(f"cannot read the targeting expression {json.dumps(node)[:120]}")
         (op, args), = node.items()
         if op == "if":
             self._if(args, conds, users)
         elif op == "fractional":
             self._fractional(args, conds, users)
         elif op in _JSONLOGIC or op in _FLAGD_OPS:
-            raise _CannotTell(f"the variant comes from a {op!r} expression over the evaluation context")
+            raise CannotTell(f"the variant comes from a {op!r} expression over the evaluation context")
         else:
-            raise _CannotTell(f"unknown operator {op!r}")
+            raise CannotTell(f"unknown operator {op!r}")
 
     def _if(self, args: Any, conds: list[Condition], users: tuple[str, ...] | None) -> None:
         if not isinstance(args, list) or not args:
@@ -135,24 +141,24 @@ class _Walker:
                 self.result(res, before, users)
                 return
             u, c = self.condition(cond)
-            self.result(res, before + c, _intersect(users, u))
+            self.result(res, before + c, intersect(users, u))
             before = before + [_negated(cond, u, c)]
         if len(args) % 2 == 1:
             self.result(args[-1], before, users)
 
     def _fractional(self, args: Any, conds: list[Condition], users: tuple[str, ...] | None) -> None:
         if not isinstance(args, list):
-            raise _CannotTell("fractional takes an array")
+            raise CannotTell("fractional takes an array")
         buckets = [a for a in args if isinstance(a, list)]
         if args and not isinstance(args[0], list):
             self._check(args[0])
         weights: dict[str, float] = {}
         for b in buckets:
             if not b or not isinstance(b[0], str):
-                raise _CannotTell(f"fractional bucket {json.dumps(b)[:60]} does not name a variant")
+                raise CannotTell(f"fractional bucket {json.dumps(b)[:60]} does not name a variant")
             w = b[1] if len(b) > 1 else 1
             if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-                raise _CannotTell(f"fractional weight {w!r} is not a non-negative number")
+                raise CannotTell(f"fractional weight {w!r} is not a non-negative number")
             if b[0] in self.variants:  # an unknown variant is an evaluation error: not exposed
                 weights[b[0]] = weights.get(b[0], 0.0) + float(w)
         total = sum(float(b[1]) if len(b) > 1 else 1.0 for b in buckets)
@@ -172,7 +178,7 @@ class _Walker:
                 users, out = None, []
                 for a in args:
                     u, c = self.condition(a)
-                    users = _intersect(users, u)
+                    users = intersect(users, u)
                     out += c
                 return users, out
             attr = _var(args[0]) if isinstance(args, list) and len(args) == 2 else None
@@ -197,7 +203,7 @@ class _Walker:
                 if k == "$ref":
                     self._deref(node)
                 elif k not in _JSONLOGIC and k not in _FLAGD_OPS:
-                    raise _CannotTell(f"unknown operator {k!r}")
+                    raise CannotTell(f"unknown operator {k!r}")
                 self._check(v)
         elif isinstance(node, list):
             for v in node:
@@ -236,11 +242,3 @@ def _attributes(node: Any) -> str:
     walk(node)
     return ",".join(dict.fromkeys(found)) or "(expression)"
 
-
-def _intersect(a, b):
-    if a is None:
-        return b
-    if b is None:
-        return a
-    keep = set(b)
-    return tuple(x for x in a if x in keep)

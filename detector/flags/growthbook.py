@@ -29,7 +29,16 @@ import json
 from datetime import datetime
 from typing import Any
 
-from .model import Condition, ConfiguredExposure, FlagDocument, FormatError, RuleExposure, normalise
+from .model import (
+    CannotTell,
+    Condition,
+    ConfiguredExposure,
+    FlagDocument,
+    FormatError,
+    RuleExposure,
+    intersect,
+    normalise,
+)
 
 FORMAT = "growthbook"
 _KNOWN_OPS = {
@@ -39,9 +48,6 @@ _KNOWN_OPS = {
 }
 _LOGICAL = {"$or", "$nor", "$and", "$not"}
 
-
-class _CannotTell(Exception):
-    pass
 
 
 def unwrap(doc: Any) -> dict:
@@ -94,11 +100,11 @@ def read_feature(key: str, feature: Any, saved_groups: dict | None = None, updat
     try:
         for i, rule in enumerate(rules, 1):
             if not isinstance(rule, dict):
-                raise _CannotTell(f"rule {i} is not an object")
+                raise CannotTell(f"rule {i} is not an object")
             r = _rule(key, i, rule, default, saved_groups or {})
             if r is not None:
                 out.append(r)
-    except _CannotTell as exc:
+    except CannotTell as exc:
         return ConfiguredExposure(FORMAT, key, cannot_tell=str(exc), updated_at=updated_at)
     return ConfiguredExposure(FORMAT, key, True, tuple(out), None, updated_at)
 
@@ -111,7 +117,7 @@ def _rule(feature: str, i: int, rule: dict, default: Any, groups: dict) -> RuleE
         pid = pc.get("id") if isinstance(pc, dict) else None
         conds.append(Condition(f"prerequisite:{pid}", "other", text=f"prerequisite feature {pid!r} passes"))
     if rule.get("contextualBanditRef") or rule.get("contextualVariations"):
-        raise _CannotTell(f"rule {i} is a contextual bandit: its weights change at run time")
+        raise CannotTell(f"rule {i} is a contextual bandit: its weights change at run time")
     gate = _hash_share(rule, i)
     if "force" in rule:
         if rule.get("range") is not None:
@@ -128,13 +134,13 @@ def _rule(feature: str, i: int, rule: dict, default: Any, groups: dict) -> RuleE
     if not isinstance(variations, list):
         return None  # the SDK skips a rule with neither force nor variations
     n = len(variations)
-    meta = rule.get("meta") if isinstance(rule.get("meta"), list) else []
+    meta: list = rule["meta"] if isinstance(rule.get("meta"), list) else []
     names = [str((meta[j] or {}).get("key", j)) if j < len(meta) and isinstance(meta[j], dict) else str(j) for j in range(n)]
     passthrough = {j for j in range(min(n, len(meta))) if isinstance(meta[j], dict) and meta[j].get("passthrough")}
     if rule.get("ranges") is not None:
         ranges = rule["ranges"]
         if not isinstance(ranges, list) or len(ranges) != n:
-            raise _CannotTell(f"rule {i}: `ranges` does not give one range per variation")
+            raise CannotTell(f"rule {i}: `ranges` does not give one range per variation")
         widths = [_range_width(r, i) for r in ranges]
     else:
         coverage = rule.get("coverage", 1.0)
@@ -165,19 +171,19 @@ def _hash_share(rule: dict, i: int) -> float:
     ns = rule.get("namespace")
     if ns is not None:
         if not isinstance(ns, list) or len(ns) != 3:
-            raise _CannotTell(f"rule {i}: `namespace` is not [id, start, end]")
+            raise CannotTell(f"rule {i}: `namespace` is not [id, start, end]")
         share *= _clamp(_number(ns[2], "namespace") - _number(ns[1], "namespace"))
     for f in rule.get("filters") or []:
         ranges = f.get("ranges") if isinstance(f, dict) else None
         if not isinstance(ranges, list):
-            raise _CannotTell(f"rule {i}: a filter without ranges")
+            raise CannotTell(f"rule {i}: a filter without ranges")
         share *= _clamp(sum(_range_width(r, i) for r in ranges))
     return share
 
 
 def _range_width(r: Any, i: int) -> float:
     if not isinstance(r, list) or len(r) != 2:
-        raise _CannotTell(f"rule {i}: a range is not [start, end]")
+        raise CannotTell(f"rule {i}: a range is not [start, end]")
     return _clamp(_number(r[1], "range") - _number(r[0], "range"))
 
 
@@ -186,25 +192,25 @@ def _condition(cond: Any, hash_attr: str, groups: dict, where: str) -> tuple[tup
     if cond is None or cond == {}:
         return None, []
     if not isinstance(cond, dict):
-        raise _CannotTell(f"{where}: the condition is not an object")
+        raise CannotTell(f"{where}: the condition is not an object")
     users: tuple[str, ...] | None = None
     out: list[Condition] = []
     for k, v in cond.items():
         if k == "$and" and isinstance(v, list):
             for sub in v:
-                u, c = _condition(sub, hash_attr, groups, where)
-                users = _intersect(users, u)
-                out += c
+                u, conds = _condition(sub, hash_attr, groups, where)
+                users = intersect(users, u)
+                out += conds
             continue
         if k in _LOGICAL:
             _check_ops(v, where)
             out.append(Condition(k, "other", text=f"{k} {json.dumps(v, sort_keys=True)[:200]}"))
             continue
         if k.startswith("$"):
-            raise _CannotTell(f"{where}: unknown operator {k!r} in the condition")
+            raise CannotTell(f"{where}: unknown operator {k!r} in the condition")
         c = _attribute_condition(k, v, groups, where)
         if k == hash_attr and c.op == "in":
-            users = _intersect(users, c.values)
+            users = intersect(users, c.values)
         else:
             out.append(c)
     return users, out
@@ -218,13 +224,13 @@ def _attribute_condition(attr: str, spec: Any, groups: dict, where: str) -> Cond
         return Condition(attr, "other", text=f"{attr} {json.dumps(spec, sort_keys=True)[:200]}")
     (op, val), = spec.items()
     if op not in _KNOWN_OPS:
-        raise _CannotTell(f"{where}: unknown operator {op!r} on {attr!r}")
+        raise CannotTell(f"{where}: unknown operator {op!r} on {attr!r}")
     if op in ("$inGroup", "$notInGroup"):
         if val not in groups:
-            raise _CannotTell(f"{where}: saved group {val!r} is not in the payload (enable saved-group references or inline it)")
+            raise CannotTell(f"{where}: saved group {val!r} is not in the payload (enable saved-group references or inline it)")
         vals = groups[val]
         if not isinstance(vals, list):
-            raise _CannotTell(f"{where}: saved group {val!r} is not a list")
+            raise CannotTell(f"{where}: saved group {val!r} is not a list")
         return Condition(attr, "in" if op == "$inGroup" else "not_in", tuple(_name(x) for x in vals))
     if op in ("$in", "$nin") and isinstance(val, list):
         return Condition(attr, "in" if op == "$in" else "not_in", tuple(_name(x) for x in val))
@@ -240,20 +246,12 @@ def _check_ops(value: Any, where: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             if isinstance(k, str) and k.startswith("$") and k not in _KNOWN_OPS and k not in _LOGICAL:
-                raise _CannotTell(f"{where}: unknown operator {k!r} in the condition")
+                raise CannotTell(f"{where}: unknown operator {k!r} in the condition")
             _check_ops(v, where)
     elif isinstance(value, list):
         for v in value:
             _check_ops(v, where)
 
-
-def _intersect(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    keep = set(b)
-    return tuple(x for x in a if x in keep)
 
 
 def _name(value: Any) -> str:
@@ -262,7 +260,7 @@ def _name(value: Any) -> str:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _CannotTell(f"{what} is not a number: {value!r}")
+        raise CannotTell(f"{what} is not a number: {value!r}")
     return float(value)
 
 
@@ -274,6 +272,6 @@ def _epoch_ms(value: Any) -> int | None:
     if not isinstance(value, str):
         return None
     try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        return int(datetime.fromisoformat(value).timestamp() * 1000)  # Python 3.11 reads the "Z"
     except ValueError:
         return None

@@ -133,6 +133,10 @@ class FlagDocument(msgspec.Struct, frozen=True):
     updated_at: int | None = None
 
 
+class CannotTell(Exception):
+    """Raised inside a reader when a flag's exposure depends on something unresolvable; the message says what."""
+
+
 class FormatError(ValueError):
     """The document is not in the expected format (a clear message; the watcher counts it)."""
 
@@ -143,3 +147,13 @@ def normalise(weights: dict[str, float]) -> dict[str, float]:
     if total <= 0:
         return {}
     return {k: w / total for k, w in weights.items() if w > 0}
+
+
+def intersect(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """Two user-list restrictions that must both hold (None: no list), keeping `a`'s order."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    keep = set(b)
+    return tuple(x for x in a if x in keep)

@@ -27,7 +27,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Condition, ConfiguredExposure, FlagDocument, FormatError, RuleExposure, normalise
+from .model import (
+    CannotTell,
+    Condition,
+    ConfiguredExposure,
+    FlagDocument,
+    FormatError,
+    RuleExposure,
+    intersect,
+    normalise,
+)
 
 FORMAT = "unleash"
 USER_FIELDS = ("userId",)
@@ -38,9 +47,6 @@ _OPERATORS = {
 _STRING_OPS = {"STR_ENDS_WITH": "ends_with", "STR_STARTS_WITH": "starts_with", "STR_CONTAINS": "contains"}
 _PERCENT_STRATEGIES = {"gradualRolloutUserId", "gradualRolloutSessionId", "gradualRolloutRandom"}
 
-
-class _CannotTell(Exception):
-    pass
 
 
 def is_document(doc: Any) -> bool:
@@ -74,18 +80,19 @@ def read_feature(feature: dict, segments: dict | None = None) -> ConfiguredExpos
         base: list[Condition] = [Condition(f"parent:{d.get('feature')}", "other", text=f"parent feature {d.get('feature')!r}")
                                  for d in feature.get("dependencies") or [] if isinstance(d, dict)]
         feature_split = _split(feature.get("variants"))
+        rules: tuple[RuleExposure, ...]
         if not strategies:
             rules = (RuleExposure(1, "enabled", 1.0, None, tuple(base), feature_split, "enabled, no strategies"),)
         else:
             rules = tuple(_strategy(i, s, segments or {}, base, feature_split) for i, s in enumerate(strategies, 1))
-    except _CannotTell as exc:
+    except CannotTell as exc:
         return ConfiguredExposure(FORMAT, key, cannot_tell=str(exc))
     return ConfiguredExposure(FORMAT, key, True, rules)
 
 
 def _strategy(i: int, s: Any, segments: dict, base: list[Condition], feature_split: dict) -> RuleExposure:
     if not isinstance(s, dict):
-        raise _CannotTell(f"strategy {i} is not an object")
+        raise CannotTell(f"strategy {i} is not an object")
     name = s.get("name")
     params = s.get("parameters") or {}
     users: tuple[str, ...] | None = None
@@ -93,12 +100,11 @@ def _strategy(i: int, s: Any, segments: dict, base: list[Condition], feature_spl
     constraints = list(s.get("constraints") or [])
     for seg in s.get("segments") or []:
         if seg not in segments:
-            raise _CannotTell(f"strategy {i} uses segment {seg!r}, which the response does not include")
+            raise CannotTell(f"strategy {i} uses segment {seg!r}, which the response does not include")
         constraints += segments[seg]
     for c in constraints:
         u, cond = _constraint(i, c)
-        if u is not None:
-            users = u if users is None else tuple(x for x in users if x in set(u))
+        users = intersect(users, u)
         if cond is not None:
             conds.append(cond)
     if name == "default":
@@ -109,7 +115,7 @@ def _strategy(i: int, s: Any, segments: dict, base: list[Condition], feature_spl
         share = _percent(params.get("percentage"), i)
     elif name == "userWithId":
         ids = tuple(x.strip() for x in str(params.get("userIds") or "").split(",") if x.strip())
-        users = ids if users is None else tuple(x for x in users if x in set(ids))
+        users = intersect(users, ids)
         share = 1.0
     elif name == "remoteAddress":
         share = 1.0
@@ -118,7 +124,7 @@ def _strategy(i: int, s: Any, segments: dict, base: list[Condition], feature_spl
         share = 1.0
         conds.append(Condition("hostname", "in", tuple(x.strip() for x in str(params.get("hostNames") or "").split(",") if x.strip())))
     else:
-        raise _CannotTell(f"strategy {i} is the custom strategy {name!r}")
+        raise CannotTell(f"strategy {i} is the custom strategy {name!r}")
     split = _split(s.get("variants")) if s.get("variants") else feature_split
     label = f"{name}" + (f" {s['id']}" if s.get("id") else "")
     return RuleExposure(i, str(name), share, users, tuple(conds), split, label)
@@ -126,10 +132,10 @@ def _strategy(i: int, s: Any, segments: dict, base: list[Condition], feature_spl
 
 def _constraint(i: int, c: Any) -> tuple[tuple[str, ...] | None, Condition | None]:
     if not isinstance(c, dict):
-        raise _CannotTell(f"strategy {i}: a constraint is not an object")
+        raise CannotTell(f"strategy {i}: a constraint is not an object")
     field, op = c.get("contextName"), c.get("operator")
     if op not in _OPERATORS:
-        raise _CannotTell(f"strategy {i}: unknown constraint operator {op!r}")
+        raise CannotTell(f"strategy {i}: unknown constraint operator {op!r}")
     inverted = bool(c.get("inverted"))
     values = tuple(str(v).strip() for v in (c.get("values") or []) if str(v).strip())
     if op in ("IN", "NOT_IN"):
@@ -148,7 +154,7 @@ def _percent(value: Any, i: int) -> float:
     try:
         p = float(value)
     except (TypeError, ValueError):
-        raise _CannotTell(f"strategy {i}: rollout {value!r} is not a number") from None
+        raise CannotTell(f"strategy {i}: rollout {value!r} is not a number") from None
     return min(1.0, max(0.0, p / 100.0))
 
 
@@ -161,5 +167,5 @@ def _split(variants: Any) -> dict[str, float]:
             try:
                 weights[v["name"]] = weights.get(v["name"], 0.0) + float(v.get("weight", 0))
             except (TypeError, ValueError):
-                raise _CannotTell(f"variant {v['name']!r} has a weight that is not a number") from None
+                raise CannotTell(f"variant {v['name']!r} has a weight that is not a number") from None
     return normalise(weights)

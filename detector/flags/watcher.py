@@ -117,7 +117,7 @@ class FlagWatcher(Service):
         self.verdicts: dict[str, dict[str, Any]] = {}  # experiment -> its judgement (for /v1/flags)
         self._fed: dict[str, str] = {}  # experiment -> fingerprint of the configuration last fed
         self._wake = asyncio.Event()
-        self._session = None
+        self._session: Any = None  # aiohttp.ClientSession, from on_start
         for s in specs:
             if metrics is not None:
                 metrics.up.labels(s.name).set(1 if s.push_only else 0)
@@ -139,11 +139,11 @@ class FlagWatcher(Service):
             try:
                 await self.poll_all()
                 await self.judge(self.clock())
-            except Exception:  # never let one bad pass stop the watcher
+            except Exception:
                 log.exception("flag watcher pass failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def wake(self) -> None:
@@ -167,7 +167,7 @@ class FlagWatcher(Service):
         except FormatError as exc:
             self._failed(st, "invalid", f"invalid document: {exc}")
             return
-        except Exception as exc:  # unreachable, timeout, unreadable file: keep the last good document
+        except Exception as exc:  # noqa: BLE001 - unreachable, timeout, unreadable file: keep the last good document
             self._failed(st, "error", f"{type(exc).__name__}: {str(exc)[:200]}")
             return
         self._succeeded(st, now, outcome)
@@ -269,6 +269,7 @@ class FlagWatcher(Service):
                 if state == "not_found" and named is not None:
                     await self._clear(experiment, now, None, key, "(flag removed)")
                 continue
+            assert st.document is not None  # lookup found the key in it
             conf = st.document.flags[key]
             before, changed_at = st.changes.get(key, (None, now_ms))
             flag = {"source": st.spec.name, "key": key}
@@ -282,7 +283,7 @@ class FlagWatcher(Service):
                 "reasons": list(verdict.reasons) if verdict else [], "first_user_at": first_user,
                 "undetermined": list(verdict.undetermined) if verdict else [conf.cannot_tell],
             }
-            if finding is not None:
+            if finding is not None and verdict is not None:
                 finding.observed["first_user_at"] = first_user
                 await self._feed(experiment, finding, now, "\0".join((st.spec.name, key, conf.describe(), *verdict.reasons)))
             elif verdict is not None:  # within the declaration again ("cannot tell" proves nothing)
@@ -337,7 +338,7 @@ def users_per_day(state) -> tuple[float | None, int | None]:
 
 def owned_partition(ingest, topic: str, experiment: str) -> int | None:
     """The partition of `topic` that holds `experiment` (producers key by experiment), if this worker owns it."""
-    from aiokafka.partitioner import DefaultPartitioner
+    from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 
     consumer = getattr(ingest, "consumer", None)
     parts = consumer.partitions_for_topic(topic) if consumer is not None else None

@@ -23,7 +23,7 @@ import json
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import free_port, wait_until
@@ -98,7 +98,7 @@ class FlagServer:
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _write_atomically(path: Path, doc: dict) -> None:
@@ -143,7 +143,7 @@ def test_flag_configuration_changes_page_before_anyone_is_enrolled(workers, rece
         return v if v and v.get("state") == state else None
 
     for name in (QA, f"{QA}-flagd", f"{QA}-unleash"):
-        v = wait_until(lambda: judged(name, "within"), 30, 0.1, f"{name} judged within its declaration")
+        wait_until(lambda n=name: judged(n, "within"), 30, 0.1, f"{name} judged within its declaration")
     assert judged(QA, "within")["source"] == "growthbook"
     assert any(r["path"] == un_path and r["headers"].get("Authorization") == UNLEASH_TOKEN for r in server.requests)
     assert any("If-None-Match" in r["headers"] for r in server.requests if r["path"] == gb_path)
@@ -253,8 +253,7 @@ def test_flag_configuration_changes_page_before_anyone_is_enrolled(workers, rece
 
     # Nothing was ever enrolled: the assignments topic is empty, and only our rule paged.
     assert {b["rule"] for b in receiver.bodies()} == {RULE}
-    code, obs = w.get(f"/v1/experiments/{QA}")
-    print(f"\nE2E flags: page after the change (s): " + ", ".join(f"{k} {v:.2f}" for k, v in latencies.items()))
+    print("\nE2E flags: page after the change (s): " + ", ".join(f"{k} {v:.2f}" for k, v in latencies.items()))
 
 
 def test_the_page_quotes_users_a_day_at_the_current_rate(workers, receiver, producer, ns, tmp_path):

@@ -12,7 +12,11 @@ import pytest
 from detector.flags.model import FormatError
 from detector.flags.sources import SourceSpec, parse_sources, read_path, request_headers
 from detector.flags.watcher import users_per_day
-from detector.registration.model import RegistrationError, expectation_to_dict, parse_expectation
+from detector.registration.model import (
+    RegistrationError,
+    expectation_to_dict,
+    parse_expectation,
+)
 
 FIX = Path(__file__).parent / "fixtures"
 
