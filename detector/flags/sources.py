@@ -83,6 +83,19 @@ def parse_sources(text: str) -> list[SourceSpec]:
     return specs
 
 
+def unconfigured_flag_source(exp, specs: list[SourceSpec]):
+    """A registration risk when `flag.source` names no configured source: its flag would not be checked."""
+    from detector.registration.risk import Risk
+
+    wanted = exp.flag.source if exp is not None and exp.flag is not None else None
+    if wanted is None or any(s.matches(wanted) for s in specs):
+        return []
+    known = ", ".join(sorted({s.name for s in specs} | {s.kind for s in specs})) or "none (DETECTOR_FLAG_SOURCES is unset)"
+    return [Risk("unknown_flag_source", "flag.source",
+                 f"no flag source {wanted!r} is configured on this worker (configured: {known}): the flag's "
+                 "configuration will not be compared with this registration")]
+
+
 def request_headers(spec: SourceSpec, *, unleash_token: str = "", flagd_token: str = "") -> dict[str, str]:
     """Headers for polling a URL source (credentials from the environment, never logged)."""
     headers = {"Accept": "application/json", "User-Agent": "exposure-detector"}

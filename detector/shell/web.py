@@ -6,6 +6,7 @@ import time
 
 from aiohttp import web
 
+from detector.flags.sources import unconfigured_flag_source
 from detector.observability.dashboards import experiment_dashboard
 from detector.web.console import Console, add_console_routes
 from detector.web.console.app import SingleToken
@@ -41,7 +42,9 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_view)
     r.add_get("/v1/experiments/{experiment}/dashboard.json", dashboard)
-    add_expectation_routes(r, registrations, token=settings.api_token or None)
+    specs = [st.spec for st in flags.states.values()] if flags is not None else []
+    add_expectation_routes(r, registrations, token=settings.api_token or None,
+                           extra_risks=lambda new: unconfigured_flag_source(new, specs))
     # Incidents (list, timeline JSON/Markdown, ack, resolve) and blast radius: detector/web/incidents_api.py
     incidents_api = add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest,
                                         registrations=registrations, token=settings.api_token or None)

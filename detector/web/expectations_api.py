@@ -290,8 +290,10 @@ def side_by_side(experiment: str, e: Expectation | None, obs: dict[str, Any] | N
 
 # --------------------------------------------------------------------------------------- handlers
 class ExpectationsAPI:
-    def __init__(self, service: RegistrationService, auth: _Auth, clock: Callable[[], float]):
+    def __init__(self, service: RegistrationService, auth: _Auth, clock: Callable[[], float],
+                 extra_risks: Callable[[Any], list] | None = None):
         self.service, self.auth, self.clock = service, auth, clock
+        self.extra_risks = extra_risks  # risks other areas add (e.g. detector.flags: an unknown flag source)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -308,6 +310,8 @@ class ExpectationsAPI:
         old = self.service.get(experiment)
         changes = diff(old, new)
         risks = assess(old, new, self.service.observation(experiment), now_ms=self._now_ms())
+        if self.extra_risks is not None:
+            risks += self.extra_risks(new)
         action = "create" if old is None else ("update" if changes else "unchanged")
         result = {
             "experiment": experiment,
@@ -419,6 +423,7 @@ def add_routes(
     *,
     token: str | None = FROM_ENV,
     clock: Callable[[], float] = time.time,
+    extra_risks: Callable[[Any], list] | None = None,
 ) -> ExpectationsAPI:
     """Register the registration routes on `router`.
 
@@ -428,7 +433,7 @@ def add_routes(
     """
     service = getattr(services, "registrations", services)
     auth = _Auth(None if isinstance(token, _FromEnv) else token, from_env=isinstance(token, _FromEnv))
-    api = ExpectationsAPI(service, auth, clock)
+    api = ExpectationsAPI(service, auth, clock, extra_risks)
     router.add_get("/v1/expectations", _wrap(api.list))
     router.add_put("/v1/expectations/{experiment}", _wrap(api.put))
     router.add_get("/v1/expectations/{experiment}", _wrap(api.get))

@@ -137,6 +137,11 @@ def test_flag_configuration_changes_page_before_anyone_is_enrolled(workers, rece
         code, body = w.request("PUT", f"/v1/expectations/{name}?confirm=true", json.dumps(reg).encode(), auth)
         assert code in (200, 201), body
 
+    # A flag source this worker is not given is a risk to confirm (409), not silently unchecked.
+    code, body = w.request("PUT", f"/v1/expectations/{QA}-typo", json.dumps(
+        {**seed, "experiment": f"{QA}-typo", "flag": {"source": "launchdarkly"}}).encode(), auth)
+    assert code == 409 and [r["code"] for r in body["risks"]] == ["unknown_flag_source"], body
+
     def judged(name, state):
         code, body = w.get("/v1/flags")
         v = body.get("experiments", {}).get(name) if code == 200 else None

@@ -81,3 +81,17 @@ def test_users_per_day_needs_a_minute_of_traffic():
     st = SimpleNamespace(n=600, first_ts=0, last_ts=3_600_000, rule_first={"allowlist_breach": 1234})
     assert users_per_day(st) == (pytest.approx(14_400), 1234)
     assert users_per_day(SimpleNamespace(n=5, first_ts=0, last_ts=10_000, rule_first={}))[0] is None
+
+
+def test_a_registration_naming_an_unconfigured_source_is_a_risk():
+    from detector.flags.sources import unconfigured_flag_source
+
+    specs = parse_sources("growthbook=https://gb/x,unleash.eu=https://u/y")
+    base = {"experiment": "e", "population": {"allowlist": ["a"]}}
+    assert unconfigured_flag_source(parse_expectation(base), specs) == []
+    for ok in ("growthbook", "unleash", "unleash.eu"):
+        assert unconfigured_flag_source(parse_expectation({**base, "flag": {"source": ok}}), specs) == []
+    [risk] = unconfigured_flag_source(parse_expectation({**base, "flag": {"source": "flagd"}}), specs)
+    assert risk.code == "unknown_flag_source" and risk.field == "flag.source" and "growthbook" in risk.message
+    [risk] = unconfigured_flag_source(parse_expectation({**base, "flag": {"source": "flagd"}}), [])
+    assert "DETECTOR_FLAG_SOURCES is unset" in risk.message
