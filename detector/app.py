@@ -15,6 +15,7 @@ import faust
 import orjson
 
 from detector import __version__
+from detector.alerts.outbound import KillUrlPolicy
 from detector.alerts.routing import load_alerting
 from detector.engine import observe
 from detector.flags.sources import parse_sources
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics)
     ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop)
     app.service(ingest)
-    courier = Courier(alerting, parsed.get, settings.topics, metrics)
+    courier = Courier(alerting, parsed.get, settings.topics, metrics, kill_policy=KillUrlPolicy.from_settings(settings))
     flag_specs = parse_sources(settings.flag_sources)
     flags = None
     if flag_specs:  # flag configurations compared with registrations (detector.flags)

@@ -1,33 +1,28 @@
 """HTTP for flag configurations: the push webhook and the judgement view. Handlers stay thin.
 
-`POST /v1/flag-sources/{source}/webhook` (needs a write token): a GrowthBook SDK webhook
-(Standard body with `data.payload`, or the raw SDK payload), a flagd document or an Unleash
-client features response is applied at once; any other body (an Unleash webhook addon event,
+`POST /v1/flag-sources/{source}/webhook` (scope `write`): a GrowthBook SDK webhook (Standard
+body with `data.payload`, or the raw SDK payload), a flagd document or an Unleash client
+features response is applied at once; any other body (an Unleash webhook addon event,
 GrowthBook's "no SDK payload" body) makes the watcher poll the source now. 202 either way.
-`GET /v1/flags`: each source's health and each registration's judgement (no user ids).
+`GET /v1/flags` (scope `read`): each source's health and each registration's judgement (no
+user ids: user lists are counted, values of personal attributes are not shown).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from detector.web.expectations_api import HTTPProblem, _Auth, read_body
+from detector.web.auth import READ, WRITE, add_route
+from detector.web.problems import read_body
 
 
-def add_routes(router: web.UrlDispatcher, watcher, token: str | None) -> None:
-    auth = _Auth(token, from_env=False)
-
+def add_routes(router: web.UrlDispatcher, watcher) -> None:
     async def webhook(request: web.Request) -> web.Response:
-        try:  # the shared write-scope check of the API (detector.web), until its auth module lands
-            auth.check(request)
-            body = await read_body(request)
-        except HTTPProblem as problem:
-            return problem.response()
-        status, message = watcher.accept(request.match_info["source"], body)
+        status, message = watcher.accept(request.match_info["source"], await read_body(request))
         return web.json_response({"status": message}, status=status)
 
     async def flags(request: web.Request) -> web.Response:
         return web.json_response({"sources": watcher.sources_view(), "experiments": watcher.verdicts})
 
-    router.add_post("/v1/flag-sources/{source}/webhook", webhook)
-    router.add_get("/v1/flags", flags)
+    add_route(router, "POST", "/v1/flag-sources/{source}/webhook", webhook, access=WRITE)
+    add_route(router, "GET", "/v1/flags", flags, access=READ)
