@@ -17,11 +17,18 @@ from detector.web.problems import read_body
 
 
 def add_routes(router: web.UrlDispatcher, watcher) -> None:
+    """The routes, served whether or not flag sources are configured (`watcher` None: none are)."""
+
     async def webhook(request: web.Request) -> web.Response:
-        status, message = watcher.accept(request.match_info["source"], await read_body(request))
+        body = await read_body(request)
+        if watcher is None:
+            return web.json_response({"status": "no flag sources are configured (DETECTOR_FLAG_SOURCES)"}, status=404)
+        status, message = watcher.accept(request.match_info["source"], body)
         return web.json_response({"status": message}, status=status)
 
     async def flags(request: web.Request) -> web.Response:
+        if watcher is None:
+            return web.json_response({"sources": {}, "experiments": {}})
         return web.json_response({"sources": watcher.sources_view(), "experiments": watcher.verdicts})
 
     add_route(router, "POST", "/v1/flag-sources/{source}/webhook", webhook, access=WRITE)

@@ -65,8 +65,8 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     add_console_routes(app, Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
                                     principals=tokens, session_secret=settings.session_secret or None,
                                     external_url=settings.external_url or None))
-    if flags is not None:  # flag configurations: the push webhook and GET /v1/flags (detector/flags/http.py)
-        add_flag_routes(r, flags)
+    # Flag configurations: the push webhook and GET /v1/flags (detector/flags/http.py).
+    add_flag_routes(r, flags)
     # Faust adds its own index page at "/" ({"status": "OK"}) after this (the console's "/" wins).
     auth.declare_framework_route(app, "GET", "/", PUBLIC)
     auth.check_routes(app)

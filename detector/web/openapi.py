@@ -433,10 +433,8 @@ def _document() -> dict[str, Any]:
                     "summary": "Push a flag configuration (GrowthBook SDK webhook, flagd document, Unleash client "
                                "features) or signal a change (Unleash webhook addon): the source is re-read",
                     "operationId": "pushFlagConfiguration",
-                    "security": [{"bearer": []}],
                     "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}},
                     "responses": {"202": _json({"type": "object"}, "Applied, or a poll of the source scheduled."),
-                                  "401": _error("Missing or invalid token."),
                                   "404": _json({"type": "object"}, "No such flag source."),
                                   "422": _json({"type": "object"}, "A push-only source got no configuration.")},
                 },
