@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install kafka-up kafka-down kafka-logs run simulate test test-unit test-integration system-deps bench clean
+.PHONY: install kafka-up kafka-down kafka-logs run simulate test test-unit test-integration system-deps bench clean deploy-check
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python >= 3.11)"; exit 1; }
@@ -46,6 +46,9 @@ test: install ## every test; starts Kafka if needed and stops it again if it sta
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+deploy-check: install ## helm lint + template, schema-check the manifests, check docker-compose.yml
+	scripts/deploy-check.sh
 
 bench: install kafka-up
 	$(BIN)/python bench/throughput.py

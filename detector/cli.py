@@ -17,6 +17,7 @@ COMMANDS = {
     "sync": ("detector.registration.cli", "push every YAML registration in a directory"),
     "simulate": ("detector.simulate", "produce a realistic scenario into Kafka"),
     "blast-radius": ("detector.incidents.cli", "out-of-target users of an experiment (CSV or JSON)"),
+    "discover": ("detector.discovery_cli", "experiments seen on the stream; --write DIR drafts registrations"),
     "dashboard": ("detector.observability.dashboards", "print a Grafana dashboard for an experiment"),
 }
 

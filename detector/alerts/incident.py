@@ -21,6 +21,7 @@ TIMELINE_KINDS = (
     "first_offending_event",
     "detection",
     "evidence",
+    "folded",
     "notification_queued",
     "delivery",
     "mitigation",
@@ -61,6 +62,8 @@ class Incident(msgspec.Struct, kw_only=True):
     last_page_at: int | None = None
     last_refresh_at: int | None = None
     pending_page: bool = False  # waiting for its group to flush
+    mode: str | None = None  # the registration's mode ("observe": recorded, never paged)
+    folded: str | None = None  # not paged on its own: "observe", or "digest:<group key>"
     acknowledged_by: str | None = None
     acknowledged_at: int | None = None
     timeline: list[TimelineEntry] = []

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from detector.expectations import Expectation
 from detector.kafka_io import latest_values
+from detector.kafka_security import KafkaConnection, client_kwargs
 from detector.registration.model import parse_registration
 from detector.registration.records import RegistrationRecord, decode_record, encode_record
 from detector.registration.risk import diff
@@ -148,7 +149,7 @@ class KafkaRegistrationService:
         return self.observe(experiment)
 
 
-async def read_registrations(bootstrap: str, topic: str) -> dict[str, Expectation]:
+async def read_registrations(bootstrap: KafkaConnection | str, topic: str) -> dict[str, Expectation]:
     """The valid registrations the topic holds now (read to its end; invalid records skipped,
     as the fold skips them)."""
     out: dict[str, Expectation] = {}
@@ -166,14 +167,14 @@ class TopicRegistrations:
     """`RegistrationService` straight on the topic, for the worker's start-up YAML sync (before the
     Faust tables exist). Use as `async with TopicRegistrations(bootstrap, topic) as service:`."""
 
-    def __init__(self, bootstrap: str, topic: str, source: str = "yaml") -> None:
+    def __init__(self, bootstrap: KafkaConnection | str, topic: str, source: str = "yaml") -> None:
         self.bootstrap, self.topic, self.source = bootstrap, topic, source
         self._current: dict[str, Expectation] = {}
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> TopicRegistrations:
         self._current = await read_registrations(self.bootstrap, self.topic)
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        self._producer = AIOKafkaProducer(**client_kwargs(self.bootstrap), acks="all")
         await self._producer.start()
         return self
 
