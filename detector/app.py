@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import faust
 import orjson
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None,
                              settings.environ, webhook_urls=settings.webhook_urls)
 
-    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
+    raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
     expectations_topic = app.topic(settings.topics.expectations, **raw)
     alerts_topic = app.topic(settings.topics.alerts, **raw)
     timeline_topic = app.topic(settings.topics.timeline, **raw)
@@ -93,7 +94,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     mirror = ChangelogMirror(settings, {name: f"{settings.faust_id}-{name}-changelog" for name in MIRRORED},
                              on_change=on_table_change, loop=app.loop)
-    app.service(mirror)
+    app.service(mirror)  # type: ignore[arg-type]
     parsed = ParsedRegistrations(mirror.table("registrations"))
     publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics, policy=alerting.policy,
                                digest_store=dispatch)
@@ -103,7 +104,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                            assignor=fleet.assignor)
     fleet.ingest = ingest
     publisher.exposure_of = exposure_of(ingest, parsed.get)  # the digest lists what the engine observed
-    app.service(ingest)
+    app.service(ingest)  # type: ignore[arg-type]  # faust accepts an instance; its stub says a class
     courier = Courier(alerting, parsed.get, settings.topics, metrics, kill_policy=KillUrlPolicy.from_settings(settings),
                       store=dispatch)
     flag_specs = parse_sources(settings.flag_sources)
@@ -171,7 +172,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         metrics.replace_consumer_lags(await ingest.lags())
 
     add_routes(
-        app.web.web_app,
+        app.web.web_app,  # type: ignore[attr-defined]  # the aiohttp driver's application
         settings=settings,
         metrics=metrics,
         registrations=reg_service,
@@ -184,7 +185,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         fleet=fleet,
         flags=flags,
     )
-    app.detector = {"ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service, "flags": flags}
+    app.detector = {  # type: ignore[attr-defined]
+        "ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service, "flags": flags,
+    }
     return app
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -122,7 +122,7 @@ class Lifecycle:
         return cls(config, msgspec.json.decode(data, type=_State), policy)
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self._s)
+        return cast("dict[str, Any]", msgspec.to_builtins(self._s))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], config: LifecycleConfig | None = None) -> "Lifecycle":

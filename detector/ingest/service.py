@@ -27,7 +27,7 @@ from mode import Service
 from detector.events import Rejected, decode_batch
 from detector.ingest import checkpoint, fastfetch
 from detector.ingest.acked import AckedSends
-from detector.kafka_io import latest_values, read_to_end
+from detector.kafka_io import read_to_end
 from detector.ingest.partition import PartitionDetector
 from detector.settings import Settings
 

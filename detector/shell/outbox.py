@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
@@ -41,13 +42,13 @@ class AlertPublisher:
         self.exposure_of = exposure_of or (lambda _: None)
         self._digest_seen = -1  # sum of the lifecycles' digest_changes at the last digest tick
         self._snapped: dict[str, float] = {}  # incident id -> monotonic time of its last view snapshot
-        self._unsnapped: dict[str, object] = {}  # folded incidents changed since their last snapshot
+        self._unsnapped: dict[str, Any] = {}  # folded incidents changed since their last snapshot
         self.expectation_of = expectation_of
         self.metrics = metrics
         self.lifecycles: dict[int, Lifecycle] = {}
         self._written: dict[int, bytes] = {}  # last checkpointed lifecycle bytes per partition
         self.lock = asyncio.Lock()  # the ingest service shares its lock (operator actions vs checkpoints)
-        self.producer = None  # set by the ingest service: its AckedSends (settled before each checkpoint)
+        self.producer: Any = None  # set by the ingest service: its AckedSends (settled before each checkpoint)
 
     def lifecycle(self, partition: int) -> Lifecycle:
         lc = self.lifecycles.get(partition)
@@ -70,8 +71,8 @@ class AlertPublisher:
                 await self._publish(lc, lc.tick(now_ms), ())
         await self._tick_digests(now_ms)
         if self._unsnapped:
-            due = time.monotonic() - SNAPSHOT_EVERY_S
-            ready = [inc for iid, inc in self._unsnapped.items() if self._snapped.get(iid, -1e9) <= due]
+            cutoff = time.monotonic() - SNAPSHOT_EVERY_S
+            ready = [inc for iid, inc in self._unsnapped.items() if self._snapped.get(iid, -1e9) <= cutoff]
             for inc in ready:
                 self._unsnapped.pop(inc.id, None)
                 self._snapped[inc.id] = time.monotonic()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 from urllib.parse import quote, urlencode
@@ -18,7 +17,7 @@ from detector.registration.errors import RegistrationError
 from detector.registration.files import yaml_load
 from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
 from detector.registration.risk import assess, diff
-from detector.web.auth import PUBLIC, add_route, declare_framework_route
+from detector.web.auth import PUBLIC, Principal, add_route, declare_framework_route
 from detector.web.console import session as sess
 from detector.web.console.words import RULE_TITLES, explain, fraction_text, plural, wilson
 
@@ -26,12 +25,6 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 1024 * 1024
 ALL_SCOPES = frozenset({"read", "read:users", "write", "respond", "ingest"})
-
-
-@dataclass(frozen=True)
-class Principal:
-    name: str
-    scopes: frozenset[str]
 
 
 class Principals(Protocol):
@@ -102,7 +95,8 @@ class Console:
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
             raise _page_error(413, "The form is too large (at most 1 MiB).")
         form = await request.post()
-        if not sess.csrf_ok(self.key, request.cookies.get(sess.COOKIE), form.get("csrf")):
+        token = form.get("csrf")
+        if not sess.csrf_ok(self.key, request.cookies.get(sess.COOKIE), token if isinstance(token, str) else None):
             log.warning("console form refused: missing or wrong CSRF token",
                         extra={"path": request.path, "principal": p.name})
             raise _page_error(403, "This form has expired or did not come from this console: reload the page and try again.")
@@ -132,7 +126,8 @@ class Console:
         form = await request.post()
         nonce = request.cookies.get(sess.LOGIN_CSRF_COOKIE)
         nxt = _safe_next(form.get("next"))
-        if not nonce or not isinstance(form.get("nonce"), str) or not _eq(nonce, form["nonce"]):
+        sent = form.get("nonce")
+        if not nonce or not isinstance(sent, str) or not _eq(nonce, sent):
             raise _page_error(403, "This sign-in form has expired: reload the page and try again.")
         token = form.get("token")
         p = self.principals.by_token(token.strip()) if isinstance(token, str) and token.strip() else None
@@ -296,7 +291,7 @@ class Console:
         text = form.get("yaml") if isinstance(form.get("yaml"), str) else ""
         confirm = form.get("confirm") == "yes"
         apply = form.get("action") == "apply"
-        ctx = dict(text=text, errors=[], risks=[], plan=None, applied=None)
+        ctx: dict[str, Any] = dict(text=text, errors=[], risks=[], plan=None, applied=None)
         try:
             raw = yaml_load(text)
             new = parse_registration(raw)
