@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             interval_s=settings.flag_poll_interval_s, timeout_s=settings.flag_fetch_timeout_s,
             unleash_token=settings.unleash_api_token, flagd_token=settings.flagd_auth_token, loop=app.loop,
         )
-        app.service(flags)
+        app.service(flags)  # type: ignore[arg-type]  # an instance, as for the ingest service
 
     def observation(experiment: str):
         state = ingest.state_of(experiment)
