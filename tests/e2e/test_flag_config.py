@@ -298,3 +298,43 @@ def test_the_page_quotes_users_a_day_at_the_current_rate(workers, receiver, prod
     receiver.wait_for(lambda x: x.get("experiment") == QA and x.get("rule") == RULE and x.get("status") == "resolved",
                       timeout=POLL_S + 10)
     assert {x["rule"] for x in receiver.bodies()} == {RULE}  # not-enrolled traffic breaches nothing
+
+
+def test_two_workers_read_the_source_and_the_owner_alone_pages(workers, receiver, ns):
+    """Every worker judges the configuration; only the owner of the experiment's partition feeds its
+    lifecycle, so the fleet pages once (and resolves once)."""
+    server = FlagServer()
+    gb_path = "/api/features/sdk-e2e"
+    gb_doc = _fixture("growthbook_payload.json")
+    server.set(gb_path, gb_doc)
+    env = {"DETECTOR_WEBHOOK_URLS": receiver.url, "DETECTOR_API_TOKEN": TOKEN, "DETECTOR_SESSION_TIMEOUT": "6",
+           "DETECTOR_FLAG_SOURCES": f"growthbook={server.url(gb_path)}", "DETECTOR_FLAG_POLL_INTERVAL": str(POLL_S)}
+    a, b = workers(env=env, name="a"), workers(env=env, name="b")
+
+    def split():
+        ready = [w.get("/readyz") for w in (a, b)]
+        pa, pb = (body.get("partitions") or [] for _, body in ready)
+        return all(code == 200 for code, _ in ready) and pa and pb and sorted(pa + pb) == list(range(ns.partitions))
+    wait_until(split, 60, 0.2, "the two workers sharing the partitions")
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    reg = json.dumps(registrations(QA, 5)[0]).encode()
+    # The fleet answers 503 while its group settles: ask again.
+    wait_until(lambda: a.request("PUT", f"/v1/expectations/{QA}?confirm=true", reg, auth)[0] in (200, 201), 30, 0.5,
+               "the registration accepted")
+    for w in (a, b):
+        wait_until(lambda w=w: w.get("/v1/flags")[1].get("experiments", {}).get(QA, {}).get("state") == "within",
+                   30, 0.1, "judged within on both workers")
+
+    bad = copy.deepcopy(gb_doc)
+    bad["features"][QA]["rules"][1]["coverage"] = 1.0
+    server.set(gb_path, bad)
+    receiver.wait_for(lambda x: x.get("experiment") == QA and x.get("rule") == RULE, timeout=POLL_S + 10)
+    for w in (a, b):
+        wait_until(lambda w=w: w.get("/v1/flags")[1]["experiments"][QA]["state"] == "exceeds", 10, 0.1, "both judged")
+    time.sleep(6 * POLL_S)
+    firing = [x for x in receiver.bodies() if x.get("rule") == RULE and x.get("status") == "firing"]
+    assert len(firing) == 1, firing
+    server.set(gb_path, gb_doc)
+    receiver.wait_for(lambda x: x.get("rule") == RULE and x.get("status") == "resolved", timeout=POLL_S + 10)
+    time.sleep(4 * POLL_S)
+    assert [x["status"] for x in receiver.bodies() if x.get("rule") == RULE] == ["firing", "resolved"]
