@@ -19,6 +19,8 @@ from detector import __version__
 from detector.alerts.outbound import KillUrlPolicy
 from detector.alerts.routing import load_alerting
 from detector.engine import observe
+from detector.flags.sources import parse_sources
+from detector.flags.watcher import FlagMetrics, FlagWatcher, owned_partition, users_per_day
 from detector.ingest.service import IngestService
 from detector.observability.metrics import DetectorMetrics
 from detector.settings import Settings
@@ -108,6 +110,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
     app.service(ingest)  # type: ignore[arg-type]  # faust accepts an instance; its stub says a class
     courier = Courier(alerting, parsed.get, settings.topics, metrics, kill_policy=KillUrlPolicy.from_settings(settings),
                       store=dispatch)
+    flag_specs = parse_sources(settings.flag_sources)
+    flags = None
+    if flag_specs:  # flag configurations compared with registrations (detector.flags)
+        flags = FlagWatcher(
+            flag_specs, registrations=parsed.all, publisher=publisher, lock=ingest.lock,
+            owner_of=lambda e: owned_partition(ingest, settings.topics.assignments, e),
+            rate_of=lambda e: users_per_day(ingest.state_of(e)), metrics=FlagMetrics(metrics.registry),
+            interval_s=settings.flag_poll_interval_s, timeout_s=settings.flag_fetch_timeout_s,
+            unleash_token=settings.unleash_api_token, flagd_token=settings.flagd_auth_token, loop=app.loop,
+        )
+        app.service(flags)  # type: ignore[arg-type]  # an instance, as for the ingest service
 
     def observation(experiment: str):
         state = ingest.state_of(experiment)
@@ -175,11 +188,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
         exposures=lambda include_registered=False: exposures(ingest, publisher, parsed.get,
                                                              include_registered=include_registered),
         fleet=fleet,
+        flags=flags,
     )
     add_collector_routes(app.web.web_app.router,  # type: ignore[attr-defined]  # the aiohttp driver's application
                          settings=settings, ingest=ingest, metrics=source_metrics)
     app.detector = {  # type: ignore[attr-defined]
-        "ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service,
+        "ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service, "flags": flags,
     }
     return app
 

@@ -160,6 +160,15 @@ class Settings(BaseSettings):
     collector_burst: int = 40
     collector_max_records: int = 10000
     # --- end sources ---
+    # --- flags ---
+    # Flag configurations compared with registrations (detector.flags): `kind=location,...`, kind
+    # growthbook|flagd|unleash, location a URL, a file or directory, or `webhook`.
+    flag_sources: str = ""
+    flag_poll_interval_s: float = Field(15.0, gt=0, validation_alias="DETECTOR_FLAG_POLL_INTERVAL")
+    flag_fetch_timeout_s: float = Field(10.0, gt=0, validation_alias="DETECTOR_FLAG_FETCH_TIMEOUT")
+    unleash_api_token: Secret = ""  # sent as Unleash's Authorization header
+    flagd_auth_token: Secret = ""  # bearer token for flagd URLs
+    # --- end flags ---
     # --- security (detector/web/auth.py, detector/alerts/outbound.py) ---
     # Bearer tokens with scopes: a YAML/JSON file of {name, token | sha256, scopes} (see README).
     api_tokens_file: str = ""

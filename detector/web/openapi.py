@@ -17,12 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from detector.engine.rules import RULE_NAMES
+from detector.flags.rule import RULE as FLAG_RULE
 from detector.registration.model import Registration
 from detector.registration.schema import expectation_json_schema, model_schema
 
 API_VERSION = "1.0.0"
 COMPONENTS = "#/components/schemas/"
 Rule = Literal[RULE_NAMES]  # type: ignore[valid-type]
+IncidentRule = Literal[(*RULE_NAMES, FLAG_RULE)]  # type: ignore[valid-type]  # + the flag configuration rule
 Severity = Literal["critical", "error", "warning", "info"]
 
 
@@ -149,7 +151,7 @@ class Incident(_Open):
     id: str
     status: Literal["firing", "resolved"]
     experiment: str
-    rule: Rule
+    rule: IncidentRule
     severity: Severity
     summary: str
     started_at: str = Field(json_schema_extra={"format": "date-time"})
@@ -412,6 +414,29 @@ def _document() -> dict[str, Any]:
                     "summary": "One incident with its timestamped timeline",
                     "operationId": "getIncident",
                     "responses": {"200": _json(_ref("Incident"), "The incident."), "404": _error("Unknown incident.")},
+                },
+            },
+            "/v1/flags": {
+                "get": {
+                    "summary": "Flag sources and each registration's flag configuration judgement",
+                    "operationId": "getFlags",
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "sources": {"type": "object", "additionalProperties": {"type": "object"}},
+                        "experiments": {"type": "object", "additionalProperties": {"type": "object"}}}},
+                        "Per source: status, error, last success; per registration: source, key, state "
+                        "(within, exceeds, cannot_tell, unknown, unknown_source), configuration, reasons.")},
+                }
+            },
+            "/v1/flag-sources/{source}/webhook": {
+                "parameters": [{"name": "source", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "post": {
+                    "summary": "Push a flag configuration (GrowthBook SDK webhook, flagd document, Unleash client "
+                               "features) or signal a change (Unleash webhook addon): the source is re-read",
+                    "operationId": "pushFlagConfiguration",
+                    "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}},
+                    "responses": {"202": _json({"type": "object"}, "Applied, or a poll of the source scheduled."),
+                                  "404": _json({"type": "object"}, "No such flag source."),
+                                  "422": _json({"type": "object"}, "A push-only source got no configuration.")},
                 },
             },
             "/v1/incidents/{id}/ack": _incident_action("Acknowledge an incident (stops repeat pages)", "ackIncident"),
