@@ -37,6 +37,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
@@ -73,11 +74,11 @@ ROUTES: dict[str, str] = {
     "/v1/incidents/{id}/ack": "incident",
     "/v1/incidents/{id}/resolve": "incident",
     "/v1/incidents/{id}/blast-radius": "incident",
-    # console pages about one experiment or incident (HTML; cookies and redirects pass through)
-    "/experiments/{experiment}": "experiment",
+    # The console's pages of one incident or experiment (the session cookie travels with the request).
     "/incidents/{id}": "incident",
     "/incidents/{id}/{action}": "incident",
     "/incidents/{id}/blast-radius.csv": "incident",
+    "/experiments/{experiment}": "experiment",
 }
 
 
@@ -151,7 +152,7 @@ class Fleet:
         self._describe = describe_group or self._describe_group
         self._membership: Membership | None = None
         self._refresh_lock = asyncio.Lock()
-        self._admin = None
+        self._admin: Any = None
         self._session: aiohttp.ClientSession | None = None
 
     # ---- membership ----------------------------------------------------------------------------
@@ -193,6 +194,7 @@ class Fleet:
                     raise
                 except Exception as exc:
                     raise Unavailable(f"the consumer group cannot be described: {exc.__class__.__name__}") from None
+        assert m is not None
         return m
 
     def _owned_here(self, partitions: set[int]) -> bool:
