@@ -31,7 +31,6 @@ from detector.shell.outbox import AlertPublisher
 from detector.registration.store import KafkaRegistrationService, ParsedRegistrations, RegistrationFold
 from detector.shell.web import add_routes
 from detector.sources.metrics import SourceMetrics
-from detector.web.collector import add_collector_routes
 from detector.web.expectations_api import MAX_BODY_BYTES
 from detector.web.fleet import Fleet
 
@@ -189,9 +188,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
                                                              include_registered=include_registered),
         fleet=fleet,
         flags=flags,
+        source_metrics=source_metrics,
     )
-    add_collector_routes(app.web.web_app.router,  # type: ignore[attr-defined]  # the aiohttp driver's application
-                         settings=settings, ingest=ingest, metrics=source_metrics)
     app.detector = {  # type: ignore[attr-defined]
         "ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service, "flags": flags,
     }
