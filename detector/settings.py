@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -41,6 +42,25 @@ class Settings:
     # partitions before the group hands them to a restarted or surviving worker. The broker
     # accepts 6..1800 s (group.min/max.session.timeout.ms).
     session_timeout_s: float = field(default_factory=lambda: _float("DETECTOR_SESSION_TIMEOUT", 30.0))
+
+    # --- statistics (README "Statistics") ---
+    # Expected false pages per month over the whole fleet, at most `active_experiments` experiments
+    # active in a month: each experiment's lifetime alpha is their ratio (a registration's alpha overrides).
+    false_page_budget: float = field(default_factory=lambda: _float("DETECTOR_FALSE_PAGE_BUDGET", 1.0))
+    active_experiments: int = field(default_factory=lambda: _int("DETECTOR_ACTIVE_EXPERIMENTS", 10000))
+    window_grace_s: float = field(default_factory=lambda: _float("DETECTOR_WINDOW_GRACE", 3600.0))
+    segment_missing_breach: bool = field(
+        default_factory=lambda: _env("DETECTOR_SEGMENT_MISSING_BREACH", "false").lower() in ("1", "true", "yes"))
+
+    @functools.cached_property
+    def engine_config(self):
+        """The engine's knobs that come from the environment (detector.engine.EngineConfig)."""
+        from detector.engine import EngineConfig
+        from detector.engine.budget import fleet_alpha
+
+        return EngineConfig(alpha=fleet_alpha(self.false_page_budget, self.active_experiments),
+                            window_grace_ms=int(self.window_grace_s * 1000),
+                            segment_missing_breach=self.segment_missing_breach)
 
     @property
     def heartbeat_interval_s(self) -> float:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from detector.engine import stats
+from detector.engine import budget, stats
 from detector.engine.bloom import ScalableBloom
 from detector.engine.hashing import hash64, hash64_list, mix64
 from detector.engine.state import DEFAULT_CONFIG, RULE_BITS, EngineConfig, ExperimentState
@@ -90,6 +90,7 @@ def _rule_expected(rule: str, exp: Expectation | None) -> dict:
         return {"max_users": exp.max_users}
     if rule == "fraction_exceeded":
         return {"fraction": exp.fraction, "tolerance": exp.tolerance, "alpha": exp.alpha,
+                "unenrolled_logged": exp.unenrolled_logged,
                 "alert_above": exp.fraction * (1 + exp.tolerance)}
     if rule == "segment_breach":
         return {"segments": {k: sorted(v) for k, v in (exp.segments or {}).items()}}
@@ -102,8 +103,8 @@ def _rule_expected(rule: str, exp: Expectation | None) -> dict:
 
 # ---- per-expectation derived values, cached by the expectation object's identity -----------
 class _Plan:
-    __slots__ = ("exp", "config", "allowlist", "segs", "window", "max_users", "p0", "thr", "alts",
-                 "cusum", "cusum_h", "srm_key", "srm_probs", "srm_consts", "expected")
+    __slots__ = ("exp", "config", "allowlist", "segs", "window", "max_users", "p0", "alpha", "alts",
+                 "srm_key", "srm_probs", "srm_consts", "expected")
 
     def __init__(self, exp: Expectation, config: EngineConfig) -> None:
         self.exp = exp
@@ -111,19 +112,16 @@ class _Plan:
         self.allowlist = exp.allowlist
         self.segs = tuple(exp.segments.items()) if exp.segments else None
         if exp.starts_at is not None or exp.ends_at is not None:
-            self.window = (-_INF if exp.starts_at is None else exp.starts_at,
-                           _INF if exp.ends_at is None else exp.ends_at)
+            self.window = _window(exp, config)
         else:
             self.window = None
         self.max_users = exp.max_users
-        self.thr = math.log(1.0 / exp.alpha)
-        self.p0 = self.alts = self.cusum = None
-        self.cusum_h = stats.cusum_threshold(config.cusum_users_per_false_alarm)
+        self.alpha = exp.alpha if exp.alpha is not None else config.alpha
+        self.p0 = self.alts = None
         if exp.fraction is not None:
-            p0 = self.p0 = exp.fraction * (1.0 + exp.tolerance)
+            p0 = self.p0 = stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
             if 0.0 < p0 < 1.0:
                 self.alts = stats.fraction_alternatives(p0, config.fraction_ratios)
-                self.cusum = stats.cusum_params(p0)
         self.srm_key = self.srm_probs = self.srm_consts = None
         if exp.variants:
             key = self.srm_key = _srm_key(exp)
@@ -148,6 +146,13 @@ class _Plan:
         if d is None:
             d = self.expected[rule] = _rule_expected(rule, self.exp)
         return _copy(d)
+
+
+def _window(exp: Expectation, config: EngineConfig) -> tuple[float, float]:
+    """[lo, hi) of the declared window widened by the accepted clock skew at both edges."""
+    g = config.window_grace_ms
+    return (-_INF if exp.starts_at is None else exp.starts_at - g,
+            _INF if exp.ends_at is None else exp.ends_at + g)
 
 
 def _copy(d):
@@ -315,8 +320,10 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
         deque(map(enr_first.setdefault, map(_user_of, enr_events), enr_events), maxlen=0)
         if len(enr_events) == nev:
             batch_users = enr_first.keys()
-        else:
-            batch_users = set(map(_user_of, events))
+        else:  # each user's first event in the batch: their first evaluation if they are new
+            first_any: dict = {}
+            deque(map(first_any.setdefault, map(_user_of, events), events), maxlen=0)
+            batch_users = first_any.keys()
     first_event_ever = st.events == 0
     st.events += nev
     if st.first_ts is None or bmin < st.first_ts:
@@ -335,20 +342,31 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
             st.enr_max_ts = etmax
 
     # ---- distinct users -----------------------------------------------------------------
+    # dx: new users whose FIRST evaluation is enrolled (the fraction rule's unit); ds: users
+    # enrolled for the first time (new, or seen not enrolled before: max_users, variants).
+    mixed = 0 < len(enr_events) < nev
     fs = st.fset
     if fs is None:
         seen = st.seen
         before = len(seen)
+        new_users = [u for u in batch_users if u not in seen] if mixed else None
         seen.update(batch_users)
         dn = len(seen) - before
         enr_map = st.enr
         new_enr = [u for u in enr_first if u not in enr_map]
         enr_map.update(zip(new_enr, map(_variant_of, map(enr_first.__getitem__, new_enr))))
     else:
-        dn, new_enr = _sketch_membership(fs, batch_users, enr_first, config)
+        dn, new_enr, new_users = _sketch_membership(fs, batch_users, enr_first, config, mixed)
     ds = len(new_enr)
+    if not enr_events:
+        dx = 0
+    elif mixed:
+        dx = sum(1 for u in new_users if first_any[u].enrolled)
+    else:
+        dx = dn
     st.n += dn
     st.s += ds
+    st.f_x += dx
     batch_vc: dict[str, int] = {}
     if ds:
         for v in map(_variant_of, map(enr_first.__getitem__, new_enr)):
@@ -395,10 +413,12 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
     segs = plan.segs
     if segs and enr_events:
         bad_first: dict[str, Assignment] = {}
+        missing_breach = config.segment_missing_breach
         for e in enr_events:
             a = e.attributes
-            if a is None:
-                if e.user_id not in bad_first:
+            if not a:  # no attributes at all: counted; a breach only if configured so
+                st.seg_missing += 1
+                if missing_breach and e.user_id not in bad_first:
                     bad_first[e.user_id] = e
                 continue
             for k, allowed in segs:
@@ -474,9 +494,9 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
                 statistic=float(cnt),
                 summary=f"{st.experiment}: at least {cnt} distinct enrolled users, declared max {mx}"))
 
-    # ---- fraction: mixture SPRT + CUSUM (only when the distinct counts changed) ----------
-    if plan.p0 is not None and dn:
-        f = _fraction(st, exp, plan, dn, ds, bmin, bmax)
+    # ---- fraction: e-detector on first evaluations (only when there are new users) -----
+    if plan.p0 is not None and dn and exp.unenrolled_logged > 0:
+        f = _fraction(st, exp, plan, dn, dx, ds, bmin, bmax)
         if f is not None:
             findings.append(f)
 
@@ -488,8 +508,9 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
     return findings
 
 
-def _sketch_membership(fs, batch_users, enr_first, config) -> tuple[int, list[str]]:
-    """New eligible users (count) and new enrolled users (ids, batch order) against the user set.
+def _sketch_membership(fs, batch_users, enr_first, config, want_new=False):
+    """New eligible users (count), new enrolled users (ids, batch order) and, if `want_new`,
+    the new users' ids (else None), against the user set.
 
     One entry per user with an enrolled flag: one hash and one probe per distinct user of the
     batch. Few users: hashed and probed with plain Python and a handful of numpy calls; else
@@ -502,50 +523,68 @@ def _sketch_membership(fs, batch_users, enr_first, config) -> tuple[int, list[st
         new_user, newly = fs.upsert_small(fs.keys_list(hash64_list(cand)), flags)
         dn = sum(new_user)
     else:
-        nu, ne = fs.upsert(fs.keys(hash64(cand)), np.array(flags, bool))
-        dn = int(np.count_nonzero(nu))
+        new_user, ne = fs.upsert(fs.keys(hash64(cand)), np.array(flags, bool))
+        dn = int(np.count_nonzero(new_user))
         newly = ne.tolist()
+    new_users = list(compress(cand, new_user)) if want_new else None
     new = list(compress(cand, newly))
     if all_enr or len(new) <= 1:
-        return dn, new
+        return dn, new, new_users
     fresh = set(new)
-    return dn, [u for u in enr_first if u in fresh]  # in batch order
+    return dn, [u for u in enr_first if u in fresh], new_users  # in batch order
 
 
-def _fraction(st, exp, plan, dn, ds, bmin, bmax):
+_LOG_W0 = math.log(budget.START_WEIGHT)
+# A rule that fired reads "firing" until the users since its last alarm favour the declaration
+# by at least this much (mixture e-value <= 1/20): see rule_breaches.
+RESOLVE_LOG_E = -math.log(20.0)
+
+
+def _start_log_weight(n_before: int, n_after: int) -> float:
+    """ln of the change detector's weight on start points among trials n_before+1..n_after."""
+    w = (1.0 - budget.START_WEIGHT) * (budget.start_cdf(n_after) - budget.start_cdf(n_before))
+    return math.log(w) if w > 0.0 else -_INF
+
+
+def _fraction(st, exp, plan, dn, dx, ds, bmin, bmax):
+    """One look of the fraction rule: dn new users, dx of them enrolled at their first evaluation.
+
+    Each new user is one trial against the p0 in force now (a registration change is a new
+    null from the next batch on; nothing restarts). The statistic is the weighted
+    Shiryaev-Roberts e-detector of detector.engine.stats, in segments: an alarm (or a merge)
+    starts a new segment with its own share of the lifetime alpha (detector.engine.budget).
+    """
     p0 = plan.p0
-    if st.f_p0 != p0:  # new declaration (or first look): restart the test at this batch
-        st.f_p0 = p0
-        st.f_n0, st.f_s0 = st.n - dn, st.s - ds
-        st.f_w = 0.0
-        st.f_onset = None
-        st.f_start = bmin
+    st.f_p0 = p0
     if st.f_start is None:
         st.f_start = bmin
-    thr = plan.thr
-    h = plan.cusum_h
-    n, s = st.n - st.f_n0, st.s - st.f_s0
     if p0 >= 1.0:
         st.f_stat = 0.0
         return None
-    if p0 <= 0.0:
-        lm = _INF if s > 0 else 0.0
-        w = lm
+    if st.f_lr is None:  # a new segment starts with this batch
+        st.f_lr = [_LOG_W0] * len(plan.alts or (0,))
+        st.f_sn = st.f_sx = 0
+        st.f_start = bmin
+        st.f_onset = None
+    prev = st.f_stat if st.f_stat is not None else 0.0
+    if p0 <= 0.0:  # declared 0%: any enrolment is a breach
+        st.f_sn += dn
+        st.f_sx += ds
+        lm = _INF if st.f_sx > 0 else 0.0
     else:
-        lm = stats.log_mixture(s, n, plan.alts)
-        a, b = plan.cusum
-        w = st.f_w + ds * a + (dn - ds) * b
-        if w <= 0.0:
-            w = 0.0
-            st.f_onset = None
-        elif st.f_w == 0.0 or st.f_onset is None:
-            st.f_onset = bmin
-    st.f_w = w
+        st.f_lr = stats.sr_update(st.f_lr, _start_log_weight(st.f_sn, st.f_sn + dn), dx, dn, plan.alts)
+        st.f_sn += dn
+        st.f_sx += dx
+        lm = stats.log_mean_exp(st.f_lr)
+    if lm <= prev:
+        st.f_onset = None
+    elif st.f_onset is None:
+        st.f_onset = bmin  # the evidence started rising here: the estimated onset
     st.f_stat = lm
-    if lm < thr and w < h:
+    thr = budget.log_threshold(plan.alpha, "fraction_exceeded", st.f_seg)
+    if lm < thr:
         return None
-    by = "mixture SPRT" if lm >= thr else "CUSUM"
-    stat = lm if lm >= thr else w
+    n, s = st.f_sn, st.f_sx
     onset = st.f_onset if st.f_onset is not None else st.f_start
     est = s / n if n else 0.0
     excess = max(0, int(round(s - p0 * n)))
@@ -556,24 +595,26 @@ def _fraction(st, exp, plan, dn, ds, bmin, bmax):
     st.f_alarms += 1
     observed = {
         "enrolled_users": st.s, "eligible_users": st.n,
-        "observed_fraction": st.s / st.n if st.n else None,
+        "observed_fraction": st.f_x / st.n if st.n else None,
         "window_enrolled_users": s, "window_eligible_users": n, "window_fraction": est,
         "excess_enrolled_users": excess,
-        "log_e_value": lm, "cusum": w, "cusum_threshold": h, "threshold": thr,
-        "detected_by": by, "alarms": st.f_alarms,
+        "log_e_value": lm, "threshold": thr, "segment": st.f_seg,
+        "alarms": st.f_alarms, "onset_estimate": onset,
     }
     f = Finding(
         experiment=st.experiment, rule="fraction_exceeded", severity=exp.severity,
         observed=observed, expected=plan.rule_expected("fraction_exceeded"),
         first_offending_event_at=onset, detected_at=bmax, blast_radius=excess, sample_ids=(),
-        statistic=stat,
-        summary=f"{st.experiment}: {s} of {n} eligible users enrolled ({est:.4%}) vs declared "
-                f"{exp.fraction:.4%} ({by}, ln stat {stat:.1f} >= {thr if by != 'CUSUM' else h:.1f})")
-    # restart the tests from here
-    st.f_n0, st.f_s0 = st.n, st.s
-    st.f_w = 0.0
-    st.f_onset = None
+        statistic=lm,
+        summary=f"{st.experiment}: {s} of {n} new eligible users enrolled at first evaluation ({est:.4%}) "
+                f"vs declared {exp.fraction:.4%} (ln e-value {lm:.1f} >= {thr:.1f})")
+    # the next segment starts with the next batch, with its own share of alpha
+    st.f_seg += 1
+    st.f_lr = None
+    st.f_sn = st.f_sx = 0
     st.f_start = bmax
+    st.f_onset = None
+    st.f_stat = 0.0
     return f
 
 
@@ -584,6 +625,8 @@ def _srm_key(exp):
 def _srm(st, exp, plan, batch_vc, bmin, bmax):
     key = plan.srm_key
     if st.srm_key is not key and st.srm_key != key:  # new declaration (or first look): the test starts here
+        if st.srm_key is not None:  # a new split: a new segment of the budget
+            st.srm_seg += 1
         st.srm_key = key
         st.srm_base = {v: c - batch_vc.get(v, 0) for v, c in st.variants.items()}
         # the users of this batch belong to the new test
@@ -597,7 +640,7 @@ def _srm(st, exp, plan, batch_vc, bmin, bmax):
     probs = plan.srm_probs
     lbf = _srm_log_mixture(counts, plan.srm_consts)
     st.srm_stat = lbf
-    thr = plan.thr
+    thr = budget.log_threshold(plan.alpha, "sample_ratio_mismatch", st.srm_seg)
     if lbf < thr:
         return None
     n = sum(counts)
@@ -620,6 +663,7 @@ def _srm(st, exp, plan, batch_vc, bmin, bmax):
                 + "/".join(f"{p:g}" for p in probs) + f" (ln BF {lbf:.1f} >= {thr:.1f})")
     st.srm_base = dict(vc)
     st.srm_start = bmax
+    st.srm_seg += 1
     return f
 
 
@@ -631,8 +675,10 @@ def rule_breaches(state: ExperimentState, expectation: Expectation | None,
     Exact where the state allows: allowlist against every enrolled id while exact,
     else against the stored offender records (plus pigeonhole on the enrolled lower
     bound); window on the enrolled min/max event time; segments on the stored
-    offending attributes; the sequential tests as one look at the lifetime distinct
-    counts (a single look is a valid test).
+    offending attributes; the statistical rules (fraction, split) as the alarm logic
+    leaves them: "firing" from an alarm until the users since that alarm favour the
+    (possibly new) declaration by 20:1 (mixture e-value <= 1/20), so a registration that
+    catches up with a legitimate ramp resolves the page, and one that does not keeps it.
     """
     st = state
     exp = expectation
@@ -652,35 +698,50 @@ def rule_breaches(state: ExperimentState, expectation: Expectation | None,
         elif rule == "max_users_exceeded":
             out[rule] = st.enrolled_lower_bound() > exp.max_users
         elif rule == "fraction_exceeded":
-            p0 = exp.fraction * (1 + exp.tolerance)
-            if p0 <= 0:
-                out[rule] = st.s > 0
-            else:
-                alts = stats.fraction_alternatives(p0, config.fraction_ratios)
-                out[rule] = stats.log_mixture(st.s, st.n, alts) >= math.log(1 / exp.alpha)
+            out[rule] = _fraction_firing(st, exp, config)
         elif rule == "segment_breach":
             segs = exp.segments
             b = False
             for u, a in st.seg_attrs.items():
-                if a is None or any(a.get(k) not in allowed for k, allowed in segs.items()):
+                if (config.segment_missing_breach if not a
+                    else any(a.get(k) not in allowed for k, allowed in segs.items())):
                     b = True
                     break
             stored = sum(1 for r in st._off.values() if r[2] & 4)
             out[rule] = b or st.rule_count.get("segment_breach", 0) > stored
         elif rule == "outside_window":
-            lo = -_INF if exp.starts_at is None else exp.starts_at
-            hi = _INF if exp.ends_at is None else exp.ends_at
+            lo, hi = _window(exp, config)
             out[rule] = st.enr_min_ts is not None and (st.enr_min_ts < lo or st.enr_max_ts >= hi)
         elif rule == "sample_ratio_mismatch":
-            key = _srm_key(exp)
-            counts = [st.variants.get(v, 0) for v, _ in key]
-            if len(key) < 2 or sum(counts) == 0:
-                out[rule] = False
-            else:
-                tot = sum(p for _, p in key)
-                lbf = stats.srm_log_mixture(counts, [p / tot for _, p in key], config.srm_concentrations)
-                out[rule] = lbf >= math.log(1 / exp.alpha)
+            out[rule] = _srm_firing(st, exp, config)
     return out
+
+
+def _fraction_firing(st: ExperimentState, exp: Expectation, config: EngineConfig) -> bool:
+    """The fraction rule's alarm state, judged against `exp` (see rule_breaches)."""
+    if st.f_alarms == 0 or exp.unenrolled_logged <= 0:
+        return False
+    p0 = stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
+    if p0 >= 1.0:
+        return False
+    if p0 <= 0.0:
+        return True
+    alts = stats.fraction_alternatives(p0, config.fraction_ratios)
+    return stats.log_mixture(st.f_sx, st.f_sn, alts) > RESOLVE_LOG_E
+
+
+def _srm_firing(st: ExperimentState, exp: Expectation, config: EngineConfig) -> bool:
+    """The split rule's alarm state, judged against `exp` on the users since its last alarm."""
+    key = _srm_key(exp)
+    if st.srm_alarms == 0 or len(key) < 2:
+        return False
+    base = st.srm_base
+    counts = [st.variants.get(v, 0) - base.get(v, 0) for v, _ in key]
+    if sum(counts) == 0:
+        return True
+    tot = sum(p for _, p in key)
+    lbf = stats.srm_log_mixture(counts, [p / tot for _, p in key], config.srm_concentrations)
+    return lbf > RESOLVE_LOG_E
 
 
 def observe(state: ExperimentState, expectation: Expectation | None,
@@ -702,9 +763,12 @@ def observe(state: ExperimentState, expectation: Expectation | None,
         "first_event_at": st.first_ts,
         "last_event_at": st.last_ts,
         "counting": "exact" if st.fset is None else "sketch",
+        "first_evaluation_enrolled_users": st.f_x,
+        "enrolled_events_without_attributes": st.seg_missing,
         "out_of_target_users": st.offender_count,
     }
     breaches = rule_breaches(st, exp, config)
+    alpha = config.alpha if exp is None or exp.alpha is None else exp.alpha
     rules: dict[str, dict] = {}
     for rule, b in breaches.items():
         r = {"state": "firing" if b else "ok", "statistic": None, "threshold": None,
@@ -716,10 +780,10 @@ def observe(state: ExperimentState, expectation: Expectation | None,
         elif rule == "max_users_exceeded":
             r["statistic"], r["threshold"] = float(st.enrolled_lower_bound()), float(exp.max_users)
         elif rule == "fraction_exceeded":
-            r.update(statistic=st.f_stat, threshold=math.log(1 / exp.alpha), cusum=st.f_w,
-                     cusum_threshold=stats.cusum_threshold(config.cusum_users_per_false_alarm),
-                     alarms=st.f_alarms)
+            r.update(statistic=st.f_stat, threshold=budget.log_threshold(alpha, rule, st.f_seg),
+                     alarms=st.f_alarms, segment=st.f_seg)
         elif rule == "sample_ratio_mismatch":
-            r.update(statistic=st.srm_stat, threshold=math.log(1 / exp.alpha), alarms=st.srm_alarms)
+            r.update(statistic=st.srm_stat, threshold=budget.log_threshold(alpha, rule, st.srm_seg),
+                     alarms=st.srm_alarms, segment=st.srm_seg)
         rules[rule] = r
     return {"experiment": st.experiment, "observed": observed, "expected": expected_dict(exp), "rules": rules}

@@ -8,10 +8,12 @@ Two regimes for "have we seen this user?":
   fingerprint with an "enrolled" flag bit, upgraded in place when the user enrols;
   Elias-Fano coded in checkpoints (~2 bytes a user at 100k users, ~1.6 at 1M). Counts are
   lower bounds: a fingerprint collision makes a new user look seen. A new enrolled user that
-  collides with a not-enrolled entry still counts as enrolled, so S loses fewer users than n
-  and S/n reads high by at most ~n / 2^30 (0.1% at 1M users), far below the fraction test's
-  smallest alternative (+10%). The enrolled count S is therefore itself the lower bound that
-  max_users alerts on (since format 5; before, an HLL of enrolled ids kept a second, looser one).
+  collides with a not-enrolled entry still counts as enrolled (S is the number of distinct
+  fingerprints among enrolled users), so S is the lower bound max_users alerts on, and
+  `enrolled_estimate` inverts the collisions (linear counting). The fraction rule does NOT
+  use S/n: it counts each user once, at their first evaluation (f_x enrolled of n), and a
+  colliding user is dropped from both, whatever their status, so the ratio has no collision
+  bias at any size (since format 6).
 
 Offender records are [first seen ms, variant, rule bitmask] (bit order: RULE_BITS).
 
@@ -29,7 +31,7 @@ import numpy as np
 from detector.engine.bloom import ScalableBloom
 from detector.engine.fpset import UserSet
 from detector.engine.hashing import hash64
-from detector.engine.stats import RATIOS, SRM_CONCENTRATIONS
+from detector.engine.stats import RATIOS, SRM_CONCENTRATIONS, linear_count
 
 RULES = (
     "unregistered",
@@ -40,7 +42,7 @@ RULES = (
     "outside_window",
     "sample_ratio_mismatch",
 )
-_FORMAT = 5  # 3: ids hashed with XXH3-64 (hashing.py); 4: one flagged fingerprint per user (UserSet); 5: no HLL
+_FORMAT = 6  # 3: XXH3-64 ids; 4: one flagged fingerprint per user (UserSet); 5: no HLL; 6: first-evaluation e-detector
 # offender records carry their rules as a bitmask; bits in the order process_batch judges them
 RULE_BITS = {"unregistered": 1, "allowlist_breach": 2, "segment_breach": 4, "outside_window": 8,
              "max_users_exceeded": 16}
@@ -54,7 +56,10 @@ class EngineConfig:
     sample_ids_limit: int = 1000  # ids carried by a finding
     fraction_ratios: tuple[float, ...] = RATIOS
     srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
-    cusum_users_per_false_alarm: float = 1e8
+    # --- statistics (fraction / split rules; README "Statistics") ---
+    alpha: float = 1e-4  # per-experiment lifetime false-alarm budget when the registration sets none
+    window_grace_ms: int = 3_600_000  # outside_window: accepted clock skew at both edges of the window
+    segment_missing_breach: bool = False  # an enrolled event without attributes breaches declared segments
     unregistered_severity: str = "warning"
     fingerprint_bits: int = 30  # seen-set fingerprints: new-user false positive = keys / 2^bits
     small_batch_keys: int = 24  # batches with at most this many distinct users probe the user set in plain Python
@@ -87,15 +92,19 @@ class _Snap(msgspec.Struct, array_like=True):
     rule_samples: dict[str, list[str]]
     seg_attrs: dict[str, dict[str, str] | None]
     win_ts: dict[str, list[int]]
-    f_p0: float | None
-    f_n0: int
-    f_s0: int
-    f_w: float
-    f_onset: int | None
+    f_x: int  # users enrolled at their first evaluation (of n)
+    f_p0: float | None  # p0 of the last look
+    f_lr: list[float] | None  # ln R_j of the running segment (None: segment not started)
+    f_seg: int  # segment number (1 = no alarm, no merge yet)
+    f_sn: int  # trials / enrolled trials in the running segment
+    f_sx: int
     f_start: int | None
+    f_onset: int | None  # where the running segment's evidence last started rising (onset estimate)
     f_alarms: int
     f_stat: float | None
+    seg_missing: int  # enrolled users of a segmented experiment seen without attributes
     srm_key: list | None
+    srm_seg: int
     srm_base: dict[str, int]
     srm_start: int | None
     srm_alarms: int
@@ -132,13 +141,17 @@ class ExperimentState:
         st.overflow = None
         st.rule_count, st.rule_first, st.rule_last, st.rule_samples = {}, {}, {}, {}
         st.seg_attrs, st.win_ts = {}, {}
+        st.f_x = 0
         st.f_p0 = None
-        st.f_n0 = st.f_s0 = 0
-        st.f_w = 0.0
-        st.f_onset = st.f_start = None
+        st.f_lr = None
+        st.f_seg = 1
+        st.f_sn = st.f_sx = 0
+        st.f_start = st.f_onset = None
         st.f_alarms = 0
         st.f_stat = None
+        st.seg_missing = 0
         st.srm_key = None
+        st.srm_seg = 1
         st.srm_base = {}
         st.srm_start = None
         st.srm_alarms = 0
@@ -174,8 +187,8 @@ class ExperimentState:
         """Distinct enrolled users: exact, else the user set's count corrected for the collisions expected."""
         if self.fset is None:
             return float(len(self.enr))
-        # n users in 2^f fingerprints (f = bits - 1; the last bit is the flag) hide ~n / 2^(f+1) of them
-        return self.s * (1.0 + self.n / 2.0 ** self.fset.bits)
+        # S = distinct fingerprints among the enrolled users, in 2^(bits-1) slots (the last bit is the flag)
+        return linear_count(self.s, 2.0 ** (self.fset.bits - 1))
 
     # -- offenders --------------------------------------------------------------------------
     def offenders(self) -> Iterator[tuple[str, int, str | None, tuple[str, ...]]]:
@@ -240,8 +253,9 @@ class ExperimentState:
         their union gives n and s (a user on both sides counts once, enrolled if either side
         says so), while variant counts ADD, which assumes the two states saw disjoint users
         (true for user-partitioned streams). What cannot merge: the paths of the
-        sequential tests (mixture SPRT window, CUSUM): they restart at the merge point
-        on the merged counts, which keeps them valid. Offender records union (earliest
+        sequential tests: they restart at the merge point in a new segment of their alpha
+        budget (detector.engine.budget), which keeps the lifetime bound. The first-evaluation
+        enrolled counts add, like the variant counts. Offender records union (earliest
         first-seen, union of rules) up to blast_radius_limit.
         """
         if other.experiment != self.experiment:
@@ -257,6 +271,7 @@ class ExperimentState:
                 self.enr.setdefault(u, v)
             self.n, self.s = len(self.seen), len(self.enr)
             self.variants, self.variant_none = {}, 0
+            self.f_x = min(self.f_x + o.f_x, self.s)  # disjoint users (user-partitioned streams)
             for v in self.enr.values():
                 if v is None:
                     self.variant_none += 1
@@ -274,6 +289,7 @@ class ExperimentState:
             for v, c in o.variants.items():
                 self.variants[v] = self.variants.get(v, 0) + c
             self.variant_none += o.variant_none
+            self.f_x = min(self.f_x + o.f_x, self.s)  # disjoint users (user-partitioned streams)
         # offenders: stored records union; counts beyond the stored records add
         mine = self._off
         limit = config.blast_radius_limit
@@ -315,12 +331,16 @@ class ExperimentState:
             if uid in mine:
                 cur = self.win_ts.get(uid)
                 self.win_ts[uid] = [lo, hi] if cur is None else [min(cur[0], lo), max(cur[1], hi)]
-        # sequential tests restart on the merged counts
-        self.f_p0 = None
-        self.f_w = 0.0
+        # sequential tests restart on the merged counts, in a new segment of each rule's budget
+        # (each side's spent segments stay spent: see detector.engine.budget)
+        self.f_lr = None
         self.f_onset = None
+        self.f_sn = self.f_sx = 0
+        self.f_seg = max(self.f_seg, o.f_seg) + 1
         self.f_alarms += o.f_alarms
+        self.seg_missing += o.seg_missing
         self.srm_key = None
+        self.srm_seg = max(self.srm_seg, o.srm_seg) + 1
         self.srm_alarms += o.srm_alarms
         self.mu_reported = max(self.mu_reported, o.mu_reported)
         self.un_reported = max(self.un_reported, o.un_reported)

@@ -54,7 +54,7 @@ MAX_ALLOWLIST = 100_000
 MAX_ID_LENGTH = 1024
 MAX_MAX_USERS = 2**63 - 1
 MAX_ALPHA = 0.05
-DEFAULT_ALPHA = 1e-4
+DEFAULT_ALPHA = 1e-4  # the fleet share at the default budget (1 false page a month over 10,000 experiments)
 VARIANT_SUM_TOLERANCE = 1e-6
 MAX_VARIANTS = 100
 MAX_SEGMENT_ATTRIBUTES = 32
@@ -80,7 +80,7 @@ TOP_LEVEL_FIELDS = (
     "mitigation",
     "labels",
 )
-POPULATION_FIELDS = ("allowlist", "max_users", "fraction", "segments")
+POPULATION_FIELDS = ("allowlist", "max_users", "fraction", "segments", "unenrolled_logged")
 MITIGATION_FIELDS = ("kill_url",)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -504,6 +504,14 @@ def _parse_population(errs: _Errors, population: dict, values: dict[str, Any]) -
             else:
                 values["fraction"] = fraction
 
+    if population.get("unenrolled_logged") is not None:
+        q = _number(errs, "population.unenrolled_logged", population["unenrolled_logged"])
+        if q is not None:
+            if not 0.0 <= q <= 1.0:
+                errs.add("population.unenrolled_logged", f"must be in [0, 1], got {population['unenrolled_logged']!r}")
+            else:
+                values["unenrolled_logged"] = q
+
     if population.get("segments") is not None:
         segments = population["segments"]
         if _mapping(errs, "population.segments", segments) is None:
@@ -631,13 +639,16 @@ def expectation_to_dict(e: Expectation) -> dict[str, Any]:
         population["fraction"] = e.fraction
     if e.segments is not None:
         population["segments"] = {k: sorted(e.segments[k]) for k in sorted(e.segments)}
+    if e.unenrolled_logged != 1.0:
+        population["unenrolled_logged"] = e.unenrolled_logged
     if population:
         out["population"] = population
     if e.variants is not None:
         out["variants"] = {k: e.variants[k] for k in sorted(e.variants)}
     out["severity"] = e.severity
     out["tolerance"] = e.tolerance
-    out["alpha"] = e.alpha
+    if e.alpha is not None:
+        out["alpha"] = e.alpha
     if e.kill_url is not None:
         out["mitigation"] = {"kill_url": e.kill_url}
     if e.labels:

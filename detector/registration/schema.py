@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from detector.expectations import SEVERITIES
+from detector.expectations import DEFAULT_TOLERANCE, SEVERITIES
 from detector.registration import model as m
 
 SCHEMA_ID = "urn:exposure-detector:schema:expectation:v1"
@@ -71,6 +71,14 @@ def expectation_json_schema(*, require_experiment: bool = True) -> dict[str, Any
                     "description": "Largest share of eligible traffic enrolled, 0.1 = 10% (rule fraction_exceeded).",
                 }
             ),
+            "unenrolled_logged": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "default": 1,
+                "description": "Share of not-enrolled evaluations your SDK logs: 1 all, q sampled at rate q, "
+                "0 only enrolled users are logged (no fraction rule then).",
+            },
             "segments": _nullable(
                 {
                     "type": "object",
@@ -121,15 +129,17 @@ def expectation_json_schema(*, require_experiment: bool = True) -> dict[str, Any
             "tolerance": {
                 "type": "number",
                 "minimum": 0,
-                "default": 0,
-                "description": "The fraction rule alerts above fraction * (1 + tolerance).",
+                "default": DEFAULT_TOLERANCE,
+                "description": "The fraction rule alerts above fraction * (1 + tolerance); the default "
+                "absorbs a logging gap of a few percent between enrolled and not-enrolled evaluations.",
             },
             "alpha": {
                 "type": "number",
                 "exclusiveMinimum": 0,
                 "maximum": m.MAX_ALPHA,
                 "default": m.DEFAULT_ALPHA,
-                "description": "Lifetime false-alarm budget of each sequential test.",
+                "description": "Lifetime false-alarm budget of the experiment's statistical rules (fraction "
+                "and split together); default: the fleet share DETECTOR_FALSE_PAGE_BUDGET / DETECTOR_ACTIVE_EXPERIMENTS.",
             },
             "mitigation": _nullable(
                 {
