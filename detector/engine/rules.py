@@ -538,6 +538,7 @@ _LOG_W0 = math.log(budget.START_WEIGHT)
 # A rule that fired reads "firing" until the users since its last alarm favour the declaration
 # by at least this much (mixture e-value <= 1/20): see rule_breaches.
 RESOLVE_LOG_E = -math.log(20.0)
+SRM_RESOLVE_MIN_USERS = 100  # the split rule judges its alarm state on at least this many users since the alarm
 
 
 def _start_log_weight(n_before: int, n_after: int) -> float:
@@ -677,8 +678,9 @@ def rule_breaches(state: ExperimentState, expectation: Expectation | None,
     bound); window on the enrolled min/max event time; segments on the stored
     offending attributes; the statistical rules (fraction, split) as the alarm logic
     leaves them: "firing" from an alarm until the users since that alarm favour the
-    (possibly new) declaration by 20:1 (mixture e-value <= 1/20), so a registration that
-    catches up with a legitimate ramp resolves the page, and one that does not keeps it.
+    (possibly new) declaration: fraction, mixture e-value <= 1/20; split, Bayes factor <= 1
+    on at least 100 users. So a registration that catches up with a legitimate ramp
+    resolves the page, and one that does not keeps it.
     """
     st = state
     exp = expectation
@@ -737,11 +739,12 @@ def _srm_firing(st: ExperimentState, exp: Expectation, config: EngineConfig) -> 
         return False
     base = st.srm_base
     counts = [st.variants.get(v, 0) - base.get(v, 0) for v, _ in key]
-    if sum(counts) == 0:
+    if sum(counts) < SRM_RESOLVE_MIN_USERS:
         return True
     tot = sum(p for _, p in key)
-    lbf = stats.srm_log_mixture(counts, [p / tot for _, p in key], config.srm_concentrations)
-    return lbf > RESOLVE_LOG_E
+    # The Dirichlet mixture's Bayes factor falls only like sqrt(k / n) on a balanced split, so
+    # the split rule resolves once it no longer favours a mismatch at all (BF <= 1).
+    return stats.srm_log_mixture(counts, [p / tot for _, p in key], config.srm_concentrations) > 0.0
 
 
 def observe(state: ExperimentState, expectation: Expectation | None,
