@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python >= 3.11)"; exit 1; }
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools
-	$(BIN)/pip install -q -e ".[test]"
+	@# setuptools notes every editable install with a BuildBackendWarning; it says nothing about this project
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv with the project (editable) and test tools

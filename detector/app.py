@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             state = ingest.state_of(exp)
             if state is not None:
                 reg = parsed.get(exp)
-                obs = observe(state, reg)
+                obs = observe(state, reg).to_dict()
                 if reg is not None and reg.owner:  # the engine's expected side has no owner
                     obs["expected"] = {**obs["expected"], "owner": reg.owner}
                 metrics.update_experiment(exp, obs)

@@ -39,18 +39,7 @@ class Expectation:
     schema_version: int = 1
 
     def active_rules(self) -> list[str]:
-        """The rules this declaration switches on, in contract order."""
-        rules = []
-        if self.allowlist is not None:
-            rules.append("allowlist_breach")
-        if self.max_users is not None:
-            rules.append("max_users_exceeded")
-        if self.fraction is not None and self.unenrolled_logged > 0:
-            rules.append("fraction_exceeded")
-        if self.segments:
-            rules.append("segment_breach")
-        if self.starts_at is not None or self.ends_at is not None:
-            rules.append("outside_window")
-        if self.variants:
-            rules.append("sample_ratio_mismatch")
-        return rules
+        """The rules this declaration switches on, in registry order (detector.engine.rules.RULES)."""
+        from detector.engine.rules import active_rules  # the registry imports this module
+
+        return active_rules(self)

@@ -200,12 +200,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         out.write(f"\n# final state ({n_events:,} events, {len(states)} experiments)\n")
         for key, st in states.items():
             o = observe(st, expectations.get(key), config)
-            ob = o["observed"]
-            rules = ", ".join(f"{r}={v['state']}" for r, v in o["rules"].items()) or "no rules declared"
-            frac = "-" if ob["observed_fraction"] is None else f"{ob['observed_fraction']:.4%}"
-            out.write(f"{key}: {ob['enrolled_users']:,} enrolled / {ob['eligible_users']:,} eligible users "
-                      f"({frac}), {ob['events']:,} events {iso(ob['first_event_at'])} .. "
-                      f"{iso(ob['last_event_at'])}; {rules}\n")
+            ob = o.observed
+            rules = ", ".join(f"{r}={v.state}" for r, v in o.rules.items()) or "no rules declared"
+            frac = "-" if ob.observed_fraction is None else f"{ob.observed_fraction:.4%}"
+            out.write(f"{key}: {ob.enrolled_users:,} enrolled / {ob.eligible_users:,} eligible users "
+                      f"({frac}), {ob.events:,} events {iso(ob.first_event_at)} .. "
+                      f"{iso(ob.last_event_at)}; {rules}\n")
     if not args.quiet:
         err.write(f"replay: {n_events:,} events, {len(states)} experiments, {printer.count} findings in "
                   f"{dt:.2f} s ({n_events / dt if dt else 0:,.0f} events/s; engine incl. output "

@@ -4,12 +4,16 @@
     for experiment, events in by_experiment(mixed_events).items(): ...
     findings = process_batch(state, expectation_or_None, events, config)
     state.to_bytes() / ExperimentState.from_bytes(b) / state.merge(other)
-    observe(state, expectation) -> dict;  rule_breaches(state, expectation) -> {rule: bool}
+    observe(state, expectation) -> Observation;  rule_breaches(state, expectation) -> {rule: bool}
+
+The rules are one module each under `detector.engine.rules`, listed in its `RULES` registry.
 """
 
 from detector.engine.batches import by_experiment
-from detector.engine.rules import Finding, observe, process_batch, rule_breaches
-from detector.engine.state import DEFAULT_CONFIG, RULES, EngineConfig, ExperimentState
+from detector.engine.config import DEFAULT_CONFIG, EngineConfig
+from detector.engine.process import Observation, Observed, expected_dict, observe, process_batch, rule_breaches
+from detector.engine.rules import FIRING, Finding, RuleState
+from detector.engine.state import RULES, ExperimentState
 
-__all__ = ["DEFAULT_CONFIG", "by_experiment", "RULES", "EngineConfig", "ExperimentState", "Finding", "observe",
-           "process_batch", "rule_breaches"]
+__all__ = ["DEFAULT_CONFIG", "FIRING", "by_experiment", "RULES", "EngineConfig", "ExperimentState", "Finding",
+           "Observation", "Observed", "RuleState", "expected_dict", "observe", "process_batch", "rule_breaches"]

@@ -13,62 +13,38 @@ Two regimes for "have we seen this user?":
   `enrolled_estimate` inverts the collisions (linear counting). The fraction rule does NOT
   use S/n: it counts each user once, at their first evaluation (f_x enrolled of n), and a
   colliding user is dropped from both, whatever their status, so the ratio has no collision
-  bias at any size (since format 6).
+  bias at any size (since format 7).
 
-Offender records are [first seen ms, variant, rule bitmask] (bit order: RULE_BITS).
+Offender records are [first seen ms, variant, rule bitmask] (each rule's `bit`, RULE_BITS).
+Each rule keeps its own state (its `State` struct) in `rules`, keyed by rule name.
 
 Serialisation is msgpack of a msgspec struct (arrays, not maps) plus raw sketch bytes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
 import msgspec
 import numpy as np
 
 from detector.engine.bloom import ScalableBloom
+from detector.engine.config import DEFAULT_CONFIG, EngineConfig
 from detector.engine.fpset import UserSet
 from detector.engine.hashing import hash64
-from detector.engine.stats import RATIOS, SRM_CONCENTRATIONS, linear_count
+from detector.engine.stats import linear_count
+from detector.engine.rules import BY_NAME, MASK_RULES, RULE_BITS, RULE_NAMES
 
-RULES = (
-    "unregistered",
-    "allowlist_breach",
-    "max_users_exceeded",
-    "fraction_exceeded",
-    "segment_breach",
-    "outside_window",
-    "sample_ratio_mismatch",
-)
-_FORMAT = 6  # 3: XXH3-64 ids; 4: one flagged fingerprint per user (UserSet); 5: no HLL; 6: first-evaluation e-detector
-# offender records carry their rules as a bitmask; bits in the order process_batch judges them
-RULE_BITS = {"unregistered": 1, "allowlist_breach": 2, "segment_breach": 4, "outside_window": 8,
-             "max_users_exceeded": 16}
-MASK_RULES = tuple(tuple(r for r, b in RULE_BITS.items() if m & b) for m in range(32))
+RULES = RULE_NAMES  # the rule names, in registry order (detector.engine.rules.RULES holds the rules)
+__all__ = ["DEFAULT_CONFIG", "RULES", "RULE_BITS", "EngineConfig", "ExperimentState"]
 
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    exact_limit: int = 100  # distinct users held exactly (memory: ~150 B per user in a Python set)
-    blast_radius_limit: int = 1_000_000  # offender ids kept; beyond, counted only
-    sample_ids_limit: int = 1000  # ids carried by a finding
-    fraction_ratios: tuple[float, ...] = RATIOS
-    srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
-    # --- statistics (fraction / split rules; README "Statistics") ---
-    alpha: float = 1e-4  # per-experiment lifetime false-alarm budget when the registration sets none
-    window_grace_ms: int = 3_600_000  # outside_window: accepted clock skew at both edges of the window
-    segment_missing_breach: bool = False  # an enrolled event without attributes breaches declared segments
-    unregistered_severity: str = "warning"
-    fingerprint_bits: int = 30  # seen-set fingerprints: new-user false positive = keys / 2^bits
-    small_batch_keys: int = 24  # batches with at most this many distinct users probe the user set in plain Python
-
-
-DEFAULT_CONFIG = EngineConfig()
+_FORMAT = 7  # 3: XXH3-64 ids; 4: one flagged fingerprint per user (UserSet); 5: no HLL; 6: per-rule states;
+# 7: first-evaluation counts (f_x) and the fraction rule's e-detector
 
 
 class _Snap(msgspec.Struct, array_like=True):
+    """The checkpoint: shared state, then each rule's own State struct keyed by rule name."""
+
     fmt: int
     experiment: str
     events: int
@@ -78,6 +54,7 @@ class _Snap(msgspec.Struct, array_like=True):
     enr_max_ts: int | None
     n: int
     s: int
+    f_x: int  # users enrolled at their FIRST evaluation (the fraction rule's unit), of n
     variants: dict[str, int]
     variant_none: int
     seen: list[str] | None
@@ -90,27 +67,7 @@ class _Snap(msgspec.Struct, array_like=True):
     rule_first: dict[str, int]
     rule_last: dict[str, int]
     rule_samples: dict[str, list[str]]
-    seg_attrs: dict[str, dict[str, str] | None]
-    win_ts: dict[str, list[int]]
-    f_x: int  # users enrolled at their first evaluation (of n)
-    f_p0: float | None  # p0 of the last look
-    f_lr: list[float] | None  # ln R_j of the running segment (None: segment not started)
-    f_seg: int  # segment number (1 = no alarm, no merge yet)
-    f_sn: int  # trials / enrolled trials in the running segment
-    f_sx: int
-    f_start: int | None
-    f_onset: int | None  # where the running segment's evidence last started rising (onset estimate)
-    f_alarms: int
-    f_stat: float | None
-    seg_missing: int  # enrolled users of a segmented experiment seen without attributes
-    srm_key: list | None
-    srm_seg: int
-    srm_base: dict[str, int]
-    srm_start: int | None
-    srm_alarms: int
-    srm_stat: float | None
-    mu_reported: int
-    un_reported: int
+    rules: dict[str, msgspec.Raw]  # rule name -> its State struct, encoded
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -130,7 +87,7 @@ class ExperimentState:
         st.experiment = experiment
         st.events = 0
         st.first_ts = st.last_ts = st.enr_min_ts = st.enr_max_ts = None
-        st.n = st.s = 0
+        st.n = st.s = st.f_x = 0
         st.variants = {}
         st.variant_none = 0
         st.seen = set()
@@ -140,24 +97,7 @@ class ExperimentState:
         st.offender_count = 0
         st.overflow = None
         st.rule_count, st.rule_first, st.rule_last, st.rule_samples = {}, {}, {}, {}
-        st.seg_attrs, st.win_ts = {}, {}
-        st.f_x = 0
-        st.f_p0 = None
-        st.f_lr = None
-        st.f_seg = 1
-        st.f_sn = st.f_sx = 0
-        st.f_start = st.f_onset = None
-        st.f_alarms = 0
-        st.f_stat = None
-        st.seg_missing = 0
-        st.srm_key = None
-        st.srm_seg = 1
-        st.srm_base = {}
-        st.srm_start = None
-        st.srm_alarms = 0
-        st.srm_stat = None
-        st.mu_reported = 0
-        st.un_reported = 0
+        st.rules = {}
         return st
 
     # -- regime ---------------------------------------------------------------------------
@@ -207,6 +147,7 @@ class ExperimentState:
             vals["fset"] = self.fset.to_obj()
         vals["offenders"] = self._off
         vals["overflow"] = None if self.overflow is None else self.overflow.to_obj()
+        vals["rules"] = {k: msgspec.Raw(_encoder.encode(v)) for k, v in self.rules.items()}
         return _encoder.encode(_Snap(**vals))
 
     @classmethod
@@ -224,6 +165,11 @@ class ExperimentState:
         else:
             st.fset = UserSet.from_obj(snap.fset)
         st._off = snap.offenders
+        st.rules = {}
+        for name, raw in snap.rules.items():
+            rule = BY_NAME.get(name)
+            if rule is not None and rule.State is not None:  # a rule this build no longer has: dropped
+                st.rules[name] = msgspec.msgpack.decode(raw, type=rule.State)
         st.overflow = None if snap.overflow is None else ScalableBloom.from_obj(snap.overflow)
         return st
 
@@ -253,9 +199,8 @@ class ExperimentState:
         their union gives n and s (a user on both sides counts once, enrolled if either side
         says so), while variant counts ADD, which assumes the two states saw disjoint users
         (true for user-partitioned streams). What cannot merge: the paths of the
-        sequential tests: they restart at the merge point in a new segment of their alpha
-        budget (detector.engine.budget), which keeps the lifetime bound. The first-evaluation
-        enrolled counts add, like the variant counts. Offender records union (earliest
+        sequential tests (mixture SPRT window, CUSUM): they restart at the merge point
+        on the merged counts, which keeps them valid. Offender records union (earliest
         first-seen, union of rules) up to blast_radius_limit.
         """
         if other.experiment != self.experiment:
@@ -270,8 +215,8 @@ class ExperimentState:
             for u, v in o.enr.items():
                 self.enr.setdefault(u, v)
             self.n, self.s = len(self.seen), len(self.enr)
-            self.variants, self.variant_none = {}, 0
             self.f_x = min(self.f_x + o.f_x, self.s)  # disjoint users (user-partitioned streams)
+            self.variants, self.variant_none = {}, 0
             for v in self.enr.values():
                 if v is None:
                     self.variant_none += 1
@@ -324,26 +269,13 @@ class ExperimentState:
             have = set(cur)
             cur.extend(u for u in ids if u not in have)
             del cur[config.sample_ids_limit:]
-        for uid, a in o.seg_attrs.items():
-            if uid in mine:
-                self.seg_attrs.setdefault(uid, a)
-        for uid, (lo, hi) in o.win_ts.items():
-            if uid in mine:
-                cur = self.win_ts.get(uid)
-                self.win_ts[uid] = [lo, hi] if cur is None else [min(cur[0], lo), max(cur[1], hi)]
-        # sequential tests restart on the merged counts, in a new segment of each rule's budget
-        # (each side's spent segments stay spent: see detector.engine.budget)
-        self.f_lr = None
-        self.f_onset = None
-        self.f_sn = self.f_sx = 0
-        self.f_seg = max(self.f_seg, o.f_seg) + 1
-        self.f_alarms += o.f_alarms
-        self.seg_missing += o.seg_missing
-        self.srm_key = None
-        self.srm_seg = max(self.srm_seg, o.srm_seg) + 1
-        self.srm_alarms += o.srm_alarms
-        self.mu_reported = max(self.mu_reported, o.mu_reported)
-        self.un_reported = max(self.un_reported, o.un_reported)
+        # rule states: each rule merges its own (the sequential tests restart on the merged counts)
+        for name in set(self.rules) | set(o.rules):
+            rule = BY_NAME.get(name)
+            if rule is None or rule.State is None:
+                continue
+            self.rules[name] = rule.merge_state(self.rules.get(name) or rule.State(),
+                                                o.rules.get(name) or rule.State(), self)
 
 
 def _stored(st: ExperimentState, rule: str) -> int:

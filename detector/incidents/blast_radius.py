@@ -9,7 +9,8 @@ Re-judging. A record says why the user was out of target *when they enrolled*. I
 registration changed since (say the allowlist now includes a user on purpose), the
 user is no longer out of target. By default each record is re-judged against the
 current registration and only rules still in breach are reported; `as_recorded=True`
-reports the records unchanged. Per rule:
+reports the records unchanged. Each rule says when its record still holds (its
+`still_holds`, in its module under detector/engine/rules/); for example:
 
 - allowlist_breach: the user is still not on the allowlist;
 - segment_breach: the user's enrolled attributes still fall outside the segments;
@@ -17,6 +18,7 @@ reports the records unchanged. Per rule:
 - max_users_exceeded: the experiment is still over its cap (which users are "over"
   is the arrival order at the time: the users who enrolled after the cap was reached);
 - unregistered: the experiment is still unregistered.
+A record of a rule the registration no longer declares no longer holds.
 
 Paging. Records are kept in the order the engine first recorded them and only ever
 appended, so a cursor is the position of the next record plus the id just before it
@@ -29,20 +31,18 @@ import base64
 import binascii
 import csv
 import io
-import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from detector.alerts.times import rfc3339
+from detector.engine.rules import BY_NAME
 
 CSV_HEADER = ("user_id", "first_seen_at", "variant", "rules")
 RULE_SEPARATOR = ";"
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
-
-_INF = math.inf
 
 
 class CursorError(ValueError):
@@ -71,56 +71,33 @@ class Offender:
 
 # ------------------------------------------------------------------------------------ judging
 class Judge:
-    """Which of a record's rules still hold under the current registration (see module doc)."""
+    """Which of a record's rules still hold under the current registration (see module doc).
+
+    Each rule answers for its own records (`Rule.still_holds` in detector.engine.rules)."""
 
     def __init__(self, state: Any, expectation: Any | None, *, as_recorded: bool = False) -> None:
         self.as_recorded = as_recorded
+        self.state = state
         self.exp = expectation
-        self.seg_attrs = getattr(state, "seg_attrs", None) or {}
-        self.win_ts = getattr(state, "win_ts", None) or {}
-        e = expectation
-        self.still: dict[str, bool] = {}
-        if e is None:
-            self.still["unregistered"] = True
-        else:
-            if e.max_users is not None:
-                try:
-                    self.still["max_users_exceeded"] = state.enrolled_lower_bound() > e.max_users
-                except Exception:  # an engine without the bound: trust the record
-                    self.still["max_users_exceeded"] = True
-            lo = -_INF if e.starts_at is None else e.starts_at
-            hi = _INF if e.ends_at is None else e.ends_at
-            self.window = (lo, hi) if (e.starts_at is not None or e.ends_at is not None) else None
+        self._holds: dict[str, Callable[[str], bool]] = {}
 
     def rules(self, uid: str, recorded: Iterable[str]) -> tuple[str, ...]:
         if self.as_recorded:
             return tuple(recorded)
-        return tuple(r for r in recorded if self._holds(uid, r))
+        return tuple(r for r in recorded if self.holds(uid, r))
 
-    def _holds(self, uid: str, rule: str) -> bool:
-        e = self.exp
-        if rule in self.still:
-            return self.still[rule]
-        if e is None:
-            return False  # registration deleted: only `unregistered` records still count
-        if rule == "allowlist_breach":
-            return e.allowlist is not None and uid not in e.allowlist
-        if rule == "segment_breach":
-            if not e.segments:
-                return False
-            if uid not in self.seg_attrs:
-                return True
-            attrs = self.seg_attrs[uid]
-            return attrs is None or any(attrs.get(k) not in allowed for k, allowed in e.segments.items())
-        if rule == "outside_window":
-            if self.window is None:
-                return False
-            span = self.win_ts.get(uid)
-            if span is None:
-                return True
-            lo, hi = self.window
-            return span[0] < lo or span[1] >= hi
-        return False  # a rule the registration no longer declares
+    def holds(self, uid: str, rule: str) -> bool:
+        pred = self._holds.get(rule)
+        if pred is None:
+            r = BY_NAME.get(rule)
+            # a rule the registration no longer declares (or this build does not know): no longer holds
+            pred = r.still_holds(self.state, self.exp) if r is not None and r.active(self.exp) else _never
+            self._holds[rule] = pred
+        return pred(uid)
+
+
+def _never(uid: str) -> bool:
+    return False
 
 
 def offenders(state: Any, expectation: Any | None = None, *, rule: str | None = None,

@@ -189,6 +189,12 @@ def describe(entry: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items() if v is not None)
 
 
+def _readable_times(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Epoch-millisecond fields (`..._at`, `..._ts`) as RFC 3339, for people reading a post-mortem."""
+    return {k: (rfc3339(v) if isinstance(v, int) and not isinstance(v, bool) and (k.endswith("_at") or k.endswith("_ts"))
+                else v) for k, v in d.items()}
+
+
 def incident_markdown(view: Mapping[str, Any], base_url: str | None = None) -> str:
     """The incident and its merged timeline as Markdown, ready to paste into a post-mortem."""
     br = view.get("blast_radius") or {}
@@ -210,8 +216,8 @@ def incident_markdown(view: Mapping[str, Any], base_url: str | None = None) -> s
     lines += [
         f"- Blast radius: {br.get('count', 0)} user(s); full list: `{(base_url or '').rstrip('/')}{csv_path}`"
         f" or `detector blast-radius {view['experiment']} --rule {view['rule']} --format csv`",
-        f"- Observed: `{orjson.dumps(view.get('observed') or {}).decode()}`",
-        f"- Expected: `{orjson.dumps(view.get('expected') or {}).decode()}`",
+        f"- Observed: `{orjson.dumps(_readable_times(view.get('observed') or {})).decode()}`",
+        f"- Expected: `{orjson.dumps(_readable_times(view.get('expected') or {})).decode()}`",
         "",
         "| Time (UTC) | Event | Detail |",
         "|---|---|---|",

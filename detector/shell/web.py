@@ -7,6 +7,8 @@ import time
 from aiohttp import web
 
 from detector.observability.dashboards import experiment_dashboard
+from detector.web.console import Console, add_console_routes
+from detector.web.console.app import SingleToken
 from detector.web.expectations_api import add_routes as add_expectation_routes
 from detector.web.incidents_api import add_routes as add_incident_routes
 
@@ -38,5 +40,8 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     r.add_get("/v1/experiments/{experiment}/dashboard.json", dashboard)
     add_expectation_routes(r, registrations, token=settings.api_token or None)
     # Incidents (list, timeline JSON/Markdown, ack, resolve) and blast radius: detector/web/incidents_api.py
-    add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest, registrations=registrations,
-                        token=settings.api_token or None)
+    incidents_api = add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest,
+                                        registrations=registrations, token=settings.api_token or None)
+    # The console: pages for people over the same services (detector/web/console).
+    add_console_routes(app, Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
+                                    principals=SingleToken(settings.api_token or None)))

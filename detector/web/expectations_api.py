@@ -28,11 +28,11 @@ import orjson
 import yaml
 from aiohttp import web
 
+from detector.engine.rules import BY_NAME
 from detector.expectations import Expectation
 from detector.registration.model import (
     RegistrationError,
     expectation_to_dict,
-    format_timestamp,
     parse_expectation,
     valid_experiment_key,
     yaml_load,
@@ -222,25 +222,9 @@ def _risk_problem(risks: list[Risk], action: str, **extra: Any) -> HTTPProblem:
 
 # ---------------------------------------------------------------------------------- side by side
 def _expected_for(rule: str, e: Expectation | None) -> Any:
-    if e is None:
-        return None
-    if rule == "allowlist_breach":
-        return {"allowlist_size": len(e.allowlist or ())}
-    if rule == "max_users_exceeded":
-        return {"max_users": e.max_users}
-    if rule == "fraction_exceeded":
-        assert e.fraction is not None
-        return {"fraction": e.fraction, "tolerance": e.tolerance, "alert_above": e.fraction * (1 + e.tolerance)}
-    if rule == "segment_breach":
-        return {k: sorted(v) for k, v in sorted((e.segments or {}).items())}
-    if rule == "outside_window":
-        return {
-            "starts_at": None if e.starts_at is None else format_timestamp(e.starts_at),
-            "ends_at": None if e.ends_at is None else format_timestamp(e.ends_at),
-        }
-    if rule == "sample_ratio_mismatch":
-        return dict(sorted((e.variants or {}).items()))
-    return None
+    """The rule's own view of the declaration (the `expected` of its findings)."""
+    r = BY_NAME.get(rule)
+    return r.expected(e) if e is not None and r is not None and r.active(e) else None
 
 
 def _int(value: Any) -> int | None:

@@ -96,9 +96,8 @@ class IncidentsAPI:
         return v
 
     # ---- incidents -------------------------------------------------------------------------
-    async def list(self, request: web.Request) -> web.Response:
-        q = request.query
-        limit = _int_param(q, "limit", MAX_LIST, 1, MAX_LIST)
+    def all_views(self) -> list[dict[str, Any]]:
+        """Every incident this worker knows (local lifecycles first, then the table), newest first."""
         seen: dict[str, dict] = {}
         if self.publisher is not None:
             for inc in self.publisher.incidents():
@@ -107,8 +106,14 @@ class IncidentsAPI:
             for iid, row in list(self.table.items()):
                 if iid not in seen and row and row.get("incident"):
                     seen[iid] = dict(row["incident"])
-        views = [v for v in seen.values() if matches(v, q)]
+        views = list(seen.values())
         views.sort(key=lambda v: (v.get("started_at") or "", v["id"]), reverse=True)
+        return views
+
+    async def list(self, request: web.Request) -> web.Response:
+        q = request.query
+        limit = _int_param(q, "limit", MAX_LIST, 1, MAX_LIST)
+        views = [v for v in self.all_views() if matches(v, q)]
         items = [incident_summary(v) for v in views[:limit]]
         return json_response({"count": len(items), "total": len(views), "incidents": items})
 
@@ -148,27 +153,37 @@ class IncidentsAPI:
         raise _field_problem(409, f"incident {iid!r} is held by another worker", "id",
                              "send this request to the worker that owns the experiment's partition")
 
-    async def ack(self, request: web.Request) -> web.Response:
-        self.auth.check(request)
-        iid = request.match_info["id"]
-        who, _note = await self._who(request)
+    async def acknowledge(self, iid: str, who: str) -> str:
+        """Acknowledge a firing incident held here: "acknowledged" or "unchanged" (HTTPProblem otherwise)."""
         self._local_or_problem(iid)
         _, inc = self.publisher.find(iid)
         if inc.status != "firing":
             raise _field_problem(409, f"incident {iid!r} is {inc.status}", "status", "only a firing incident can be acknowledged")
         action = "unchanged" if inc.acknowledged_by is not None else "acknowledged"
         await self.publisher.acknowledge(iid, who, self.clock())
+        return action
+
+    async def resolve_now(self, iid: str, who: str) -> str:
+        """Resolve an incident held here now: "resolved" or "unchanged"."""
+        self._local_or_problem(iid)
+        _, inc = self.publisher.find(iid)
+        action = "unchanged" if inc.status != "firing" else "resolved"
+        if action == "resolved":
+            await self.publisher.resolve(iid, who, self.clock())
+        return action
+
+    async def ack(self, request: web.Request) -> web.Response:
+        self.auth.check(request)
+        iid = request.match_info["id"]
+        who, _note = await self._who(request)
+        action = await self.acknowledge(iid, who)
         return json_response({"action": action, "incident": self._view_or_404(iid)})
 
     async def resolve(self, request: web.Request) -> web.Response:
         self.auth.check(request)
         iid = request.match_info["id"]
         who, _note = await self._who(request)
-        self._local_or_problem(iid)
-        _, inc = self.publisher.find(iid)
-        action = "unchanged" if inc.status != "firing" else "resolved"
-        if action == "resolved":
-            await self.publisher.resolve(iid, who, self.clock())
+        action = await self.resolve_now(iid, who)
         return json_response({"action": action, "incident": self._view_or_404(iid)})
 
     # ---- blast radius ------------------------------------------------------------------------

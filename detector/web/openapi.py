@@ -11,6 +11,7 @@ import copy
 import functools
 from typing import Any
 
+from detector.engine.rules import RULE_NAMES
 from detector.registration.schema import expectation_json_schema
 
 API_VERSION = "1.0.0"
@@ -100,8 +101,7 @@ def _schemas() -> dict[str, Any]:
             "message": {"type": "string"},
         },
     }
-    rules = ["unregistered", "allowlist_breach", "max_users_exceeded", "fraction_exceeded", "segment_breach",
-             "outside_window", "sample_ratio_mismatch"]
+    rules = list(RULE_NAMES)
     return {
         "Expectation": full,
         "ExpectationBody": body,

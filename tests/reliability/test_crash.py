@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 
+import msgspec
 from harness import now_ms, wait_until
 
 from conftest import KafkaProducer2, create_topics, observed, registration_dir, webhook_ids, worker_env
@@ -67,7 +68,7 @@ def offline(events: list[dict], experiment: str, registration: dict | None) -> d
     evs = [Assignment(e["experiment"], e["user_id"], e["variant"], True, e["ts"]) for e in events
            if e["experiment"] == experiment]
     process_batch(st, exp, evs)
-    return observe(st, exp)["observed"]
+    return msgspec.to_builtins(observe(st, exp).observed)
 
 
 COMPARE = ("events", "enrolled_users", "eligible_users", "variants", "out_of_target_users", "counting")

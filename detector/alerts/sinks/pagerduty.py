@@ -46,7 +46,7 @@ def event(n: Notification, routing_key: str, source: str = "exposure-detector", 
         },
     }
     if incident_url:
-        body["links"] = [{"href": incident_url, "text": "Incident timeline"}]
+        body["links"] = [{"href": incident_url, "text": "Incident in the detector console"}]
     return body
 
 

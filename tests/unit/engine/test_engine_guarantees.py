@@ -27,6 +27,14 @@ def run(st, exp, evs, batch=100, config=EngineConfig()):
     return out
 
 
+def fs_of(st):
+    return st.rules["fraction_exceeded"]
+
+
+def srm_of(st):
+    return st.rules["sample_ratio_mismatch"]
+
+
 def fraction_findings(out):
     return [f for f in out if f.rule == "fraction_exceeded"]
 
@@ -41,7 +49,7 @@ def test_user_first_seen_not_enrolled_who_enrols_later_is_not_a_new_enrolment(ex
     run(st, exp, [ev(f"u{i}", ts=T0 + 100 + i) for i in range(50)], config=cfg)  # all of them enrol now
     assert st.n == 50 and st.f_x == 0  # the fraction rule's counts: no new eligible user, no new trial
     assert st.s == 50 and st.enrolled_lower_bound() == 50  # max_users still sees 50 enrolled users
-    assert observe(st, exp)["observed"]["first_evaluation_enrolled_users"] == 0
+    assert observe(st, exp).observed.first_evaluation_enrolled_users == 0
 
 
 def test_first_event_of_a_new_user_in_a_mixed_batch_decides():
@@ -106,9 +114,9 @@ def test_registration_change_is_a_new_null_without_restart():
     e1, e5 = Expectation("exp", fraction=0.01), Expectation("exp", fraction=0.05)
     rng = random.Random(3)
     out = run(st, e1, [ev(f"a{i}", enrolled=rng.random() < 0.01, ts=T0 + i) for i in range(5000)])
-    seg = st.f_seg
+    seg = fs_of(st).seg
     out += run(st, e5, [ev(f"b{i}", enrolled=rng.random() < 0.05, ts=T0 + 9000 + i) for i in range(5000)])
-    assert out == [] and st.f_seg == seg and st.f_sn == 10_000  # one segment across the change
+    assert out == [] and fs_of(st).seg == seg and fs_of(st).sn == 10_000  # one segment across the change
     # the same 5% traffic under the old declaration pages
     st2 = ExperimentState.new("exp")
     out = run(st2, e1, [ev(f"b{i}", enrolled=rng.random() < 0.05, ts=T0 + i) for i in range(5000)])
@@ -150,9 +158,9 @@ def test_merge_spends_a_new_segment_for_both_rules():
     run(a, exp, [ev(f"a{i}", variant="c", enrolled=i % 3 == 0, ts=T0 + i) for i in range(30)])
     run(b, exp, [ev(f"b{i}", variant="t", enrolled=i % 3 == 0, ts=T0 + i) for i in range(30)])
     a.merge(b)
-    assert a.f_seg == 2 and a.srm_seg == 2 and a.f_x == 20 and a.f_lr is None
+    assert fs_of(a).seg == 2 and srm_of(a).seg == 2 and a.f_x == 20 and fs_of(a).lr is None
     c = ExperimentState.from_bytes(a.to_bytes())
-    assert (c.f_seg, c.srm_seg, c.f_x) == (2, 2, 20)
+    assert (fs_of(c).seg, srm_of(c).seg, c.f_x) == (2, 2, 20)
 
 
 def test_alpha_comes_from_the_fleet_budget_unless_registered(monkeypatch):
@@ -164,10 +172,10 @@ def test_alpha_comes_from_the_fleet_budget_unless_registered(monkeypatch):
     assert cfg.alpha == pytest.approx(5e-3)
     st = ExperimentState.new("exp")
     run(st, Expectation("exp", fraction=0.5), [ev("u0", ts=T0)], config=cfg)
-    r = observe(st, Expectation("exp", fraction=0.5), cfg)["rules"]["fraction_exceeded"]
-    assert r["threshold"] == pytest.approx(budget.log_threshold(5e-3, "fraction_exceeded", 1))
-    r = observe(st, Expectation("exp", fraction=0.5, alpha=1e-6), cfg)["rules"]["fraction_exceeded"]
-    assert r["threshold"] == pytest.approx(budget.log_threshold(1e-6, "fraction_exceeded", 1))
+    r = observe(st, Expectation("exp", fraction=0.5), cfg).rules["fraction_exceeded"]
+    assert r.threshold == pytest.approx(budget.log_threshold(5e-3, "fraction_exceeded", 1))
+    r = observe(st, Expectation("exp", fraction=0.5, alpha=1e-6), cfg).rules["fraction_exceeded"]
+    assert r.threshold == pytest.approx(budget.log_threshold(1e-6, "fraction_exceeded", 1))
 
 
 @FAST
@@ -312,13 +320,13 @@ def test_rule_state_firing_from_alarm_until_evidence_says_fixed():
     out = run(st, exp, [ev(f"x{i}", ts=T0 + i) for i in range(5)], batch=1)
     assert fraction_findings(out)
     assert rule_breaches(st, exp)["fraction_exceeded"]  # right after the page
-    assert observe(st, exp)["rules"]["fraction_exceeded"]["state"] == "firing"
+    assert observe(st, exp).rules["fraction_exceeded"].state == "firing"
     # a registration that covers what was seen resolves it; one that does not keeps it
     assert not rule_breaches(st, Expectation("exp", fraction=1.0))["fraction_exceeded"]
     rng = random.Random(4)
     run(st, exp, [ev(f"h{i}", enrolled=rng.random() < 0.005, ts=T0 + 100 + i) for i in range(3000)])
     assert not rule_breaches(st, exp)["fraction_exceeded"]  # fixed: healthy users since the alarm
-    assert observe(st, exp)["rules"]["fraction_exceeded"]["state"] == "ok"
+    assert observe(st, exp).rules["fraction_exceeded"].state == "ok"
 
 
 def test_split_rule_state_follows_its_alarm():
@@ -327,7 +335,7 @@ def test_split_rule_state_follows_its_alarm():
     for i in range(200):  # every user in one variant, until the page
         if process_batch(st, exp, [ev(f"u{i}", variant="t", ts=T0 + i)]):
             break
-    assert st.srm_alarms == 1 and i < 100
+    assert srm_of(st).alarms == 1 and i < 100
     assert rule_breaches(st, exp)["sample_ratio_mismatch"]
     run(st, exp, [ev(f"v{i}", variant=("c", "t")[i % 2], ts=T0 + 1000 + i) for i in range(4000)], batch=50)
     assert not rule_breaches(st, exp)["sample_ratio_mismatch"]

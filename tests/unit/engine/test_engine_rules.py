@@ -180,7 +180,7 @@ def test_segment_breach_missing_attribute_counts_outside():
     # d has no attributes at all: counted, not a breach by default
     assert f[0].first_offending_event_at == T0 + 1 and f[0].blast_radius == 2
     assert f[0].sample_ids == ("b", "c")
-    assert observe(st, exp)["observed"]["enrolled_events_without_attributes"] == 1
+    assert observe(st, exp).rules["segment_breach"].missing_attributes == 1
     assert rule_breaches(st, exp)["segment_breach"]
     looser = Expectation("exp", segments={"country": frozenset({"US", "FR"})})
     assert not rule_breaches(st, looser)["segment_breach"]  # b and c are inside the looser segments
@@ -261,15 +261,15 @@ def test_observe_is_json_able_and_reports_rules():
     process_batch(st, exp, [ev("a", attrs={"c": "x"}), ev("b", attrs={"c": "y"}, ts=T0 + 3),
                             ev("z", enrolled=False, ts=T0 + 4)])
     o = observe(st, exp)
-    json.dumps(o)
-    assert o["observed"]["enrolled_users"] == 2 and o["observed"]["eligible_users"] == 3
-    assert o["observed"]["first_event_at"] == T0 and o["observed"]["last_event_at"] == T0 + 4
-    assert o["rules"]["allowlist_breach"]["state"] == "firing"
-    assert o["rules"]["segment_breach"]["state"] == "firing"
-    assert o["rules"]["max_users_exceeded"]["state"] == "ok"
-    assert o["rules"]["outside_window"]["state"] == "ok"
-    assert set(o["rules"]) == set(exp.active_rules())
-    assert observe(ExperimentState.new("x"), None)["rules"]["unregistered"]["state"] == "ok"
+    json.dumps(o.to_dict())
+    assert o.observed.enrolled_users == 2 and o.observed.eligible_users == 3
+    assert o.observed.first_event_at == T0 and o.observed.last_event_at == T0 + 4
+    assert o.rules["allowlist_breach"].state == "firing"
+    assert o.rules["segment_breach"].state == "firing"
+    assert o.rules["max_users_exceeded"].state == "ok"
+    assert o.rules["outside_window"].state == "ok"
+    assert set(o.rules) == set(exp.active_rules())
+    assert observe(ExperimentState.new("x"), None).rules["unregistered"].state == "ok"
 
 
 def test_finding_to_dict():

@@ -73,3 +73,10 @@ def test_list_filters():
     assert not matches(v, {"status": "resolved"})
     assert matches(v, {"since": "2023-11-14T22:00:00Z"}) and not matches(v, {"since": "2023-11-15T00:00:00Z"})
     assert not matches(v, {"until": "2023-11-14T22:00:00Z"})
+
+
+def test_markdown_shows_times_not_epoch_milliseconds():
+    md = incident_markdown(incident_view(_inc(observed={"offenders": 3, "last_offending_event_at": T + 500}), {}))
+    observed = next(line for line in md.splitlines() if line.startswith("- Observed:"))
+    assert "2023-11-14T22:13:20.500Z" in observed and str(T + 500) not in observed
+    assert '"offenders":3' in observed

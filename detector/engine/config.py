@@ -1,0 +1,26 @@
+"""The engine's tuning knobs: one frozen object passed to every call (no globals, no environment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detector.engine.stats import RATIOS, SRM_CONCENTRATIONS
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    exact_limit: int = 100  # distinct users held exactly (memory: ~150 B per user in a Python set)
+    blast_radius_limit: int = 1_000_000  # offender ids kept; beyond, counted only
+    sample_ids_limit: int = 1000  # ids carried by a finding
+    fraction_ratios: tuple[float, ...] = RATIOS
+    srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
+    # --- statistics (fraction / split rules; README "Statistics") ---
+    alpha: float = 1e-4  # per-experiment lifetime false-alarm budget when the registration sets none
+    window_grace_ms: int = 3_600_000  # outside_window: accepted clock skew at both edges of the window
+    segment_missing_breach: bool = False  # an enrolled event without attributes breaches declared segments
+    unregistered_severity: str = "warning"
+    fingerprint_bits: int = 30  # seen-set fingerprints: new-user false positive = keys / 2^bits
+    small_batch_keys: int = 24  # batches with at most this many distinct users probe the user set in plain Python
+
+
+DEFAULT_CONFIG = EngineConfig()

@@ -1,0 +1,56 @@
+"""`allowlist_breach`: an enrolled user who is not on the declared allowlist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detector.engine.config import EngineConfig
+from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, stored_records, tmin
+from detector.expectations import Expectation
+
+ALLOWLIST_BIT = 2
+
+
+class Allowlist(Rule):
+    name = "allowlist_breach"
+    bit = ALLOWLIST_BIT
+
+    def active(self, exp: Expectation | None) -> bool:
+        return exp is not None and exp.allowlist is not None
+
+    def expected(self, exp: Expectation | None) -> dict:
+        al = sorted(exp.allowlist or ())
+        return {"allowlist": al[:100], "allowlist_size": len(al)}
+
+    def judge(self, st: Any, batch: Batch, plan: Plan) -> Finding | None:
+        if not batch.enr_first:
+            return None
+        al = plan.exp.allowlist
+        bad = [e for u, e in batch.enr_first.items() if u not in al]
+        if not bad:
+            return None
+        new = self.record(st, bad, plan.config)
+        if not new:
+            return None
+        return self.finding(
+            st, plan, new, tmin(new),
+            summary=f"{st.experiment}: {st.rule_count[self.name]} enrolled users not on the "
+                    f"allowlist of {len(al)} (first: {new[0][0]})")
+
+    def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
+        """Exact against every enrolled id while exact; else the stored records, the pigeonhole
+        on the enrolled lower bound, and offenders counted beyond the stored records."""
+        al = exp.allowlist
+        if st.fset is None:
+            return any(u not in al for u in st.enr)
+        b = any(u not in al for u in st._off) or st.enrolled_lower_bound() > len(al)
+        return b or st.rule_count.get(self.name, 0) > stored_records(st, self.bit)
+
+    def still_holds(self, st: Any, exp: Expectation | None):
+        if exp is None or exp.allowlist is None:
+            return constant(False)
+        al = exp.allowlist
+        return lambda uid: uid not in al
+
+
+RULE = Allowlist()
