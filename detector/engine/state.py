@@ -199,8 +199,9 @@ class ExperimentState:
         their union gives n and s (a user on both sides counts once, enrolled if either side
         says so), while variant counts ADD, which assumes the two states saw disjoint users
         (true for user-partitioned streams). What cannot merge: the paths of the
-        sequential tests (mixture SPRT window, CUSUM): they restart at the merge point
-        on the merged counts, which keeps them valid. Offender records union (earliest
+        sequential tests: they restart at the merge point in a new segment of their alpha
+        budget (detector.engine.budget), which keeps the lifetime bound; the first-evaluation
+        enrolled counts add, like the variant counts. Offender records union (earliest
         first-seen, union of rules) up to blast_radius_limit.
         """
         if other.experiment != self.experiment:
