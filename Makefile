@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools
 	@# setuptools notes every editable install with a BuildBackendWarning; it says nothing about this project
-	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e ".[test]"
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e ".[test,dev]"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv with the project (editable) and test tools

@@ -24,7 +24,7 @@ import workload as wl  # noqa: E402
 
 from detector.events import decode_batch  # noqa: E402
 from detector.ingest.partition import PartitionDetector  # noqa: E402
-from detector.registration.model import parse_expectation  # noqa: E402
+from detector.registration.model import parse_registration  # noqa: E402
 from detector.worker import tune_gc  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    expectations = {wl.exp_key(i): parse_expectation(wl.registration(i)) for i in range(wl.N_EXPERIMENTS)}
+    expectations = {wl.exp_key(i): parse_registration(wl.registration(i)) for i in range(wl.N_EXPERIMENTS)}
     slices = partition_slices(args.events, args.chunk, args.partitions)
     tune_gc()  # as the worker does
     runs = [run_once(slices, expectations) for _ in range(args.reps)]

@@ -19,18 +19,16 @@ from detector.alerts.routing import load_alerting
 from detector.engine import observe
 from detector.ingest.service import IngestService
 from detector.observability.metrics import DetectorMetrics
-from detector.registrations import ParsedRegistrations, decode_record
-from detector.registration.model import RegistrationError, parse_expectation
 from detector.settings import Settings
 from detector.shell.courier import Courier, fold_timeline
 from detector.shell.observation import observation_view
 from detector.shell.outbox import AlertPublisher
-from detector.shell.registry import KafkaRegistrationService, history_entry
+from detector.registration.store import KafkaRegistrationService, ParsedRegistrations, RegistrationFold
 from detector.shell.web import add_routes
+from detector.web.expectations_api import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024 + 4096  # registration bodies are capped at 1 MiB (413 beyond)
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -49,7 +47,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
-        web_application_options={"client_max_size": MAX_BODY_BYTES},
+        # aiohttp's own cap sits just above ours, so the handler answers 413 with its problem body.
+        web_application_options={"client_max_size": MAX_BODY_BYTES + 4096},
         # Faust's debug views would expose table contents (allowlists hold user ids).
         web_router_enabled=False,
         web_tables_enabled=False,
@@ -60,7 +59,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
     )
     metrics = DetectorMetrics(version=__version__)
-    alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None)
+    alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None,
+                             settings.environ, webhook_urls=settings.webhook_urls)
 
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
     expectations_topic = app.topic(settings.topics.expectations, **raw)
@@ -82,29 +82,18 @@ def create_app(settings: Settings | None = None) -> faust.App:
         state = ingest.state_of(experiment)
         return None if state is None else observation_view(observe(state, parsed.get(experiment)))
 
-    reg_service = KafkaRegistrationService(expectations_topic, registrations, registration_history, observation, metrics)
+    async def send_registration(key: bytes, value: bytes) -> None:
+        await expectations_topic.send(key=key, value=value)
+
+    reg_service = KafkaRegistrationService(send_registration, parsed, registration_history, observation, metrics)
+    fold = RegistrationFold(parsed, registrations, registration_history, metrics)
 
     @app.agent(expectations_topic)
     async def fold_registrations(stream):
         async for event in stream.events():
-            key = (event.key or b"").decode("utf-8", "replace")
-            try:
-                record = decode_record(event.value)
-                if record["registration"] is not None:
-                    parse_expectation(record["registration"], path_experiment=key)
-            except (ValueError, RegistrationError) as exc:
-                # Only our API/CLI/YAML write here, all validated; anything else is counted and ignored.
-                log.error("invalid registration record for %r ignored: %s", key, exc)
-                metrics.record_registration("topic", "rejected", "invalid")
-                continue
-            registration_history[key] = [*(registration_history.get(key) or []), history_entry(registrations.get(key), record)][-100:]
-            if record["registration"] is None:
-                if key in registrations:
-                    del registrations[key]
-                metrics.remove_experiment(key)
-            else:
-                registrations[key] = record["registration"]
-            await ingest.reevaluate(key)
+            changed = fold.apply(event.key, event.value)
+            if changed is not None:
+                await ingest.reevaluate(changed)
 
     @app.agent(alerts_topic)
     async def deliver_notifications(stream):
@@ -130,11 +119,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         for exp in ingest.take_changed():
             state = ingest.state_of(exp)
             if state is not None:
-                reg = parsed.get(exp)
-                obs = observe(state, reg).to_dict()
-                if reg is not None and reg.owner:  # the engine's expected side has no owner
-                    obs["expected"] = {**obs["expected"], "owner": reg.owner}
-                metrics.update_experiment(exp, obs)
+                metrics.update_experiment(exp, observe(state, parsed.get(exp)))
         metrics.replace_consumer_lags(await ingest.lags())
 
     add_routes(

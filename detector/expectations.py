@@ -1,9 +1,10 @@
-"""Registrations of expected exposure: the model the engine reads.
+"""The engine's compiled, immutable view of a registration.
 
-`Expectation` is the validated, immutable form. Parsing and validation of raw
-registrations (YAML, API bodies) live in `detector.registration`; everything
-that writes a registration goes through `parse_expectation` there, so files,
-API and CLI share one validation path.
+`Expectation` is what `detector.registration.parse_registration` compiles a validated
+registration document into (epoch milliseconds, frozensets): the engine, the alerting and the
+API read it. The document model, its validation and encoding live in `detector.registration`.
+(The class keeps its historical name while the engine refactor lands; the concept is called
+"registration" everywhere else.)
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ SEVERITIES = ("critical", "error", "warning", "info")
 # Relative excess the fraction rule ignores unless the registration says otherwise: covers a
 # logging asymmetry of up to ~9% between enrolled and not-enrolled evaluations (README "Statistics").
 DEFAULT_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The flag configuration an experiment's exposure comes from (`detector.flags`)."""
+
+    source: str | None  # a configured flag source; None: any
+    key: str  # the flag's key there (defaults to the experiment key)
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,8 @@ class Expectation:
     kill_url: str | None = None  # opt-in auto-mitigation (mitigation.kill_url)
     labels: dict[str, str] = field(default_factory=dict)
     schema_version: int = 1
+    mode: str = "page"  # page | observe (record incidents, do not page)
+    flag: Flag | None = None
 
     def active_rules(self) -> list[str]:
         """The rules this declaration switches on, in registry order (detector.engine.rules.RULES)."""

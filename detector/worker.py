@@ -8,7 +8,7 @@ import gc
 import logging
 import sys
 
-from detector.settings import Settings
+from detector.settings import SettingsError, load_settings
 
 
 def tune_gc() -> None:
@@ -30,7 +30,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="detector worker", description="Run the exposure detector worker.")
     parser.add_argument("--loglevel", "-l", default=None, help="debug|info|warn|error (default DETECTOR_LOG_LEVEL)")
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"detector worker: invalid setting: {exc}", file=sys.stderr)
+        return 2
     level = (args.loglevel or settings.log_level).upper()
 
     from detector.observability.logging import setup_logging
@@ -38,8 +42,8 @@ def main(argv: list[str]) -> int:
     setup_logging(level)
     log = logging.getLogger("detector.worker")
 
-    from detector.registration.model import RegistrationError
-    from detector.shell.yaml_sync import sync_dir
+    from detector.registration import RegistrationError
+    from detector.registration.sync import sync_dir
     from detector.topics import ensure_topics
 
     async def prepare() -> None:

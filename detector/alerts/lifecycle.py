@@ -28,6 +28,8 @@ from typing import Any
 
 import msgspec
 
+from detector.engine.rules.base import Finding
+
 from .fingerprint import incident_id as make_incident_id
 from .incident import Incident
 from .notification import BlastRadius, Notification
@@ -91,13 +93,8 @@ def _field(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-def _blast_radius(finding: Any) -> BlastRadius:
-    raw = _field(finding, "blast_radius", 0)
-    samples = _field(finding, "sample_ids", ()) or ()
-    if isinstance(raw, Mapping):  # a finding already in dict form
-        samples = raw.get("sample_ids", samples)
-        raw = raw.get("count", 0)
-    return BlastRadius(int(raw or 0), tuple(str(s) for s in samples))
+def _blast_radius(finding: Finding) -> BlastRadius:
+    return BlastRadius(int(finding.blast_radius or 0), tuple(str(s) for s in finding.sample_ids))
 
 
 class Lifecycle:
@@ -125,14 +122,14 @@ class Lifecycle:
     # ---- inputs ----------------------------------------------------------------
     def on_findings(
         self,
-        findings: Iterable[Any],
+        findings: Iterable[Finding],
         now_ms: int,
         registrations: Mapping[str, Any] | None = None,
     ) -> list[Notification]:
         """Merge a batch of findings into incidents; return notifications now due.
 
-        `findings` are engine `Finding`s (or their `to_dict()`); `registrations`
-        maps experiment -> Expectation-like objects for `owner` and `labels`.
+        `findings` are engine `Finding`s; `registrations` maps experiment ->
+        Expectation-like objects (or dicts) for `owner` and `labels`.
         """
         for finding in findings:
             self._merge(finding, now_ms, registrations or {})
@@ -173,21 +170,6 @@ class Lifecycle:
             inc.acknowledged_by, inc.acknowledged_at = who, now_ms
             self._add(inc, now_ms, "acknowledged", by=who)
         return inc
-
-    def record_delivery(self, outcome: Any, now_ms: int | None = None) -> None:
-        """Append a delivery outcome (see `delivery.DeliveryOutcome`) to its incident's timeline.
-
-        Successful keep-alive refreshes are not recorded: they would drown the timeline.
-        """
-        data = outcome.to_dict() if hasattr(outcome, "to_dict") else dict(outcome)
-        inc = self._s.incidents.get(data.get("incident_id") or str(data["notification_id"]).split(":")[0])
-        if inc is None:
-            return
-        if ":refresh:" in str(data.get("notification_id")) and data.get("status") == "delivered":
-            return
-        at = now_ms if now_ms is not None else int(data.get("finished_at") or 0)
-        detail = {k: data.get(k) for k in ("sink", "notification_id", "status", "attempts", "http_status", "duration_ms", "error")}
-        self._add(inc, at, "delivery", **detail)
 
     def record_mitigation(self, incident_id: str, outcome: Any, now_ms: int) -> None:
         """Append the auto-mitigation (kill_url) call and its result to the timeline."""
@@ -265,11 +247,11 @@ class Lifecycle:
             incs = [i for i in incs if i.experiment == experiment]
         return sorted(incs, key=lambda i: (i.started_at, i.rule, i.id))
 
-    def _merge(self, finding: Any, now_ms: int, registrations: Mapping[str, Any]) -> None:
-        experiment, rule = str(_field(finding, "experiment")), str(_field(finding, "rule"))
+    def _merge(self, finding: Finding, now_ms: int, registrations: Mapping[str, Any]) -> None:
+        experiment, rule = finding.experiment, finding.rule
         key = _key(experiment, rule)
-        first_at = int(_field(finding, "first_offending_event_at") or 0)
-        detected_at = int(_field(finding, "detected_at") or now_ms)
+        first_at = int(finding.first_offending_event_at or 0)
+        detected_at = int(finding.detected_at or now_ms)
         inc = self.open_incident(experiment, rule)
         if inc is None:
             ordinal = self._s.ordinals.get(key, 0)
@@ -288,18 +270,18 @@ class Lifecycle:
             self._add(inc, first_at, "first_offending_event")
             self._add(
                 inc, detected_at, "detection",
-                summary=str(_field(finding, "summary", "")),
+                summary=finding.summary,
                 blast_radius=_blast_radius(finding).count,
-                statistic=_field(finding, "statistic"),
+                statistic=finding.statistic,
             )
             self._schedule(experiment, now_ms)
-        severity = str(_field(finding, "severity") or inc.severity)
+        severity = finding.severity or inc.severity
         inc.severity = severity
-        inc.summary = str(_field(finding, "summary") or inc.summary)
-        inc.observed = dict(_field(finding, "observed") or {})
-        inc.expected = dict(_field(finding, "expected") or {})
+        inc.summary = finding.summary or inc.summary
+        inc.observed = dict(finding.observed)
+        inc.expected = dict(finding.expected)
         inc.blast_radius = _blast_radius(finding)
-        inc.statistic = _field(finding, "statistic")
+        inc.statistic = finding.statistic
         inc.last_evidence_at = now_ms
         inc.findings += 1
         reg = registrations.get(experiment)

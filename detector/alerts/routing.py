@@ -38,6 +38,7 @@ from .notification import Notification
 from .signing import DEFAULT_SECRET_ENV
 from .sinks import build_sink
 from .times import parse_duration_ms
+from ..settings import split_csv
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,18 @@ class AlertingConfig:
         return out
 
 
-def parse_alerting(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> AlertingConfig:
-    """Build an `AlertingConfig` from the parsed YAML mapping and the environment."""
-    env = os.environ if env is None else env
+def parse_alerting(
+    raw: Mapping[str, Any] | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    webhook_urls: tuple[str, ...] | None = None,
+) -> AlertingConfig:
+    """Build an `AlertingConfig` from the parsed YAML mapping and the environment.
+
+    `env` is the environment as `Settings.environ` read it at start (the variables the file
+    names); `webhook_urls` is `Settings.webhook_urls` (default: `DETECTOR_WEBHOOK_URLS` in `env`).
+    """
+    env = {} if env is None else env
     raw = dict(raw or {})
     external_url = raw.get("external_url") or env.get(str(raw.get("external_url_env", EXTERNAL_URL_ENV))) or None
     cfg = AlertingConfig(
@@ -169,7 +179,7 @@ def parse_alerting(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None 
         for name in route.sinks:
             if name not in declared:
                 raise ValueError(f"route refers to undeclared sink {name!r}")
-    urls = [u.strip() for u in env.get(WEBHOOK_URLS_ENV, "").split(",") if u.strip()]
+    urls = split_csv(env.get(WEBHOOK_URLS_ENV)) if webhook_urls is None else webhook_urls
     shortcut = []
     for i, url in enumerate(urls, 1):
         name = f"webhook-env-{i}"
@@ -182,12 +192,17 @@ def parse_alerting(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None 
     return cfg
 
 
-def load_alerting(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> AlertingConfig:
-    """Load the alerting config from `path`, $DETECTOR_ALERTING_CONFIG, or config/alerting.yaml.
+def load_alerting(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    webhook_urls: tuple[str, ...] | None = None,
+) -> AlertingConfig:
+    """Load the alerting config from `path`, $DETECTOR_ALERTING_CONFIG in `env`, or config/alerting.yaml.
 
     A missing default file is fine (environment-only setup); a missing explicit path is an error.
     """
-    env = os.environ if env is None else env
+    env = {} if env is None else env
     explicit = path or env.get(CONFIG_ENV)
     file = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
     raw: Mapping[str, Any] | None = None
@@ -195,4 +210,4 @@ def load_alerting(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         raw = yaml.safe_load(file.read_text()) or {}
     elif explicit:
         raise FileNotFoundError(f"alerting config {file} not found")
-    return parse_alerting(raw, env)
+    return parse_alerting(raw, env, webhook_urls=webhook_urls)

@@ -57,9 +57,9 @@ class Signer:
         }
 
     @classmethod
-    def from_env(cls, env_name: str | None, env: Mapping[str, str] | None = None) -> "Signer | None":
-        """A signer from the secret in `env_name`, or None when unset or empty."""
+    def from_env(cls, env_name: str | None, env: Mapping[str, str]) -> "Signer | None":
+        """A signer from the secret in `env_name` (of `Settings.environ`), or None when unset or empty."""
         if not env_name:
             return None
-        value = (env if env is not None else os.environ).get(env_name)
+        value = env.get(env_name)
         return cls(value) if value else None

@@ -11,9 +11,9 @@ The rules are one module each under `detector.engine.rules`, listed in its `RULE
 
 from detector.engine.batches import by_experiment
 from detector.engine.config import DEFAULT_CONFIG, EngineConfig
-from detector.engine.process import Observation, Observed, expected_dict, observe, process_batch, rule_breaches
+from detector.engine.process import Declared, Observation, Observed, observe, process_batch, rule_breaches
 from detector.engine.rules import FIRING, Finding, RuleState
 from detector.engine.state import RULES, ExperimentState
 
 __all__ = ["DEFAULT_CONFIG", "FIRING", "by_experiment", "RULES", "EngineConfig", "ExperimentState", "Finding",
-           "Observation", "Observed", "RuleState", "expected_dict", "observe", "process_batch", "rule_breaches"]
+           "Declared", "Observation", "Observed", "RuleState", "observe", "process_batch", "rule_breaches"]

@@ -37,52 +37,70 @@ _user_of = attrgetter("user_id")
 class Observed(msgspec.Struct):
     """What the state says was observed (distinct users, variant split, times)."""
 
-    enrolled_users: int
-    eligible_users: int
-    observed_fraction: float | None
-    enrolled_users_estimate: float
-    enrolled_users_lower_bound: int
-    variants: dict[str, int]  # enrolled users by first variant; "(none)": enrolled without one
-    events: int
-    first_event_at: int | None
-    last_event_at: int | None
-    counting: str  # "exact" | "sketch"
-    out_of_target_users: int
+    enrolled_users: int = 0
+    eligible_users: int = 0
+    observed_fraction: float | None = None  # enrolled / eligible; None without eligible users
+    enrolled_users_estimate: float = 0.0
+    enrolled_users_lower_bound: int = 0
+    variants: dict[str, int] = {}  # enrolled users by first variant; "(none)": enrolled without one
+    events: int = 0
+    first_event_at: int | None = None  # epoch ms
+    last_event_at: int | None = None
+    counting: str = "exact"  # "exact" | "sketch"
+    out_of_target_users: int = 0
     # users enrolled at their first evaluation: what the fraction rule judges (README "Statistics")
     first_evaluation_enrolled_users: int = 0
     first_evaluation_fraction: float | None = None
 
 
+class Declared(msgspec.Struct):
+    """The declaration as the observation shows it (registered False: no registration)."""
+
+    registered: bool = False
+    owner: str | None = None
+    starts_at: int | None = None
+    ends_at: int | None = None
+    allowlist: list[str] | None = None
+    max_users: int | None = None
+    fraction: float | None = None
+    tolerance: float | None = None
+    segments: dict[str, list[str]] | None = None
+    variants: dict[str, float] | None = None
+    alpha: float | None = None
+    severity: str | None = None
+
+
 class Observation(msgspec.Struct):
-    """`observe()`: observed vs expected and the state of each active rule."""
+    """`observe()`: observed vs declared and the state of each active rule."""
 
     experiment: str
-    observed: Observed
-    expected: dict[str, Any]
-    rules: dict[str, RuleState]
+    observed: Observed = msgspec.field(default_factory=Observed)
+    expected: Declared = msgspec.field(default_factory=Declared)
+    rules: dict[str, RuleState] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (rule fields left at None omitted)."""
         return msgspec.to_builtins(self)
 
 
-def expected_dict(exp: Expectation | None) -> dict:
-    """The declaration as JSON-able data (allowlist as a sorted list)."""
+def declared(exp: Expectation | None) -> Declared:
+    """The declaration as plain data (allowlist as a sorted list)."""
     if exp is None:
-        return {"registered": False}
-    return {
-        "registered": True,
-        "starts_at": exp.starts_at,
-        "ends_at": exp.ends_at,
-        "allowlist": sorted(exp.allowlist) if exp.allowlist is not None else None,
-        "max_users": exp.max_users,
-        "fraction": exp.fraction,
-        "tolerance": exp.tolerance,
-        "segments": {k: sorted(v) for k, v in exp.segments.items()} if exp.segments else None,
-        "variants": dict(exp.variants) if exp.variants else None,
-        "alpha": exp.alpha,
-        "severity": exp.severity,
-    }
+        return Declared()
+    return Declared(
+        registered=True,
+        owner=exp.owner,
+        starts_at=exp.starts_at,
+        ends_at=exp.ends_at,
+        allowlist=sorted(exp.allowlist) if exp.allowlist is not None else None,
+        max_users=exp.max_users,
+        fraction=exp.fraction,
+        tolerance=exp.tolerance,
+        segments={k: sorted(v) for k, v in exp.segments.items()} if exp.segments else None,
+        variants=dict(exp.variants) if exp.variants else None,
+        alpha=exp.alpha,
+        severity=exp.severity,
+    )
 
 
 # ---- per-declaration plans: each active rule's derived values, cached by the declaration's identity ----
@@ -272,4 +290,4 @@ def observe(state: ExperimentState, expectation: Expectation | None,
         first_evaluation_fraction=(st.f_x / st.n) if st.n else None,
     )
     rules = {r.name: r.observe(st, exp, config, r.breached(st, exp, config)) for r in RULES if r.active(exp)}
-    return Observation(experiment=st.experiment, observed=observed, expected=expected_dict(exp), rules=rules)
+    return Observation(experiment=st.experiment, observed=observed, expected=declared(exp), rules=rules)

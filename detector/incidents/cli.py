@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 
+from detector.settings import worker_url_default
+
 PAGE = 10_000
-
-
-def _default_url() -> str:
-    return os.environ.get("DETECTOR_URL") or f"http://127.0.0.1:{os.environ.get('DETECTOR_WEB_PORT', '6066')}"
 
 
 def _open(url: str, timeout: float):
@@ -84,7 +81,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rule", help="only users out of target by this rule, e.g. allowlist_breach")
     parser.add_argument("--as-recorded", action="store_true",
                         help="report the engine's records as they are, not re-judged under the current registration")
-    parser.add_argument("--url", default=_default_url(), help="worker API (default DETECTOR_URL or %(default)s)")
+    parser.add_argument("--url", default=worker_url_default(), help="worker API (default DETECTOR_URL or %(default)s)")
     parser.add_argument("--output", "-o", help="write here instead of stdout")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)

@@ -231,21 +231,9 @@ class IngestService(Service):
         log.info("registrations loaded in %.2f s; consuming %s", time.monotonic() - t0, self.topics.assignments)
 
     async def _registered_keys(self) -> set[str]:
-        from detector.registration.model import RegistrationError, parse_expectation
-        from detector.registrations import decode_record
+        from detector.registration.store import read_registrations
 
-        latest = await latest_values(self.settings.kafka_bootstrap, self.topics.expectations)
-        keys = set()
-        for k, v in latest.items():
-            key = k.decode("utf-8", "replace")
-            try:
-                rec = decode_record(v) if v is not None else None
-                if rec is not None and rec["registration"] is not None:
-                    parse_expectation(rec["registration"], path_experiment=key)  # the fold skips invalid ones
-                    keys.add(key)
-            except (ValueError, RegistrationError):
-                continue
-        return keys
+        return set(await read_registrations(self.settings.kafka_bootstrap, self.topics.expectations))
 
     # ---- the batch path ----------------------------------------------------------------------
     async def _process(self, partition: int, records) -> None:

@@ -40,6 +40,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from detector.engine import FIRING, Observation
+
 try:  # prometheus_client >= 0.22 names the classic text format explicitly
     from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
 except ImportError:  # pragma: no cover
@@ -57,8 +59,6 @@ DELIVERY_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 HTTP_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 REGISTRATION_SOURCES = ("api", "cli", "yaml")
-# A finding is "firing" while the rule is in breach; any other state counts as 0.
-FIRING_STATES = frozenset({"firing", "breach", "breached", "alerting"})
 
 _LABEL_CHARS = re.compile(r"[^a-z0-9_.-]+")
 OTHER = "other"
@@ -100,17 +100,6 @@ def _number(value: Any) -> float | None:
     return value
 
 
-def _as_mapping(value: Any) -> Mapping[str, Any]:
-    """Dicts as they are; dataclasses / objects through their attributes; anything else empty."""
-    if isinstance(value, Mapping):
-        return value
-    if value is None:
-        return {}
-    if hasattr(value, "__dataclass_fields__"):
-        return {name: getattr(value, name) for name in value.__dataclass_fields__}
-    return {}
-
-
 def _label_value(value: Any, max_length: int = 128) -> str:
     return str(value)[:max_length] if value is not None else "none"
 
@@ -137,65 +126,40 @@ class _ExperimentSnapshot:
     open_incidents: float = 0.0
 
 
-def snapshot_from_observation(observation: Mapping[str, Any] | None,
-                              max_variants: int = 32) -> _ExperimentSnapshot:
-    """Flatten the engine's `observe()` dict. Missing or malformed keys are skipped."""
-    observation = _as_mapping(observation)
-    observed = _as_mapping(observation.get("observed"))
-    expected = _as_mapping(observation.get("expected"))
-    population = _as_mapping(expected.get("population"))  # YAML shape nests the population
+def snapshot_from_observation(observation: Observation | None, max_variants: int = 32) -> _ExperimentSnapshot:
+    """Flatten the engine's `Observation` (None: nothing observed yet). Non-finite numbers are skipped."""
     snap = _ExperimentSnapshot()
-
-    snap.enrolled_users = _number(observed.get("enrolled_users"))
-    snap.eligible_users = _number(observed.get("eligible_users"))
-    snap.observed_fraction = _number(observed.get("fraction"))
-    if snap.observed_fraction is None and snap.enrolled_users is not None and snap.eligible_users:
-        snap.observed_fraction = snap.enrolled_users / snap.eligible_users
-    snap.events = _number(observed.get("events"))
-    for key, attr in (("first_event_at", "first_event_seconds"), ("last_event_at", "last_event_seconds")):
-        ms = _number(observed.get(key))
+    if observation is None:
+        return snap
+    observed, expected = observation.observed, observation.expected
+    snap.enrolled_users = _number(observed.enrolled_users)
+    snap.eligible_users = _number(observed.eligible_users)
+    snap.observed_fraction = _number(observed.observed_fraction)
+    snap.events = _number(observed.events)
+    for ms, attr in ((observed.first_event_at, "first_event_seconds"), (observed.last_event_at, "last_event_seconds")):
         setattr(snap, attr, ms / 1000.0 if ms is not None else None)
 
-    variants = _as_mapping(observed.get("variants"))
-    for i, (name, count) in enumerate(sorted(variants.items(), key=lambda kv: str(kv[0]))):
-        value = _number(count)
-        if value is None:
-            continue
+    for i, (name, count) in enumerate(sorted(observed.variants.items())):
         # Variant names come from producers: beyond the cap, fold them into one series.
         label = _label_value(name) if i < max_variants else "__other__"
-        snap.variants[label] = snap.variants.get(label, 0.0) + value
+        snap.variants[label] = snap.variants.get(label, 0.0) + float(count)
 
-    def declared(key: str) -> float | None:
-        value = expected.get(key)
-        return _number(value if value is not None else population.get(key))
+    snap.declared_fraction = _number(expected.fraction)
+    snap.declared_max_users = _number(expected.max_users)
+    for name, weight in (expected.variants or {}).items():
+        snap.declared_variants[_label_value(name)] = float(weight)
+    if expected.severity:
+        snap.severity = _label_value(expected.severity, 32)
+    if expected.owner:
+        snap.owner = _label_value(expected.owner, 64)
 
-    snap.declared_fraction = declared("fraction")
-    snap.declared_max_users = declared("max_users")
-    for name, weight in _as_mapping(expected.get("variants")).items():
-        value = _number(weight)
-        if value is not None:
-            snap.declared_variants[_label_value(name)] = value
-    if expected.get("severity"):
-        snap.severity = _label_value(expected["severity"], 32)
-    if expected.get("owner"):
-        snap.owner = _label_value(expected["owner"], 64)
-
-    for rule, info in _as_mapping(observation.get("rules")).items():
+    for rule, info in observation.rules.items():
         rule = _label_value(rule, 64)
-        info = _as_mapping(info) if not isinstance(info, str) else {"state": info}
-        state = info.get("state")
-        if isinstance(state, bool):
-            snap.rule_state[rule] = 1.0 if state else 0.0
-        elif state is not None:
-            snap.rule_state[rule] = 1.0 if str(state).lower() in FIRING_STATES else 0.0
-        for key, target in (("statistic", snap.rule_statistic), ("threshold", snap.rule_threshold)):
-            value = _number(info.get(key))
+        snap.rule_state[rule] = 1.0 if info.state == FIRING else 0.0
+        for value, target in ((info.statistic, snap.rule_statistic), (info.threshold, snap.rule_threshold)):
+            value = _number(value)
             if value is not None:
                 target[rule] = value
-
-    incidents = _number(observation.get("open_incidents"))
-    if incidents is not None:
-        snap.open_incidents = incidents
     return snap
 
 
@@ -466,15 +430,14 @@ class DetectorMetrics:
         return metrics_middleware
 
     # --- per experiment ------------------------------------------------------------------------
-    def update_experiment(self, experiment: str, observation: Mapping[str, Any] | None) -> None:
+    def update_experiment(self, experiment: str, observation: Observation | None) -> None:
         """Replace the experiment's series with the engine's `observe()` snapshot."""
         snap = snapshot_from_observation(observation, self.max_variants)
         with self._lock:
             if experiment not in self._experiments and len(self._experiments) >= self.max_experiments:
                 self.experiments_dropped_total.inc()
                 return
-            if "open_incidents" not in _as_mapping(observation):
-                snap.open_incidents = self._open_incidents.get(experiment, 0.0)
+            snap.open_incidents = self._open_incidents.get(experiment, 0.0)
             self._open_incidents[experiment] = snap.open_incidents
             self._experiments[experiment] = snap
 

@@ -37,7 +37,10 @@ from typing import Any, TextIO
 
 import yaml
 
-from detector.registration.model import RegistrationError, expectation_to_dict, load_path, valid_experiment_key
+from detector.settings import env_default, worker_url_default
+from detector.registration.errors import RegistrationError
+from detector.registration.files import load_path
+from detector.registration.model import registration_to_dict, valid_experiment_key
 
 MULTI_COMMAND = True
 
@@ -196,7 +199,7 @@ def _push(
     planned: list[tuple[str, str]] = []  # (kind, experiment)
     for name in names:
         reply = client.request(
-            "PUT", _exp_path(name), body=expectation_to_dict(expectations[name]),
+            "PUT", _exp_path(name), body=registration_to_dict(expectations[name]),
             query={"dry_run": True, "confirm": confirm},
         )
         if reply.status != 200:
@@ -236,7 +239,7 @@ def _push(
         return EXIT_OK
     for kind, name in planned:
         if kind == "put":
-            reply = client.request("PUT", _exp_path(name), body=expectation_to_dict(expectations[name]),
+            reply = client.request("PUT", _exp_path(name), body=registration_to_dict(expectations[name]),
                                    query={"confirm": confirm})
         else:
             reply = client.request("DELETE", _exp_path(name), query={"confirm": confirm})
@@ -249,17 +252,18 @@ def _push(
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=None, help=f"worker URL (default $DETECTOR_URL or {DEFAULT_URL})")
-    p.add_argument("--token", default=None, help="API token (default $DETECTOR_API_TOKEN)")
-    p.add_argument("--user", default=None, help="who makes the change, for the history (default $USER)")
+    p.add_argument("--url", default=worker_url_default(), help="worker URL (default $DETECTOR_URL or %(default)s)")
+    p.add_argument("--token", default=env_default("DETECTOR_API_TOKEN"),
+                   help="API token (default $DETECTOR_API_TOKEN or the file named by $DETECTOR_API_TOKEN_FILE)")
+    p.add_argument("--user", default=env_default("USER"), help="who makes the change, for the history (default $USER)")
 
 
 def _client(args: argparse.Namespace) -> Client:
-    url = args.url or os.environ.get("DETECTOR_URL") or DEFAULT_URL
+    url = args.url or DEFAULT_URL
     if not url.startswith(("http://", "https://")):
         raise _Usage(f"--url must be an http(s) URL, got {url!r}")
-    token = args.token or os.environ.get("DETECTOR_API_TOKEN") or None
-    user = args.user or os.environ.get("USER") or None
+    token = args.token or None
+    user = args.user or None
     return Client(url, token, user)
 
 

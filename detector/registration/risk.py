@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from detector.expectations import Expectation
-from detector.registration.model import expectation_to_dict
+from detector.registration.model import registration_to_dict
 
 LARGE_FRACTION_WITH_ALLOWLIST = 0.5
 LARGE_MAX_USERS = 1_000_000
@@ -215,7 +215,7 @@ def flat(e: Expectation | None) -> dict[str, Any]:
     """Canonical form flattened to dotted fields (`population.max_users`); {} for None."""
     out: dict[str, Any] = {}
     if e is not None:
-        _flatten("", expectation_to_dict(e), out)
+        _flatten("", registration_to_dict(e), out)
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from detector.engine import Observation
-from detector.registration.model import format_timestamp
+from detector.timestamps import format_timestamp
 
 
 def observation_view(obs: Observation) -> dict[str, Any]:

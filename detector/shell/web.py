@@ -44,4 +44,6 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
                                         registrations=registrations, token=settings.api_token or None)
     # The console: pages for people over the same services (detector/web/console).
     add_console_routes(app, Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
-                                    principals=SingleToken(settings.api_token or None)))
+                                    principals=SingleToken(settings.api_token or None),
+                                    session_secret=settings.session_secret or None,
+                                    external_url=settings.external_url or None))

@@ -8,7 +8,7 @@ constant time. A worker with no token configured refuses every write with 503 an
 a missing or wrong token gets 401.
 
 Write flow: auth -> body size (<= 1 MiB, else 413) -> decode (JSON or YAML by Content-Type, 415
-for anything else) -> `parse_expectation` (422 naming each field) -> diff and `risk.assess` ->
+for anything else) -> `parse_registration` (422 naming each field) -> diff and `risk.assess` ->
 `?dry_run=true` answers here, without writing -> risky without `?confirm=true`: 409 with the
 risks -> write. A write that changes nothing is not written again (`"action": "unchanged"`).
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import hmac
 import json
 import numbers
-import os
 import time
 from typing import Any, Callable
 
@@ -30,15 +29,13 @@ from aiohttp import web
 
 from detector.engine.rules import BY_NAME
 from detector.expectations import Expectation
-from detector.registration.model import (
-    RegistrationError,
-    expectation_to_dict,
-    parse_expectation,
-    valid_experiment_key,
-    yaml_load,
-)
+from detector.registration.errors import RegistrationError
+from detector.registration.files import yaml_load
+from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
+from detector.timestamps import format_timestamp
 from detector.registration.risk import Risk, assess, diff
 from detector.registration.service import RegistrationService
+from detector.settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
 TOKEN_ENV = "DETECTOR_API_TOKEN"
@@ -124,7 +121,7 @@ class _Auth:
         self._token, self._from_env = token, from_env
 
     def configured(self) -> str | None:
-        return (os.environ.get(TOKEN_ENV) or None) if self._from_env else (self._token or None)
+        return (Settings().api_token or None) if self._from_env else (self._token or None)
 
     def check(self, request: web.Request) -> None:
         token = self.configured()
@@ -269,7 +266,7 @@ def side_by_side(experiment: str, e: Expectation | None, obs: dict[str, Any] | N
     return {
         "experiment": experiment,
         "registered": e is not None,
-        "declaration": expectation_to_dict(e) if e else None,
+        "declaration": registration_to_dict(e) if e else None,
         "active_rules": active if e else [],
         "observed": obs is not None,
         "comparison": {
@@ -305,7 +302,7 @@ class ExpectationsAPI:
         dry_run, confirm = _flag(request, "dry_run"), _flag(request, "confirm")
         raw = decode_body(await read_body(request), request.content_type)
         try:
-            new = parse_expectation(raw, path_experiment=experiment)
+            new = parse_registration(raw, path_experiment=experiment)
         except RegistrationError as exc:
             raise _registration_problem(exc) from None
         old = self.service.get(experiment)
@@ -320,7 +317,7 @@ class ExpectationsAPI:
             "active_rules": new.active_rules(),
             "risks": [r.to_dict() for r in risks],
             "requires_confirmation": bool(risks) and not confirm,
-            "expectation": expectation_to_dict(new),
+            "expectation": registration_to_dict(new),
         }
         if dry_run:
             return json_response(result)
@@ -362,11 +359,11 @@ class ExpectationsAPI:
         e = self.service.get(experiment)
         if e is None:
             raise _not_registered(experiment)
-        return json_response(expectation_to_dict(e))
+        return json_response(registration_to_dict(e))
 
     async def list(self, request: web.Request) -> web.Response:
         items = self.service.all()
-        body = [expectation_to_dict(items[k]) for k in sorted(items)]
+        body = [registration_to_dict(items[k]) for k in sorted(items)]
         return json_response({"count": len(body), "expectations": body})
 
     async def history(self, request: web.Request) -> web.Response:

@@ -27,6 +27,7 @@ from detector.alerts.fingerprint import label_fingerprint_hex
 from detector.alerts.lifecycle import Lifecycle, LifecycleConfig
 from detector.alerts.sinks import build_sink
 from detector.alerts.sinks.alertmanager_webhook import webhook_message
+from detector.engine import Finding
 
 pytestmark = pytest.mark.alertmanager
 
@@ -165,9 +166,9 @@ async def test_pushed_alert_appears_with_our_labels_and_fingerprint(alertmanager
 async def test_alertmanager_rejects_garbage_and_we_do_not_retry(alertmanager):
     url, _ = alertmanager
     lc = Lifecycle(LifecycleConfig(group_wait_ms=0))
-    [n] = lc.on_findings([{"experiment": "e", "rule": "unregistered", "severity": "warning", "observed": {},
-                           "expected": {}, "first_offending_event_at": 1, "detected_at": 2, "blast_radius": 1,
-                           "sample_ids": (), "statistic": None, "summary": "s"}], int(time.time() * 1000))
+    [n] = lc.on_findings([Finding(experiment="e", rule="unregistered", severity="warning", observed={},
+                                  expected={}, first_offending_event_at=1, detected_at=2, blast_radius=1,
+                                  sample_ids=(), statistic=None, summary="s")], int(time.time() * 1000))
     sink = build_sink("am", {"type": "alertmanager", "url": url + "/api/v2/silences"}, {})
     # /api/v2/silences/api/v2/alerts does not exist: a 404 is permanent
     out = await deliver(n, sink, policy=POLICY)

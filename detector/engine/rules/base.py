@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import msgspec
@@ -23,6 +24,8 @@ from detector.expectations import Expectation
 
 if TYPE_CHECKING:
     from detector.engine.state import ExperimentState
+
+_variant_of = attrgetter("variant")
 
 FIRING = "firing"  # the one spelling of a rule in breach (observe(), metrics, API)
 OK = "ok"
@@ -77,7 +80,7 @@ class Batch:
     """
 
     __slots__ = ("events", "enr_events", "enr_first", "new_enr", "dn", "ds", "new_variants",
-                 "bmin", "bmax", "first_event_ever", "dx")
+                 "bmin", "bmax", "first_event_ever", "_variants", "dx")
 
     def __init__(self, events: list[Assignment] | tuple[Assignment, ...], enr_events: list[Assignment],
                  enr_first: dict[str, Assignment], new_enr: list[str], dn: int, ds: int,
@@ -94,6 +97,14 @@ class Batch:
         self.bmin = bmin
         self.bmax = bmax
         self.first_event_ever = first_event_ever
+        self._variants: set[str | None] | None = None
+
+    def variants_seen(self) -> set[str | None]:
+        """The variants of the batch's enrolled events (None: enrolled without one); computed once."""
+        v = self._variants
+        if v is None:
+            v = self._variants = set(map(_variant_of, self.enr_events))
+        return v
 
 
 class Plan:
@@ -209,6 +220,63 @@ class Rule:
         return record_offenders(st, self.name, self.bit, evs, config)
 
 
+NO_VARIANT = "(none)"  # how a missing variant is named where a name is needed (observe(), rule states)
+
+
+class VariantState(msgspec.Struct, array_like=True):
+    by_variant: dict[str, int] = {}  # offending users by the variant they were seen in (bounded)
+
+
+class VariantRule(Rule):
+    """A rule on the variant of each enrolled event: subclasses say which variants offend under a
+    declaration (`offending`). Every enrolled event is judged, so a returning user seen in an
+    offending variant is caught too; a batch whose variants are all fine costs one set check."""
+
+    State = VariantState
+    max_variants: ClassVar[int] = 64  # distinct offending variant names kept in the state
+
+    def offending(self, exp: Expectation, variants: Iterable[str | None]) -> set[str | None]:
+        raise NotImplementedError
+
+    def describe(self, st: "ExperimentState", plan: Plan, by_variant: dict[str, int]) -> str:
+        raise NotImplementedError
+
+    def judge(self, st: "ExperimentState", batch: Batch, plan: Plan) -> Finding | None:
+        if not batch.enr_events:
+            return None
+        bad = self.offending(plan.exp, batch.variants_seen())
+        if not bad:
+            return None
+        firsts: dict[str, Assignment] = {}
+        for e in batch.enr_events:
+            if e.variant in bad and e.user_id not in firsts:
+                firsts[e.user_id] = e
+        new = self.record(st, firsts.values(), plan.config)
+        if not new:
+            return None
+        by_variant = self.state(st).by_variant
+        for u, _ in new:
+            v = firsts[u].variant
+            key = NO_VARIANT if v is None else v
+            if key in by_variant or len(by_variant) < self.max_variants:
+                by_variant[key] = by_variant.get(key, 0) + 1
+        return self.finding(st, plan, new, tmin(new), observed_extra={"offending_variants": dict(by_variant)},
+                            summary=self.describe(st, plan, by_variant))
+
+    def breached(self, st: "ExperimentState", exp: Expectation, config: EngineConfig) -> bool:
+        rs = st.rules.get(self.name)
+        if rs is None:
+            return False
+        return bool(self.offending(exp, (None if k == NO_VARIANT else k for k in rs.by_variant)))
+
+    def still_holds(self, st: Any, exp: Expectation | None) -> Callable[[str], bool]:
+        """On the variant of the user's record (the variant they were first recorded in)."""
+        if exp is None or not self.active(exp):
+            return _never
+        offs = st._off
+        return lambda uid: uid in offs and bool(self.offending(exp, (offs[uid][1],)))
+
+
 def _never(uid: str) -> bool:
     return False
 
@@ -219,6 +287,11 @@ def _always(uid: str) -> bool:
 
 def constant(value: bool) -> Callable[[str], bool]:
     return _always if value else _never
+
+
+def users(n: int, what: str = "user") -> str:
+    """"1 enrolled user", "3 enrolled users": summaries are read by people (and name no user id)."""
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def tmin(new: list[tuple[str, int]]) -> int:

@@ -14,13 +14,9 @@ import jinja2
 from aiohttp import web
 
 from detector.incidents import blast_radius as br
-from detector.registration.model import (
-    RegistrationError,
-    expectation_to_dict,
-    parse_expectation,
-    valid_experiment_key,
-    yaml_load,
-)
+from detector.registration.errors import RegistrationError
+from detector.registration.files import yaml_load
+from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
 from detector.registration.risk import assess, diff
 from detector.web.console import session as sess
 from detector.web.console.words import RULE_TITLES, explain, fraction_text, plural, wilson
@@ -263,7 +259,7 @@ class Console:
             raise _page_error(404, f"Experiment {name} is neither registered nor observed.")
         obs = obs or {}
         users = "read:users" in p.scopes
-        declared = expectation_to_dict(reg) if reg is not None else None
+        declared = registration_to_dict(reg) if reg is not None else None
         if declared and not users and declared.get("population", {}).get("allowlist") is not None:
             al = declared["population"]["allowlist"]
             declared["population"]["allowlist"] = f"({plural(len(al), 'user')}; ids need the read:users scope)"
@@ -290,7 +286,7 @@ class Console:
             if reg is not None:
                 import yaml
 
-                text = yaml.safe_dump(expectation_to_dict(reg), sort_keys=False)
+                text = yaml.safe_dump(registration_to_dict(reg), sort_keys=False)
         return aiohttp_jinja2.render_template("register.html", request, self._ctx(
             request, p, text=text, errors=[], risks=[], plan=None, applied=None))
 
@@ -302,7 +298,7 @@ class Console:
         ctx = dict(text=text, errors=[], risks=[], plan=None, applied=None)
         try:
             raw = yaml_load(text)
-            new = parse_expectation(raw)
+            new = parse_registration(raw)
         except RegistrationError as exc:
             ctx["errors"] = exc.to_dicts()
             return aiohttp_jinja2.render_template("register.html", request, self._ctx(request, p, **ctx), status=422)

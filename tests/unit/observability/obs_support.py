@@ -11,8 +11,10 @@ import os
 import shutil
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from detector.engine import Observation
 from detector.observability.metrics import DetectorMetrics
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -20,17 +22,21 @@ PROMETHEUS_DIR = ROOT / "config" / "prometheus"
 
 USER_IDS = ["user-8f14e45f", "qa-001", "u123456789", "alice@example.com"]
 
-BREACHING = {
+def observation(data: dict) -> Observation:
+    """The engine's typed observation from plain data (what `observe()` returns)."""
+    return msgspec.convert({"experiment": "exp", **data}, Observation)
+
+
+BREACHING_DATA = {
     "observed": {
         "enrolled_users": 40,
         "eligible_users": 100,
-        "fraction": 0.4,
+        "observed_fraction": 0.4,
         "variants": {"control": 21, "treatment": 19},
         "events": 200,
         "first_event_at": 1_612_893_600_000,
         "last_event_at": 1_612_897_200_000,
-        # A sloppy engine might put ids here; they must never become labels.
-        "out_of_target_users": USER_IDS,
+        "out_of_target_users": 37,
     },
     "expected": {
         "experiment": "subs-mvp-crm-qa",
@@ -42,19 +48,20 @@ BREACHING = {
         "variants": {"control": 0.5, "treatment": 0.5},
     },
     "rules": {
-        "max_users_exceeded": {"state": "firing", "statistic": 40.0, "threshold": 3.0,
-                               "blast_radius": {"count": 37, "user_ids": USER_IDS}},
+        "max_users_exceeded": {"state": "firing", "statistic": 40.0, "threshold": 3.0, "offenders": 37},
         "fraction_exceeded": {"state": "firing", "statistic": 12.5, "threshold": 9.21},
         "allowlist_breach": {"state": "ok", "statistic": None, "threshold": None},
     },
 }
 
-HEALTHY = {
-    "observed": {"enrolled_users": 10, "eligible_users": 1000, "fraction": 0.01,
+BREACHING = observation(BREACHING_DATA)
+
+HEALTHY = observation({
+    "observed": {"enrolled_users": 10, "eligible_users": 1000, "observed_fraction": 0.01,
                  "variants": {"a": 5, "b": 5}, "events": 50},
     "expected": {"fraction": 0.05},
     "rules": {"fraction_exceeded": {"state": "ok", "statistic": 0.0, "threshold": 9.21}},
-}
+})
 
 
 def populated_metrics() -> DetectorMetrics:

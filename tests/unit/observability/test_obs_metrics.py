@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from detector.observability.metrics import DetectorMetrics
 
-from obs_support import BREACHING, HEALTHY, USER_IDS
+from obs_support import BREACHING, BREACHING_DATA, HEALTHY, USER_IDS, observation
 
 ALLOWED_LABELS = {"experiment", "variant", "rule", "severity", "owner", "reason", "sink", "outcome",
                   "source", "topic", "partition", "route", "method", "status", "version", "python",
@@ -76,11 +76,11 @@ def test_remove_experiment_drops_every_series(metrics):
 
 
 def test_update_replaces_stale_rules_and_variants(metrics):
-    later = copy.deepcopy(BREACHING)
+    later = copy.deepcopy(BREACHING_DATA)
     del later["rules"]["fraction_exceeded"]
     later["observed"]["variants"] = {"control": 30}
     later["rules"]["max_users_exceeded"]["state"] = "ok"
-    metrics.update_experiment("subs-mvp-crm-qa", later)
+    metrics.update_experiment("subs-mvp-crm-qa", observation(later))
     e = {"experiment": "subs-mvp-crm-qa"}
     p = "exposure_detector_experiment_"
     assert value(metrics, p + "rule_state", rule="fraction_exceeded", **e) is None
@@ -90,27 +90,29 @@ def test_update_replaces_stale_rules_and_variants(metrics):
     assert value(metrics, p + "open_incidents", **e) == 2  # kept across updates
 
 
-@pytest.mark.parametrize("observation", [
-    None, {}, {"observed": None}, {"observed": {}, "expected": None, "rules": None},
-    {"observed": {"enrolled_users": "lots", "fraction": float("nan"), "variants": ["a"]}},
-    {"rules": {"x": "firing"}}, {"rules": {"x": {"state": True}}}, {"rules": {"x": None}},
+@pytest.mark.parametrize("data", [
+    None, {}, {"observed": {}, "expected": {}, "rules": {}},
+    {"observed": {"enrolled_users": 3, "observed_fraction": float("nan")}},
+    {"rules": {"x": {"state": "firing", "statistic": float("inf")}}}, {"rules": {"x": {"state": "ok"}}},
 ])
-def test_tolerates_partial_observations(observation):
+def test_tolerates_partial_observations(data):
+    """Observations are typed (the engine's `Observation`); empty parts and non-finite numbers are fine."""
     m = DetectorMetrics(process_metrics=False)
-    m.update_experiment("exp", observation)
+    m.update_experiment("exp", None if data is None else observation({"experiment": "exp", **data}))
     text = m.render()[0].decode()
     assert 'exposure_detector_experiment_info{experiment="exp",owner="",severity="warning"} 1.0' in text
     list(text_string_to_metric_families(text))  # parses
 
 
-def test_fraction_computed_and_population_nested():
+def test_fraction_and_declaration_read_by_name():
     m = DetectorMetrics(process_metrics=False)
-    m.update_experiment("exp", {"observed": {"enrolled_users": 5, "eligible_users": 20, "fraction": None},
-                                "expected": {"population": {"max_users": 7, "fraction": 0.1}}})
+    m.update_experiment("exp", observation({
+        "experiment": "exp", "observed": {"enrolled_users": 5, "eligible_users": 20, "observed_fraction": 0.25},
+        "expected": {"max_users": 7, "fraction": 0.1}}))
     assert value(m, "exposure_detector_experiment_observed_fraction", experiment="exp") == 0.25
     assert value(m, "exposure_detector_experiment_declared_max_users", experiment="exp") == 7
     assert value(m, "exposure_detector_experiment_declared_fraction", experiment="exp") == 0.1
-    m.update_experiment("exp", {"observed": {"enrolled_users": 0, "eligible_users": 0}})
+    m.update_experiment("exp", observation({"experiment": "exp", "observed": {"enrolled_users": 0, "eligible_users": 0}}))
     assert value(m, "exposure_detector_experiment_observed_fraction", experiment="exp") is None
 
 
@@ -176,7 +178,7 @@ def test_experiment_cap():
 
 def test_variant_cap():
     m = DetectorMetrics(process_metrics=False, max_variants=3)
-    m.update_experiment("exp", {"observed": {"variants": {f"v{i}": 1 for i in range(10)}}})
+    m.update_experiment("exp", observation({"experiment": "exp", "observed": {"variants": {f"v{i}": 1 for i in range(10)}}}))
     variants = {dict(k[1])["variant"]: v for k, v in samples(m).items()
                 if k[0] == "exposure_detector_experiment_variant_users"}
     assert variants == {"v0": 1, "v1": 1, "v2": 1, "__other__": 7}

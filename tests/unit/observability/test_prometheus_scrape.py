@@ -19,7 +19,7 @@ from aiohttp import web
 
 from detector.observability.metrics import DetectorMetrics
 
-from obs_support import BREACHING
+from obs_support import BREACHING, BREACHING_DATA, observation
 
 pytestmark = pytest.mark.prometheus
 
@@ -96,9 +96,9 @@ async def test_prometheus_scrapes_per_experiment_series(prometheus_bin, tmp_path
             (fraction,) = await query(session, base, f"exposure_detector_experiment_observed_fraction{{{selector}}}")
             assert float(fraction["value"][1]) == 0.4
 
-            later = copy.deepcopy(BREACHING)
+            later = copy.deepcopy(BREACHING_DATA)
             later["observed"]["enrolled_users"] = 55
-            metrics.update_experiment("subs-mvp-crm-qa", later)
+            metrics.update_experiment("subs-mvp-crm-qa", observation(later))
 
             async def updated():
                 result = await enrolled()

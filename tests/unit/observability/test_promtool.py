@@ -53,14 +53,15 @@ def test_alert_names_documented():
 def test_every_exported_metric_is_in_the_readme():
     """README.md lists every metric the worker exports, with its meaning."""
     import re
-    from obs_support import ROOT
+    from obs_support import ROOT, observation
 
     from detector.observability.metrics import DetectorMetrics
 
     m = DetectorMetrics()
-    m.update_experiment("exp-a", {"observed": {"enrolled_users": 1, "eligible_users": 2, "variants": {"a": 1}},
-                                  "expected": {"fraction": 0.5, "max_users": 3, "variants": {"a": 1.0}},
-                                  "rules": {"max_users_exceeded": {"state": "ok", "statistic": 1.0, "threshold": 3.0}}})
+    m.update_experiment("exp-a", observation({
+        "experiment": "exp-a", "observed": {"enrolled_users": 1, "eligible_users": 2, "variants": {"a": 1}},
+        "expected": {"fraction": 0.5, "max_users": 3, "variants": {"a": 1.0}},
+        "rules": {"max_users_exceeded": {"state": "ok", "statistic": 1.0, "threshold": 3.0}}}))
     text = m.render()[0].decode()
     readme = (ROOT / "README.md").read_text()
     names = {re.sub(r"_(total|created|bucket|count|sum)$", "", line.split("{")[0].split(" ")[0])

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from detector.registration.model import parse_expectation, valid_experiment_key
+from detector.registration.model import parse_registration, valid_experiment_key
 from regtest_helpers import AUTH, BAD_CASES, TOKEN, VALID, make_app
 
 URL = "/v1/expectations/subs-mvp-crm-qa"
@@ -146,10 +146,10 @@ async def test_create_get_list_update_history(client, service):
     assert resp.headers["Location"] == URL
     body = await resp.json()
     assert body["action"] == "create" and body["active_rules"][0] == "allowlist_breach"
-    assert service.get("subs-mvp-crm-qa") == parse_expectation(VALID)
+    assert service.get("subs-mvp-crm-qa") == parse_registration(VALID)
 
     got = await (await client.get(URL)).json()
-    assert parse_expectation(got) == parse_expectation(VALID)
+    assert parse_registration(got) == parse_registration(VALID)
     listing = await (await client.get("/v1/expectations")).json()
     assert listing["count"] == 1 and listing["expectations"][0]["experiment"] == "subs-mvp-crm-qa"
 
@@ -184,7 +184,7 @@ async def test_yaml_body(client, service):
 
 
 async def test_dry_run_returns_diff_and_rules_without_writing(client, service):
-    await service.put(parse_expectation(VALID), "seed")
+    await service.put(parse_registration(VALID), "seed")
     writes = service.writes
     new = dict(VALID, population=dict(VALID["population"], max_users=2), variants=None)
     resp = await put(client, new, dry_run=True)
@@ -236,7 +236,7 @@ async def test_bad_query_flag(client, service):
 
 async def test_delete(client, service):
     assert (await client.delete(URL, headers=AUTH)).status == 404
-    await service.put(parse_expectation(VALID), "seed")
+    await service.put(parse_registration(VALID), "seed")
     service.observations["subs-mvp-crm-qa"] = {"enrolled_users": 3, "eligible_users": 300}
     resp = await client.delete(URL, headers=AUTH)
     assert resp.status == 409
@@ -253,7 +253,7 @@ async def test_delete(client, service):
 
 async def test_experiment_view_side_by_side(client, service):
     assert (await client.get("/v1/experiments/subs-mvp-crm-qa")).status == 404
-    await service.put(parse_expectation(VALID), "seed")
+    await service.put(parse_registration(VALID), "seed")
     view = await (await client.get("/v1/experiments/subs-mvp-crm-qa")).json()
     assert view["registered"] and not view["observed"]
     assert all(r["state"] == "no_data" for r in view["rules"])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.registration.gitops import apply_dir
-from detector.registration.model import RegistrationError, load_dir
+from detector.registration import RegistrationError, load_dir
+from detector.registration.sync import apply_dir
 from detector.registration.service import InMemoryRegistrationService
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "config" / "expectations"

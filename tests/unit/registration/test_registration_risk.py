@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from detector.registration.model import parse_expectation
+from detector.registration.model import parse_registration
 from detector.registration.risk import assess, diff
 from regtest_helpers import VALID
 
@@ -14,7 +14,7 @@ def codes(risks):
 
 
 def base():
-    return parse_expectation(VALID)
+    return parse_registration(VALID)
 
 
 def test_safe_registration_has_no_risk():
