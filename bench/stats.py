@@ -273,7 +273,7 @@ def engine_paths(rng, n_paths: int, steps, config: EngineConfig, asym: float = 1
             if dn:
                 mstat = model.look(np.array([float(dx)]), dn, stats.effective_p0(declared, tolerance))[0]
                 if not any(f.rule == "fraction_exceeded" for f in out):
-                    worst = max(worst, abs(mstat - st.f_stat))
+                    worst = max(worst, abs(mstat - st.rules["fraction_exceeded"].stat))
             if any(f.rule in ("fraction_exceeded", "sample_ratio_mismatch") for f in out):
                 fired = True
                 model = SRPaths(1)  # the engine starts a new segment
@@ -353,11 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     null_paths = 2000 if q else 20000
     null_h = 10_000_000
     side_paths = 500 if q else 2000
-    delay_paths = 300 if q else 4000
-    e2e_paths = 4 if q else 20
-    srm_null_paths = 1000 if q else 12000
+    delay_paths = 300 if q else 2000
+    e2e_paths = 4 if q else 12
+    srm_null_paths = 1000 if q else 6000
     srm_null_h = 20_000
-    srm_delay_paths = 300 if q else 4000
+    srm_delay_paths = 300 if q else 1000
     fleet_n = 2000 if q else 10000
     a_seg_f = budget.segment_alpha(ALPHA, "fraction_exceeded", 1)
     thr_f = budget.log_threshold(ALPHA, "fraction_exceeded", 1)
