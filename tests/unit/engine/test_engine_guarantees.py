@@ -339,3 +339,29 @@ def test_split_rule_state_follows_its_alarm():
     assert rule_breaches(st, exp)["sample_ratio_mismatch"]
     run(st, exp, [ev(f"v{i}", variant=("c", "t")[i % 2], ts=T0 + 1000 + i) for i in range(4000)], batch=50)
     assert not rule_breaches(st, exp)["sample_ratio_mismatch"]
+
+
+def test_engine_statistic_equals_the_closed_form_over_first_evaluations():
+    """process_batch's fraction statistic = stats.sr_update fed (new users, enrolled at first evaluation)."""
+    from detector.engine.rules.fraction import start_log_weight
+
+    rng = random.Random(11)
+    exp = Expectation("exp", fraction=0.02)
+    p0 = stats.effective_p0(0.02, exp.tolerance)
+    alts = stats.fraction_alternatives(p0)
+    st = ExperimentState.new("exp")
+    lr = [math.log(budget.START_WEIGHT)] * len(alts)
+    seen, n = set(), 0
+    for b in range(40):
+        evs = [ev(f"u{rng.randrange(3000)}", enrolled=rng.random() < 0.02, ts=T0 + b * 100 + i) for i in range(80)]
+        assert process_batch(st, exp, evs, EngineConfig(exact_limit=50)) == []
+        firsts = {}
+        for e in evs:
+            if e.user_id not in seen:
+                firsts.setdefault(e.user_id, e.enrolled)
+        seen |= set(firsts)
+        dn, dx = len(firsts), sum(firsts.values())
+        if dn:
+            lr = stats.sr_update(lr, start_log_weight(n, n + dn), dx, dn, alts)
+            n += dn
+            assert fs_of(st).stat == pytest.approx(stats.log_mean_exp(lr), abs=1e-9)
