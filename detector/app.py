@@ -15,6 +15,7 @@ import faust
 import orjson
 
 from detector import __version__
+from detector.alerts.outbound import KillUrlPolicy
 from detector.alerts.routing import load_alerting
 from detector.engine import observe
 from detector.ingest.service import IngestService
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics)
     ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop)
     app.service(ingest)
-    courier = Courier(alerting, parsed.get, settings.topics, metrics)
+    courier = Courier(alerting, parsed.get, settings.topics, metrics, kill_policy=KillUrlPolicy.from_settings(settings))
 
     def observation(experiment: str):
         state = ingest.state_of(experiment)

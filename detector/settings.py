@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     webhook_urls: tuple[str, ...] = ()
     # Standard Webhooks signing secret (whsec_<base64>) of the webhook sinks.
     webhook_secret: Secret = ""
-    # Bearer token for API writes; empty: writes are refused (503).
+    # A bearer token with every scope (detector/web/auth.py); empty: only DETECTOR_API_TOKENS_FILE's.
     api_token: Secret = ""
     # --- registration ---
     # YAML registrations synced to the topic at start (empty: none); prune: also delete the
@@ -139,15 +139,28 @@ class Settings(BaseSettings):
     # segment_breach: an enrolled event with no attributes is a breach (default: only counted)
     segment_missing_breach: bool = False
     # --- end statistics ---
+    # --- security (detector/web/auth.py, detector/alerts/outbound.py) ---
+    # Bearer tokens with scopes: a YAML/JSON file of {name, token | sha256, scopes} (see README).
+    api_tokens_file: str = ""
+    # What callers without a token may read: none | status (metrics, dashboards) | read (never user ids).
+    anonymous_read: str = "status"
+    # Hosts a registration's mitigation.kill_url may call: host names, *.suffix, IP addresses or CIDRs.
+    kill_url_allowed_hosts: tuple[str, ...] = ()
+    # --- end security ---
 
     # The environment as read at start, with every `<NAME>_FILE` resolved into `<NAME>`: the
     # alerting config names the variables that hold its sinks' URLs and secrets.
     _environ: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    @field_validator("webhook_urls", mode="before")
+    @field_validator("webhook_urls", "kill_url_allowed_hosts", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> tuple[str, ...]:
         return split_csv(value)
+
+    @field_validator("anonymous_read", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(

@@ -187,15 +187,19 @@ def register_via_api(url: str, token: str, docs: list[dict[str, Any]]) -> None:
             raise RuntimeError(f"PUT /v1/expectations/{doc['experiment']} answered {code}: {body[:300]!r}")
 
 
-def wait_registered(url: str, experiments: list[str], timeout: float = 30.0) -> bool:
+def wait_registered(url: str, experiments: list[str], timeout: float = 30.0, token: str | None = None) -> bool:
     """True once the worker at `url` serves every registration; False if nobody answers there."""
     deadline = time.time() + timeout
     base = url.rstrip("/")
     if _http("GET", f"{base}/healthz", timeout=2)[0] != 200:
         return False
     pending = list(experiments)
+    auth = {"Authorization": f"Bearer {token}"} if token else {}  # reads need the `read` scope
     while pending and time.time() < deadline:
-        pending = [e for e in pending if _http("GET", f"{base}/v1/expectations/{e}")[0] != 200]
+        codes = {e: _http("GET", f"{base}/v1/expectations/{e}", headers=auth)[0] for e in pending}
+        if set(codes.values()) & {401, 403, 503}:
+            return False  # no token that may read: cannot tell (the caller waits a little instead)
+        pending = [e for e, code in codes.items() if code != 200]
         if pending:
             time.sleep(0.1)
     if pending:
@@ -254,7 +258,7 @@ def run_incident(
         say(f"{clock()} registered {experiment} (allowlist of {qa_users} QA accounts, max_users {qa_users}) "
             f"and {', '.join(sc.healthy)} via {sc.registered_via}")
         if url:
-            sc.registrations_seen_by_worker = wait_registered(url, [d["experiment"] for d in docs])
+            sc.registrations_seen_by_worker = wait_registered(url, [d["experiment"] for d in docs], token=token)
         if not sc.registrations_seen_by_worker:
             say(f"{clock()} no worker answering at {url}: giving the registrations 3 s to be read")
             time.sleep(3.0)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 
 from detector.settings import SettingsError, load_settings
@@ -45,6 +46,20 @@ def main(argv: list[str]) -> int:
     from detector.registration import RegistrationError
     from detector.registration.sync import sync_dir
     from detector.topics import ensure_topics
+
+    # Security configuration first (tokens, anonymous reads, webhook secrets): a clear message, no Kafka needed.
+    from detector.alerts.routing import load_alerting
+    from detector.alerts.signing import WeakSecretError
+    from detector.web.auth import AuthConfigError, anonymous_scopes, load_tokens
+
+    try:
+        load_tokens(settings.api_token, settings.api_tokens_file)
+        anonymous_scopes(settings.anonymous_read)
+        load_alerting(settings.alerting_config if settings.alerting_config and os.path.exists(settings.alerting_config)
+                      else None, settings.environ, webhook_urls=settings.webhook_urls)
+    except (AuthConfigError, WeakSecretError) as exc:
+        print(f"detector worker: configuration error: {exc}", file=sys.stderr)
+        return 2
 
     async def prepare() -> None:
         await ensure_topics(settings)

@@ -35,7 +35,7 @@ from .delivery import RetryPolicy
 from .http import BaseSink, SinkUnavailable
 from .lifecycle import LifecycleConfig
 from .notification import Notification
-from .signing import DEFAULT_SECRET_ENV
+from .signing import DEFAULT_SECRET_ENV, Signer
 from .sinks import build_sink
 from .times import parse_duration_ms
 from ..settings import split_csv
@@ -122,6 +122,7 @@ class AlertingConfig:
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     delivery: RetryPolicy = field(default_factory=RetryPolicy)
     skipped: dict[str, str] = field(default_factory=dict)  # sink name -> why it is not active
+    mitigation_signer: Signer | None = None  # the kill switch is signed like every webhook
 
     def sinks_for(self, n: Notification) -> list[BaseSink]:
         """The active sinks this notification goes to, in a stable order, without duplicates."""
@@ -163,6 +164,7 @@ def parse_alerting(
         delivery=RetryPolicy.from_dict(raw.get("delivery")),
     )
     _env_overrides(cfg, env)
+    cfg.mitigation_signer = Signer.from_env(DEFAULT_SECRET_ENV, env)
     declared = dict(raw.get("sinks") or {})
     for name, spec in declared.items():
         if not isinstance(spec, Mapping):

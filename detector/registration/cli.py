@@ -88,7 +88,7 @@ class Client:
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        if self.token and method in ("PUT", "DELETE", "POST"):
+        if self.token:  # reads need a token too (the `read` scope)
             req.add_header("Authorization", f"Bearer {self.token}")
         if self.user:
             req.add_header("X-Detector-User", self.user)
@@ -100,6 +100,19 @@ class Client:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise _Unavailable(f"cannot reach the worker at {self.url}: {reason}") from None
+
+    def list_all(self) -> _Reply:
+        """GET /v1/expectations, every page (the list is paged by experiment key)."""
+        items: list[Any] = []
+        path = "/v1/expectations?limit=1000"
+        while True:
+            reply = self.request("GET", path)
+            if reply.status != 200 or not isinstance(reply.body, dict):
+                return reply
+            items += reply.body.get("expectations", [])
+            if not reply.body.get("next"):
+                return _Reply(200, {**reply.body, "expectations": items, "count": len(items)})
+            path = reply.body["next"]
 
 
 def _decode(raw: bytes) -> Any:
@@ -296,7 +309,7 @@ def _cmd_register(argv: list[str], out: TextIO, err: TextIO, *, sync: bool) -> i
     client = _client(args)
     prune: list[str] = []
     if sync:
-        reply = client.request("GET", "/v1/expectations")
+        reply = client.list_all()
         if reply.status != 200:
             _print_errors(reply.body, err)
             return _status_exit(reply.status)
@@ -349,7 +362,7 @@ def _cmd_expectations(argv: list[str], out: TextIO, err: TextIO) -> int:
         return EXIT_INVALID
     client = _client(args)
     if args.action == "list":
-        reply = client.request("GET", "/v1/expectations")
+        reply = client.list_all()
         if reply.status != 200:
             _print_errors(reply.body, err)
             return _status_exit(reply.status)

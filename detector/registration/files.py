@@ -16,10 +16,11 @@ import yaml
 from detector.expectations import Expectation
 from detector.registration.errors import FieldError, RegistrationError
 from detector.registration.model import parse_registration
+from detector.yaml_limits import BoundedLoader, short_repr
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe loader that keeps timestamps as strings and rejects duplicate keys."""
+class _Loader(BoundedLoader, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe loader that keeps timestamps as strings, rejects duplicate keys and bounds alias expansion."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -37,11 +38,11 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
             duplicate = key in seen
         except TypeError:
             raise yaml.constructor.ConstructorError(
-                None, None, f"unhashable key {key!r}", key_node.start_mark
+                None, None, f"unhashable key {short_repr(key)}", key_node.start_mark
             ) from None
         if duplicate:
             raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                "while constructing a mapping", node.start_mark, f"duplicate key {short_repr(key)}", key_node.start_mark
             )
         seen[key] = True
     return loader.construct_mapping(node, deep=deep)

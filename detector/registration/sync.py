@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from detector.alerts.outbound import KillUrlPolicy
+from detector.registration.errors import FieldError, RegistrationError
 from detector.registration.files import load_dir
 from detector.registration.risk import Risk, assess
 from detector.registration.service import RegistrationService
@@ -39,10 +42,17 @@ async def apply_dir(
     *,
     who: str | None = None,
     prune: bool = False,
+    kill_url_problem: Callable[[str], str | None] | None = None,
 ) -> ApplyResult:
     """Load and apply every registration under `path`. Raises `RegistrationError` (naming files)
-    before writing anything if any file is invalid. `prune` deletes registrations absent from it."""
+    before writing anything if any file is invalid. `prune` deletes registrations absent from it.
+    `kill_url_problem(url)` says why a kill URL is refused (detector.alerts.outbound)."""
     wanted = load_dir(path)
+    refused = [FieldError("mitigation.kill_url", problem, f"{os.fspath(path)}: {name}")
+               for name, e in sorted(wanted.items())
+               if e.kill_url and kill_url_problem is not None and (problem := kill_url_problem(e.kill_url))]
+    if refused:
+        raise RegistrationError(refused)
     who = who or f"gitops:{os.fspath(path)}"
     result = ApplyResult()
     for name in sorted(wanted):
@@ -69,7 +79,8 @@ async def sync_dir(settings: Settings) -> ApplyResult | None:
         log.info("no registrations directory at %r; nothing to load", directory)
         return None
     async with TopicRegistrations(settings.kafka_bootstrap, settings.topics.expectations) as service:
-        result = await apply_dir(service, directory, prune=settings.expectations_prune)
+        result = await apply_dir(service, directory, prune=settings.expectations_prune,
+                                 kill_url_problem=KillUrlPolicy.from_settings(settings).url_problem)
     for name, risks in result.risks.items():
         for risk in risks:
             log.warning("registration %s from %s: %s (%s)", name, directory, risk.message, risk.code,

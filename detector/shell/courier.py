@@ -20,6 +20,7 @@ import orjson
 
 from detector.alerts.delivery import deliver
 from detector.alerts.mitigation import mitigate
+from detector.alerts.outbound import GuardedResolver, KillUrlPolicy
 from detector.alerts.notification import Notification
 from detector.alerts.routing import AlertingConfig
 from detector.settings import Topics
@@ -28,21 +29,31 @@ log = logging.getLogger(__name__)
 
 
 class Courier:
-    def __init__(self, config: AlertingConfig, expectation_of, topics: Topics, metrics=None) -> None:
+    def __init__(self, config: AlertingConfig, expectation_of, topics: Topics, metrics=None,
+                 kill_policy: KillUrlPolicy | None = None) -> None:
         self.topics = topics
         self.config = config
         self.expectation_of = expectation_of
         self.metrics = metrics
+        # The kill switch may only call what the operator allows (checked again at send time,
+        # and on every address the name resolves to, by its own session's resolver).
+        self.kill_policy = kill_policy if kill_policy is not None else KillUrlPolicy()
         self.session: aiohttp.ClientSession | None = None
+        self.kill_session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         if self.session is None:
             self.session = aiohttp.ClientSession()
+        if self.kill_session is None:
+            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.kill_policy), use_dns_cache=False)
+            self.kill_session = aiohttp.ClientSession(connector=connector)
 
     async def stop(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        for name in ("session", "kill_session"):
+            session = getattr(self, name)
+            if session is not None:
+                await session.close()
+                setattr(self, name, None)
 
     async def handle(self, raw: bytes, deliveries: MutableMapping, send) -> None:
         """Deliver one outbox record. `send(topic, key, value)` writes to Kafka."""
@@ -65,7 +76,8 @@ class Courier:
         if kill_url and n.is_first_page:
             key = f"mitigation|{n.incident_id}"
             if deliveries.get(key) is None:
-                outcome = await mitigate(kill_url, n, self.session)
+                outcome = await mitigate(kill_url, n, self.kill_session, signer=self.config.mitigation_signer,
+                                         policy=self.kill_policy)
                 deliveries[key] = outcome.status
                 await self._record(n, outcome, send, kind="mitigation")
 

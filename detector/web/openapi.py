@@ -85,10 +85,15 @@ class WriteResult(BaseModel):
 
 
 class RegistrationList(BaseModel):
-    """Every registration, sorted by experiment."""
+    """One page of registrations, sorted by experiment (follow `next`)."""
 
     count: int
-    expectations: list[Registration]
+    total: int | None = None
+    expectations: list[dict[str, Any]] = Field(description="Registrations (without `population.allowlist` "
+                                                           "unless the caller has read:users).")
+    next_cursor: str | None = None
+    next: str | None = Field(None, description="URL of the next page; null on the last.")
+    redacted: list[str] | None = Field(None, description="Fields left out: the caller lacks the read:users scope.")
 
 
 class HistoryEntry(BaseModel):
@@ -158,9 +163,13 @@ class Incident(_Open):
 
 
 class IncidentList(BaseModel):
-    """Incidents, newest first."""
+    """One page of incidents, newest first (follow `next`)."""
 
+    count: int | None = None
+    total: int | None = None
     incidents: list[Incident]
+    next_cursor: str | None = None
+    next: str | None = None
 
 
 class BlastRadius(_Open):
@@ -237,6 +246,12 @@ def _flag(name: str, description: str) -> dict[str, Any]:
             "description": description}
 
 
+PAGING = [
+    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+     "description": "Page size (registrations: default 100; incidents: default 1000)."},
+    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 1024},
+     "description": "`next_cursor` of the previous page, unchanged."},
+]
 DRY_RUN = _flag("dry_run", "Validate and return the diff, active rules and risks without writing.")
 CONFIRM = _flag("confirm", "Apply a change that carries risks (otherwise 409).")
 WRITE_ERRORS = {
@@ -294,7 +309,9 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "summary": "List registrations",
                     "operationId": "listExpectations",
-                    "responses": {"200": _json(_ref("RegistrationList"), "Every registration, sorted by experiment.")},
+                    "parameters": PAGING,
+                    "responses": {"200": _json(_ref("RegistrationList"), "One page of registrations, sorted by experiment."),
+                                  "400": _error("Invalid limit or cursor.")},
                 }
             },
             exp_path: {
@@ -384,7 +401,9 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "summary": "List incidents",
                     "operationId": "listIncidents",
-                    "responses": {"200": _json(_ref("IncidentList"), "Incidents, newest first.")},
+                    "parameters": PAGING,
+                    "responses": {"200": _json(_ref("IncidentList"), "One page of incidents, newest first."),
+                                  "400": _error("Invalid limit or cursor.")},
                 }
             },
             "/v1/incidents/{id}": {
@@ -446,3 +465,20 @@ def _incident_action(summary: str, operation_id: str) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy, safe to modify)."""
     return copy.deepcopy(_document())
+
+
+def with_access(doc: dict[str, Any], table: list[tuple[str, str, str | None]]) -> dict[str, Any]:
+    """`doc` with each operation's access rule from the app's route table (`detector.web.auth.route_table`):
+    `x-access` (public, status or a scope) and `security` (the bearer scheme with that scope as its role)."""
+    for method, path, rule in table:
+        op = doc.get("paths", {}).get(path, {}).get(method.lower())
+        if op is None or rule is None:
+            continue
+        op["x-access"] = rule
+        if rule == "public":
+            op["security"] = []
+        else:
+            op["security"] = [{"bearer": [rule]}]
+            op.setdefault("responses", {}).setdefault("401", _error("Missing or invalid bearer token."))
+            op["responses"].setdefault("403", _error(f"The token lacks the `{rule}` scope."))
+    return doc

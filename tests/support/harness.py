@@ -60,6 +60,8 @@ def require_binary(*names: str, package: str) -> str:
     pytest.skip(message)
 
 
+HARNESS_TOKEN = "harness-token-5b2f9e0c41"
+
 class Peer:
     """A real peer binary (Prometheus, Alertmanager) on loopback, logging to a file, ready at /-/ready."""
 
@@ -147,6 +149,8 @@ class Namespace:
             "DETECTOR_APP_ID": self.app_id,
             "DETECTOR_TOPIC_PREFIX": self.prefix,
             "DETECTOR_PARTITIONS": str(self.partitions),
+            # Reads need a token (the `read` scope); tests that set their own keep theirs.
+            "DETECTOR_API_TOKEN": HARNESS_TOKEN,
             "DETECTOR_EXPECTATIONS_DIR": "",
             "DETECTOR_ALERTING_CONFIG": "",
             "DETECTOR_LOG_LEVEL": "info",
@@ -200,8 +204,10 @@ class Worker:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return 0, {}
 
-    def get(self, path: str):
-        return self.request("GET", path)
+    def get(self, path: str, token: str | None = "worker"):
+        """GET with the worker's own DETECTOR_API_TOKEN (token="worker"), another token, or none (None)."""
+        token = self.env.get("DETECTOR_API_TOKEN") if token == "worker" else token
+        return self.request("GET", path, None, {"Authorization": f"Bearer {token}"} if token else {})
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:

@@ -32,7 +32,7 @@ def test_environment_and_aliases(monkeypatch):
 
 def test_secrets_from_files_are_not_shown(monkeypatch, tmp_path):
     (tmp_path / "token").write_text("t0k3n\n")
-    (tmp_path / "secret").write_text("whsec_c2VjcmV0")
+    (tmp_path / "secret").write_text("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2Vj")
     (tmp_path / "pd").write_text("routing-key\n")
     monkeypatch.delenv("DETECTOR_API_TOKEN", raising=False)
     monkeypatch.delenv("DETECTOR_WEBHOOK_SECRET", raising=False)
@@ -40,9 +40,9 @@ def test_secrets_from_files_are_not_shown(monkeypatch, tmp_path):
     monkeypatch.setenv("DETECTOR_WEBHOOK_SECRET_FILE", str(tmp_path / "secret"))
     monkeypatch.setenv("PAGERDUTY_ROUTING_KEY_FILE", str(tmp_path / "pd"))
     s = Settings()
-    assert s.api_token == "t0k3n" and s.webhook_secret == "whsec_c2VjcmV0"
+    assert s.api_token == "t0k3n" and s.webhook_secret == "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2Vj"
     assert "t0k3n" not in repr(s) and "whsec" not in repr(s)
-    assert s.environ["DETECTOR_WEBHOOK_SECRET"] == "whsec_c2VjcmV0"
+    assert s.environ["DETECTOR_WEBHOOK_SECRET"] == "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2Vj"
     assert s.environ["PAGERDUTY_ROUTING_KEY"] == "routing-key"  # any variable the alerting config names
     monkeypatch.setenv("DETECTOR_API_TOKEN", "from-env")
     assert Settings().api_token == "from-env"  # the variable wins over the file
@@ -51,7 +51,7 @@ def test_secrets_from_files_are_not_shown(monkeypatch, tmp_path):
 def test_alerting_uses_the_settings_webhook_urls_and_secret(monkeypatch, tmp_path):
     monkeypatch.setenv("DETECTOR_WEBHOOK_URLS", "http://127.0.0.1:9/a")
     monkeypatch.delenv("DETECTOR_WEBHOOK_SECRET", raising=False)
-    (tmp_path / "secret").write_text("whsec_c2VjcmV0")
+    (tmp_path / "secret").write_text("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2Vj")
     monkeypatch.setenv("DETECTOR_WEBHOOK_SECRET_FILE", str(tmp_path / "secret"))
     s = Settings()
     cfg = load_alerting(None, s.environ, webhook_urls=s.webhook_urls)

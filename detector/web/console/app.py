@@ -18,6 +18,7 @@ from detector.registration.errors import RegistrationError
 from detector.registration.files import yaml_load
 from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
 from detector.registration.risk import assess, diff
+from detector.web.auth import PUBLIC, add_route, declare_framework_route
 from detector.web.console import session as sess
 from detector.web.console.words import RULE_TITLES, explain, fraction_text, plural, wilson
 
@@ -403,14 +404,16 @@ def add_console_routes(app: web.Application, console: Console) -> None:
     env = aiohttp_jinja2.get_env(app)
     env.filters["localtime"] = lambda s: s or "–"
     r = app.router
-    r.add_get("/login", console.login_page)
-    r.add_post("/login", console.login)
-    r.add_post("/logout", console.logout)
-    r.add_get("/", console.overview)
-    r.add_get("/incidents/{id}", console.incident)
-    r.add_post("/incidents/{id}/{action:ack|resolve}", console.incident_action)
-    r.add_get("/incidents/{id}/blast-radius.csv", console.incident_csv)
-    r.add_get("/experiments/{experiment}", console.experiment)
-    r.add_get("/register", console.register_page)
-    r.add_post("/register", console.register)
-    r.add_static("/static/", HERE / "static", show_index=False, follow_symlinks=False)
+    # `public` for the API middleware: these pages authenticate by session cookie and check the
+    # signed-in token's scopes themselves (`Console._require`).
+    for method, path, handler in (
+            ("GET", "/login", console.login_page), ("POST", "/login", console.login),
+            ("POST", "/logout", console.logout), ("GET", "/", console.overview),
+            ("GET", "/incidents/{id}", console.incident),
+            ("POST", "/incidents/{id}/{action:ack|resolve}", console.incident_action),
+            ("GET", "/incidents/{id}/blast-radius.csv", console.incident_csv),
+            ("GET", "/experiments/{experiment}", console.experiment),
+            ("GET", "/register", console.register_page), ("POST", "/register", console.register)):
+        add_route(r, method, path, handler, access=PUBLIC, max_body=MAX_FORM_BYTES)
+    static = r.add_static("/static/", HERE / "static", show_index=False, follow_symlinks=False)
+    declare_framework_route(app, "GET", static.canonical, PUBLIC)

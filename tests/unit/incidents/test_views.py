@@ -53,7 +53,7 @@ def test_registration_changes_say_who_changed_what():
     change = [e for e in view["timeline"] if e["kind"] == "registration_change"][0]
     assert change["detail"]["who"] == "dana" and change["detail"]["source"] == "api"
     md = incident_markdown(view, "http://detector:6066")
-    assert "update by dana via api" in md
+    assert "`update` by `dana` via `api`" in md
     assert "http://detector:6066/v1/experiments/qa/blast-radius?format=csv&rule=allowlist_breach" in md
     assert view["detection_latency_ms"] == 400
 

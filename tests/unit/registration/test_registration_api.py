@@ -119,22 +119,24 @@ async def test_auth_is_checked_before_the_body(client, service):
 
 async def test_no_token_configured_refuses_writes_with_503(service, monkeypatch):
     monkeypatch.delenv("DETECTOR_API_TOKEN", raising=False)
-    async with TestClient(TestServer(make_app(service, token=None))) as c:
+    async with TestClient(TestServer(make_app(service, token=None, anonymous_read="read"))) as c:
         resp = await put(c, VALID)
         assert resp.status == 503
         assert "DETECTOR_API_TOKEN" in (await resp.json())["error"]
+        # DETECTOR_ANONYMOUS_READ=read: reads without a token, user ids left out.
         assert (await c.get("/v1/expectations")).status == 200
     assert service.writes == 0
 
 
-async def test_token_from_environment_by_default(service, monkeypatch):
-    from aiohttp import web
-
+async def test_token_from_the_settings(service, monkeypatch):
+    from detector.settings import Settings
+    from detector.web.auth import load_tokens
     from detector.web.expectations_api import add_routes
+    from detector.web.middleware import secure_app
 
-    app = web.Application()
-    add_routes(app.router, service)
     monkeypatch.setenv("DETECTOR_API_TOKEN", "env-token")
+    app = secure_app(tokens=load_tokens(Settings().api_token))
+    add_routes(app.router, service)
     async with TestClient(TestServer(app)) as c:
         assert (await put(c, VALID, headers={"Authorization": "Bearer env-token"})).status == 201
         assert (await put(c, VALID, headers=AUTH)).status == 401
@@ -298,7 +300,7 @@ async def test_openapi_covers_the_http_contract(client):
     }.items():
         for m in methods:
             assert m in paths[path], (path, m)
-    assert paths["/v1/expectations/{experiment}"]["put"]["security"] == [{"bearer": []}]
+    assert paths["/v1/expectations/{experiment}"]["put"]["security"] == [{"bearer": ["write"]}]
     refs = json.dumps(doc)
     for name in doc["components"]["schemas"]:
         assert f"#/components/schemas/{name}" in refs or name in ("Expectation",)
@@ -319,8 +321,10 @@ async def test_services_container_with_registrations_attribute(service):
     class Services:
         registrations = service
 
-    app = web.Application()
-    add_routes(app.router, Services(), token=TOKEN)
+    from detector.web.middleware import secure_app
+
+    app = secure_app(api_token=TOKEN)
+    add_routes(app.router, Services())
     async with TestClient(TestServer(app)) as c:
         assert (await put(c, VALID)).status == 201
     assert service.get("subs-mvp-crm-qa") is not None
