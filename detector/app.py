@@ -74,14 +74,16 @@ def create_app(settings: Settings | None = None) -> faust.App:
     deliveries = app.Table("deliveries", partitions=p)
 
     parsed = ParsedRegistrations(registrations)
-    publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics)
+    publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics,
+                               engine_config=settings.engine_config)
     ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop)
     app.service(ingest)
     courier = Courier(alerting, parsed.get, settings.topics, metrics, kill_policy=KillUrlPolicy.from_settings(settings))
 
     def observation(experiment: str):
         state = ingest.state_of(experiment)
-        return None if state is None else observation_view(observe(state, parsed.get(experiment)))
+        return None if state is None else observation_view(observe(state, parsed.get(experiment),
+                                                                   settings.engine_config))
 
     async def send_registration(key: bytes, value: bytes) -> None:
         await expectations_topic.send(key=key, value=value)

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class AlertPublisher:
-    def __init__(self, config: LifecycleConfig, expectation_of: Callable, topics: Topics, metrics=None) -> None:
+    def __init__(self, config: LifecycleConfig, expectation_of: Callable, topics: Topics, metrics=None,
+                 engine_config=None) -> None:
+        self.engine_config = engine_config  # the worker's EngineConfig: re-judging reads the same knobs
         self.topics = topics
         self.config = config
         self.expectation_of = expectation_of
@@ -60,7 +62,9 @@ class AlertPublisher:
         lc = self.lifecycle(partition)
         now_ms = int(now_s * 1000)
         lc.record_registration_change(experiment, now_ms)
-        breaches = rule_breaches(state, self.expectation_of(experiment))
+        exp = self.expectation_of(experiment)
+        breaches = (rule_breaches(state, exp) if self.engine_config is None
+                    else rule_breaches(state, exp, self.engine_config))
         notes = lc.on_rule_breaches(experiment, breaches, now_ms, reason="registration changed")
         await self._publish(lc, notes, (experiment,))
 
