@@ -75,12 +75,13 @@ class Fraction(Rule):
 
     def judge(self, st: Any, batch: Batch, plan: FractionPlan) -> Finding | None:
         dn = batch.dn
-        if not dn:
+        p0 = plan.p0
+        if not dn and not (p0 <= 0.0 and batch.ds):
             return None
         dx, bmin, bmax = batch.dx, batch.bmin, batch.bmax
         exp = plan.exp
         fs = self.state(st)
-        p0 = fs.p0 = plan.p0
+        fs.p0 = p0
         if fs.start is None:
             fs.start = bmin
         if p0 >= 1.0:
@@ -92,10 +93,10 @@ class Fraction(Rule):
             fs.start = bmin
             fs.onset = None
         prev = fs.stat if fs.stat is not None else 0.0
-        if p0 <= 0.0:  # declared 0%: any enrolment is a breach
-            fs.sn += dn
-            fs.sx += batch.ds
-            lm = _INF if fs.sx > 0 else 0.0
+        if p0 <= 0.0:  # declared 0%: any new enrolment now (new or returning user) is a breach, at no
+            fs.sn += dn  # alpha cost (it cannot happen under the null); the e-process is left as it is
+            fs.sx += dx
+            lm = _INF if batch.ds else prev
         else:
             fs.lr = stats.sr_update(fs.lr, start_log_weight(fs.sn, fs.sn + dn), dx, dn, plan.alts)
             fs.sn += dn

@@ -365,3 +365,36 @@ def test_engine_statistic_equals_the_closed_form_over_first_evaluations():
             lr = stats.sr_update(lr, start_log_weight(n, n + dn), dx, dn, alts)
             n += dn
             assert fs_of(st).stat == pytest.approx(stats.log_mean_exp(lr), abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(steps=st_.lists(st_.tuples(st_.sampled_from([0.0, 0.01, 0.05, 0.25, 0.5, 0.9]), st_.integers(1, 1500)),
+                       min_size=1, max_size=5),
+       under=st_.floats(0.0, 1.0), returning=st_.floats(0.0, 0.8), batch=st_.integers(1, 700),
+       seed=st_.integers(0, 2**31))
+def test_registration_changes_mid_stream_with_the_flag_never_page(steps, under, returning, batch, seed):
+    """Any sequence of declarations, the flag at or under each (sticky buckets, returning users,
+    repeated evaluations, any batching): neither statistical rule pages."""
+    rng = random.Random(seed)
+    st = ExperimentState.new("exp")
+    buckets: list[float] = []
+    out = []
+    ts = T0
+    for declared, n_new in steps:
+        exp = Expectation("exp", fraction=declared, variants={"c": 0.5, "t": 0.5})
+        flag = declared * under
+        evs = []
+        made = 0
+        while made < n_new:
+            if buckets and rng.random() < returning:
+                u = rng.randrange(len(buckets))
+            else:
+                u = len(buckets)
+                buckets.append(rng.random())
+                made += 1
+            enr = buckets[u] < flag
+            for _ in range(rng.randint(1, 3)):
+                evs.append(ev(f"u{u}", enrolled=enr, variant=("c", "t")[u % 2], ts=ts))
+                ts += 1
+        out += run(st, exp, evs, batch, EngineConfig(exact_limit=300))
+    assert [f for f in out if f.rule in ("fraction_exceeded", "sample_ratio_mismatch")] == []
