@@ -19,11 +19,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from detector.kafka_security import KafkaConnection
 
 ENV_PREFIX = "DETECTOR_"
 FILE_SUFFIX = "_FILE"
@@ -122,6 +124,27 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(30.0, validation_alias="DETECTOR_SESSION_TIMEOUT")
     # Prepended to every topic name: several detectors (or test runs) can share one cluster.
     topic_prefix: str = ""
+    # --- dayone ---
+    # `unregistered` experiments: page (one page each), digest (one digest per owner) or observe
+    # (recorded, never notified); unset: `notifications.unregistered` in the alerting config
+    # (default digest). The alerting config reads it from the environment like its timing overrides.
+    unregistered: Literal["page", "digest", "observe"] | None = None
+    # --- end dayone ---
+    # --- production: Kafka security, fleet ---
+    # Every Kafka client connects with `kafka` (below; detector/kafka_security.py turns it into each
+    # library's arguments). The SASL password may come from DETECTOR_KAFKA_SASL_PASSWORD_FILE.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: Secret = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_check_hostname: bool = True
+    # The URL the other workers of the group reach this one at (they forward API calls to the
+    # owner of an experiment); default http://<web_host or host name>:<web_port>.
+    advertised_url: str = ""
+    # --- end production ---
     # --- console ---
     # Signs console sessions; empty: derived from the configured tokens (same on every worker).
     session_secret: Secret = ""
@@ -199,6 +222,16 @@ class Settings(BaseSettings):
         return EngineConfig(alpha=fleet_alpha(self.false_page_budget, self.active_experiments),
                             window_grace_ms=int(self.window_grace_s * 1000),
                             segment_missing_breach=self.segment_missing_breach)
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """How to reach the cluster (raises KafkaSecurityError naming the setting that is wrong)."""
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap, protocol=self.kafka_security_protocol or "PLAINTEXT",
+            mechanism=self.kafka_sasl_mechanism or None, username=self.kafka_sasl_username or None,
+            password=self.kafka_sasl_password or None, cafile=self.kafka_ssl_cafile or None,
+            certfile=self.kafka_ssl_certfile or None, keyfile=self.kafka_ssl_keyfile or None,
+            check_hostname=self.kafka_ssl_check_hostname)
 
     @property
     def heartbeat_interval_s(self) -> float:

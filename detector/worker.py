@@ -31,9 +31,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="detector worker", description="Run the exposure detector worker.")
     parser.add_argument("--loglevel", "-l", default=None, help="debug|info|warn|error (default DETECTOR_LOG_LEVEL)")
     args = parser.parse_args(argv)
+    from detector.kafka_security import KafkaSecurityError, preflight
+
     try:
         settings = load_settings()
-    except SettingsError as exc:
+    except (SettingsError, KafkaSecurityError, OSError) as exc:
         print(f"detector worker: invalid setting: {exc}", file=sys.stderr)
         return 2
     level = (args.loglevel or settings.log_level).upper()
@@ -62,11 +64,17 @@ def main(argv: list[str]) -> int:
         return 2
 
     async def prepare() -> None:
+        # A wrong password or an untrusted certificate ends start-up here, with one line naming the
+        # setting to check: the clients themselves would retry forever and look healthy.
+        await preflight(settings.kafka)
         await ensure_topics(settings)
         await sync_dir(settings)
 
     try:
         asyncio.run(prepare())
+    except KafkaSecurityError as exc:
+        print(f"detector worker: {exc}", file=sys.stderr)
+        return 1
     except RegistrationError as exc:
         print(f"detector worker: invalid registration in {settings.expectations_dir}: {exc}", file=sys.stderr)
         return 1

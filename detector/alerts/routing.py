@@ -16,7 +16,8 @@ Timing settings from the environment override the file (deployment-specific
 knobs, in seconds as `detector.settings` reads them):
 `DETECTOR_GROUP_WAIT`, `DETECTOR_GROUP_INTERVAL`, `DETECTOR_REPEAT_INTERVAL`,
 `DETECTOR_RESOLVE_AFTER` (quiet period) for the lifecycle and
-`DETECTOR_DELIVERY_DEADLINE` for delivery.
+`DETECTOR_DELIVERY_DEADLINE` for delivery; `DETECTOR_UNREGISTERED` (page|digest|observe)
+for the notification policy (`notifications:`, see `policy.py`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .delivery import RetryPolicy
 from .http import BaseSink, SinkUnavailable
 from .lifecycle import LifecycleConfig
 from .notification import Notification
+from .policy import NotificationPolicy
 from .signing import DEFAULT_SECRET_ENV, Signer
 from .sinks import build_sink
 from .times import parse_duration_ms
@@ -122,6 +124,7 @@ class AlertingConfig:
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     delivery: RetryPolicy = field(default_factory=RetryPolicy)
     skipped: dict[str, str] = field(default_factory=dict)  # sink name -> why it is not active
+    policy: NotificationPolicy = field(default_factory=NotificationPolicy)  # digests, observe mode, rate limits
     mitigation_signer: Signer | None = None  # the kill switch is signed like every webhook
 
     def sinks_for(self, n: Notification) -> list[BaseSink]:
@@ -162,6 +165,7 @@ def parse_alerting(
     cfg = AlertingConfig(
         lifecycle=LifecycleConfig.from_dict(raw.get("lifecycle")),
         delivery=RetryPolicy.from_dict(raw.get("delivery")),
+        policy=NotificationPolicy.from_dict(raw.get("notifications"), env),
     )
     _env_overrides(cfg, env)
     cfg.mitigation_signer = Signer.from_env(DEFAULT_SECRET_ENV, env)

@@ -30,6 +30,7 @@ def timeline_dict(incident: Incident) -> dict[str, Any]:
         "severity": incident.severity,
         "summary": incident.summary,
         "owner": incident.owner,
+        "notified": "observe" if incident.folded == "observe" else ("digest" if incident.folded else "page"),
         "started_at": rfc3339(incident.started_at),
         "ended_at": rfc3339(incident.ended_at),
         "resolved_by": incident.resolved_by,

@@ -233,7 +233,8 @@ def incident_markdown(view: Mapping[str, Any], base_url: str | None = None) -> s
         f"- Severity: {_md_id(view.get('severity'))}" + (f"; owner: {_code(view['owner'])}" if view.get("owner") else ""),
         f"- Summary: {_code(view.get('summary'))}",
         f"- First offending event: {_code(view.get('first_offending_event_at'))}",
-        f"- Incident opened: {_code(view.get('started_at'))}" + (f" ({int(lat)} ms after the first offending event)" if isinstance(lat, int) else ""),
+        f"- Incident opened: {_code(view.get('started_at'))}"
+        + (f" ({int(lat)} ms after the first offending event)" if isinstance(lat, int) else ""),
     ]
     if view.get("acknowledged_by"):
         lines.append(f"- Acknowledged by: {_code(view['acknowledged_by'])}")

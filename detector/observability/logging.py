@@ -94,6 +94,10 @@ class TransientCoordinatorFilter(logging.Filter):
         self.told = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and "because it is rebalancing" in str(record.msg):
+            # A worker joined or left the group: routine in a fleet, not a warning.
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return True
         if record.levelno < logging.ERROR or not str(record.msg).startswith("Group Coordinator Request failed"):
             return True
         if not any(name in record.getMessage() for name in self.RETRIABLE):

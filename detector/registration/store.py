@@ -13,19 +13,29 @@ works, which is how the unit tests run the fold without Kafka.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 
 from detector.expectations import Expectation
 from detector.kafka_io import latest_values
+from detector.kafka_security import KafkaConnection, client_kwargs
 from detector.registration.model import parse_registration
 from detector.registration.records import RegistrationRecord, decode_record, encode_record
 from detector.registration.risk import diff
 from detector.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
+
+
+class TableView(Protocol):
+    """What the registration services read from a table: a Faust table, its changelog mirror, a dict."""
+
+    def get(self, key: str, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
 
 HISTORY_LIMIT = 100  # changes kept per experiment
 
@@ -34,7 +44,7 @@ class ParsedRegistrations:
     """Compiled `Expectation`s over a table of canonical registration documents; a document is
     compiled only when its value changes (or `remember` was told the result)."""
 
-    def __init__(self, table: Mapping[str, dict]) -> None:
+    def __init__(self, table: TableView) -> None:
         self.table = table
         self._cache: dict[str, tuple[dict, Expectation]] = {}
 
@@ -113,7 +123,7 @@ class KafkaRegistrationService:
         self,
         send: Callable[[bytes, bytes], Awaitable[Any]],
         parsed: ParsedRegistrations,
-        history: Mapping[str, list],
+        history: TableView,
         observe: Callable[[str], dict[str, Any] | None],
         metrics: Any = None,
         source: str = "api",
@@ -148,7 +158,7 @@ class KafkaRegistrationService:
         return self.observe(experiment)
 
 
-async def read_registrations(bootstrap: str, topic: str) -> dict[str, Expectation]:
+async def read_registrations(bootstrap: KafkaConnection | str, topic: str) -> dict[str, Expectation]:
     """The valid registrations the topic holds now (read to its end; invalid records skipped,
     as the fold skips them)."""
     out: dict[str, Expectation] = {}
@@ -166,14 +176,14 @@ class TopicRegistrations:
     """`RegistrationService` straight on the topic, for the worker's start-up YAML sync (before the
     Faust tables exist). Use as `async with TopicRegistrations(bootstrap, topic) as service:`."""
 
-    def __init__(self, bootstrap: str, topic: str, source: str = "yaml") -> None:
+    def __init__(self, bootstrap: KafkaConnection | str, topic: str, source: str = "yaml") -> None:
         self.bootstrap, self.topic, self.source = bootstrap, topic, source
         self._current: dict[str, Expectation] = {}
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> TopicRegistrations:
         self._current = await read_registrations(self.bootstrap, self.topic)
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        self._producer = AIOKafkaProducer(**client_kwargs(self.bootstrap), acks="all")
         await self._producer.start()
         return self
 

@@ -78,7 +78,7 @@ async def sync_dir(settings: Settings) -> ApplyResult | None:
     if not directory or not os.path.isdir(directory):
         log.info("no registrations directory at %r; nothing to load", directory)
         return None
-    async with TopicRegistrations(settings.kafka_bootstrap, settings.topics.expectations) as service:
+    async with TopicRegistrations(settings.kafka, settings.topics.expectations) as service:
         result = await apply_dir(service, directory, prune=settings.expectations_prune,
                                  kill_url_problem=KillUrlPolicy.from_settings(settings).url_problem)
     for name, risks in result.risks.items():

@@ -31,7 +31,6 @@ from detector.expectations import Expectation
 from detector.registration.errors import RegistrationError
 from detector.registration.files import yaml_load
 from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
-from detector.timestamps import format_timestamp
 from detector.registration.risk import Risk, assess, diff
 from detector.registration.service import RegistrationService
 from detector.web.auth import PUBLIC, READ, WRITE, add_route

@@ -424,6 +424,22 @@ def _document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "Users, paged."), "404": _error("Unknown incident.")},
                 },
             },
+            "/v1/discovery": {
+                "get": {
+                    "summary": "What was observed of each unregistered experiment (?all=true: every one), for drafting "
+                               "registrations (JSON, or CSV with ?format=csv); scope `read`",
+                    "operationId": "discovery",
+                    "parameters": [_flag("all", "include registered experiments"),
+                                   {"name": "format", "in": "query", "required": False,
+                                    "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}}],
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "count": {"type": "integer"}, "unregistered_only": {"type": "boolean"},
+                        "experiments": {"type": "array", "items": {"type": "object"}}}},
+                        "Experiments with eligible/enrolled users, fraction and its 95% interval, variants, "
+                        "segments seen, first and last seen."),
+                        "400": _json({"type": "object"}, "Unknown format.")},
+                }
+            },
             "/v1/experiments/{experiment}/dashboard.json": {
                 "parameters": [{"name": "experiment", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "get": {

@@ -144,3 +144,44 @@ def test_console_works_the_seed_incident(workers, ns, browser, tmp_path):
     box.send_keys("experiment: x\npopulation:\n  fractoin: 0.5\n")
     d.find_element(By.ID, "check").click()
     assert "population.fractoin" in d.find_element(By.ID, "errors").text
+
+
+def test_pages_without_read_users_show_no_user_id(workers, ns, browser, tmp_path):
+    """A token with `read` and `respond` but not `read:users` browses every page of the seed incident:
+    no offender id, no allowlisted account, no sample, no CSV; with `read:users` the ids are there."""
+    from selenium.webdriver.common.by import By
+
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("- {name: oncall, token: oncall-token-0123456789, scopes: [read, respond]}\n"
+                      "- {name: owner, token: owner-token-0123456789, scopes: [read, read:users, write]}\n")
+    w = workers(env={"DETECTOR_API_TOKEN": TOKEN, "DETECTOR_API_TOKENS_FILE": str(tokens)})
+    run = subprocess.run(
+        [sys.executable, "-m", "detector", "simulate", "incident", "--bootstrap", BOOTSTRAP, "--prefix", ns.prefix,
+         "--url", w.url, "--qa-users", "5", "--others", "40", "--json"],
+        cwd=ROOT, env={**os.environ, **ns.env(), "DETECTOR_API_TOKEN": TOKEN}, capture_output=True, text=True,
+        timeout=120)
+    assert run.returncode == 0, run.stderr
+    sc = SimpleNamespace(**json.loads(run.stdout))
+    ids = set(sc.offenders) | set(sc.allowlist)
+    iid = wait_until(lambda: (w.get(f"/v1/incidents?experiment={QA}&rule=allowlist_breach")[1].get("incidents")
+                              or [None])[0], 20, what="the incident")["id"]
+
+    _login(d := browser, w.url, "oncall-token-0123456789")
+    pages = ["/", f"/incidents/{iid}", f"/experiments/{QA}"]
+    for page in pages:
+        d.get(f"{w.url}{page}")
+        source = d.page_source
+        leaked = sorted(u for u in ids if u in source)
+        assert not leaked, f"{page} shows user ids to a token without read:users: {leaked[:5]}"
+    d.get(f"{w.url}/incidents/{iid}")
+    assert not d.find_elements(By.ID, "download-csv")
+    assert "read:users" in d.page_source  # says why the ids are not shown
+    assert _fetch_status(d, "GET", f"/incidents/{iid}/blast-radius.csv") == 403
+    assert d.find_elements(By.ID, "ack")  # respond is enough to acknowledge
+
+    # The same pages with read:users show them.
+    d.delete_all_cookies()
+    _login(d, w.url, "owner-token-0123456789")
+    d.get(f"{w.url}/incidents/{iid}")
+    assert any(u in d.page_source for u in sc.offenders)
+    assert not d.find_elements(By.ID, "ack")  # no respond scope: no buttons

@@ -94,6 +94,26 @@ class Peer:
         self._log.close()
 
 
+def start_prometheus(targets: list[str], tmp: Path) -> Peer:
+    """A real Prometheus (Debian package) on a free loopback port, scraping `targets` every second."""
+    import yaml
+
+    binary = require_binary("prometheus", package="prometheus")
+    port = free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "exposure-detector", "metrics_path": "/metrics",
+                            "scrape_interval": "1s", "scrape_timeout": "900ms",
+                            "static_configs": [{"targets": list(targets)}]}],
+    }))
+    return Peer(
+        [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        tmp / "prometheus.log", f"http://127.0.0.1:{port}", "prometheus",
+    )
+
+
 def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition"):
     deadline = time.time() + timeout
     last = None
@@ -154,6 +174,9 @@ class Namespace:
             "DETECTOR_EXPECTATIONS_DIR": "",
             "DETECTOR_ALERTING_CONFIG": "",
             "DETECTOR_LOG_LEVEL": "info",
+            # Most tests follow one experiment's incident, so `unregistered` pages on its own here;
+            # the day-one test (tests/e2e/test_day_one.py) runs the default digest.
+            "DETECTOR_UNREGISTERED": "page",
         }
         env.update(extra)
         return env

@@ -99,3 +99,14 @@ def test_transient_coordinator_error_is_one_info_line_then_error_if_it_persists(
     assert lines(log_stream)[-1]["level"] == "ERROR"
     log.error("Group Coordinator Request failed: %s", "GroupAuthorizationFailed")  # never hidden
     assert lines(log_stream)[-1]["level"] == "ERROR"
+
+
+def test_rebalance_heartbeat_warning_is_info(log_stream):
+    # A worker joining or leaving the group: routine in a fleet (the fleet test shows several per start).
+    log = logging.getLogger("aiokafka.consumer.group_coordinator")
+    log.warning("Heartbeat failed for group %s because it is rebalancing", "g1")
+    log.warning("Heartbeat session expired - marking coordinator dead")  # others stay warnings
+    got = lines(log_stream)
+    assert [(r["level"], r["msg"]) for r in got] == [
+        ("INFO", "Heartbeat failed for group g1 because it is rebalancing"),
+        ("WARNING", "Heartbeat session expired - marking coordinator dead")]
