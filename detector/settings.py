@@ -162,6 +162,25 @@ class Settings(BaseSettings):
     # segment_breach: an enrolled event with no attributes is a breach (default: only counted)
     segment_missing_breach: bool = False
     # --- end statistics ---
+    # --- sources ---
+    # Which topics carry exposures, in which format: "topic=format[:option=value...],..." (README
+    # "Connecting your experimentation platform"); empty = exposure.assignments=native.
+    sources_spec: str = Field("", validation_alias="DETECTOR_SOURCES")
+    # HTTP collector (POST /v1/assignments, /v1/sources/{format}): requests per second per token
+    # (a token bucket holding `collector_burst` requests; 0: no limit), and records per request.
+    collector_rate: float = 20.0
+    collector_burst: int = 40
+    collector_max_records: int = 10000
+    # --- end sources ---
+    # --- flags ---
+    # Flag configurations compared with registrations (detector.flags): `kind=location,...`, kind
+    # growthbook|flagd|unleash, location a URL, a file or directory, or `webhook`.
+    flag_sources: str = ""
+    flag_poll_interval_s: float = Field(15.0, gt=0, validation_alias="DETECTOR_FLAG_POLL_INTERVAL")
+    flag_fetch_timeout_s: float = Field(10.0, gt=0, validation_alias="DETECTOR_FLAG_FETCH_TIMEOUT")
+    unleash_api_token: Secret = ""  # sent as Unleash's Authorization header
+    flagd_auth_token: Secret = ""  # bearer token for flagd URLs
+    # --- end flags ---
     # --- security (detector/web/auth.py, detector/alerts/outbound.py) ---
     # Bearer tokens with scopes: a YAML/JSON file of {name, token | sha256, scopes} (see README).
     api_tokens_file: str = ""
@@ -174,6 +193,14 @@ class Settings(BaseSettings):
     # The environment as read at start, with every `<NAME>_FILE` resolved into `<NAME>`: the
     # alerting config names the variables that hold its sinks' URLs and secrets.
     _environ: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("sources_spec")
+    @classmethod
+    def _check_sources(cls, value: str) -> str:
+        from detector.sources import parse_sources
+
+        parse_sources(value)  # ValueError naming every problem, at start
+        return value
 
     @field_validator("webhook_urls", "kill_url_allowed_hosts", mode="before")
     @classmethod
@@ -240,6 +267,13 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix, self.app_id)
+
+    @property
+    def sources(self) -> list:
+        """The configured sources (detector.sources.Source), topic prefix applied."""
+        from detector.sources import parse_sources
+
+        return parse_sources(self.sources_spec, self.topic_prefix)
 
     @property
     def faust_id(self) -> str:

@@ -106,6 +106,12 @@ class AlertPublisher:
         notes = lc.on_rule_breaches(experiment, breaches, now_ms, reason="registration changed")
         await self._publish(lc, notes, (experiment,))
 
+    async def on_cleared(self, partition: int, experiment: str, rule: str, now_s: float, kind: str, by: str,
+                         **detail) -> None:
+        """The cause of an open incident went away (e.g. a flag configuration was fixed): resolve it."""
+        lc = self.lifecycle(partition)
+        await self._publish(lc, lc.on_cleared(experiment, rule, int(now_s * 1000), kind, by, **detail), (experiment,))
+
     # ---- operator actions (API) ----------------------------------------------------------
     def find(self, incident_id: str) -> tuple[Lifecycle, object] | None:
         for lc in self.lifecycles.values():
