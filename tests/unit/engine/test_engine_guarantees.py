@@ -60,29 +60,33 @@ def test_first_event_of_a_new_user_in_a_mixed_batch_decides():
     assert (st.n, st.f_x, st.s) == (3, 1, 2)
 
 
+def _sticky_step(rng, buckets, n_new, flag, returning, ev_max, ts):
+    """Visits until n_new new users arrived: a returning user with probability `returning`, each
+    visit 1..ev_max evaluations; user u enrolled iff their bucket < flag (sticky bucketing)."""
+    evs = []
+    made = 0
+    while made < n_new:
+        if buckets and rng.random() < returning:
+            u = rng.randrange(len(buckets))
+        else:
+            u = len(buckets)
+            buckets.append(rng.random())
+            made += 1
+        enr = buckets[u] < flag
+        for _ in range(rng.randint(1, ev_max)):
+            evs.append(ev(f"u{u}", enrolled=enr, variant=("c", "t")[u % 2], ts=ts + len(evs)))
+    return evs
+
+
 def _ramp_events(rng, steps, returning=0.5, ev_max=20):
-    """Sticky bucketing; (new users, flag rate, declared fraction) steps; yields (batch, declared)."""
+    """(new users, flag rate, declared fraction) steps; yields (batch of ~300 events, declared)."""
     buckets = []
     ts = T0
     for n_new, flag, declared in steps:
-        made = 0
-        evs = []
-        while made < n_new:
-            if buckets and rng.random() < returning:
-                u = rng.randrange(len(buckets))
-            else:
-                u = len(buckets)
-                buckets.append(rng.random())
-                made += 1
-            enr = buckets[u] < flag
-            for _ in range(rng.randint(1, ev_max)):
-                evs.append(ev(f"u{u}", enrolled=enr, variant=("c", "t")[u % 2], ts=ts))
-                ts += 1
-            if len(evs) >= 300:
-                yield evs, declared
-                evs = []
-        if evs:
-            yield evs, declared
+        evs = _sticky_step(rng, buckets, n_new, flag, returning, ev_max, ts)
+        ts += len(evs)
+        for i in range(0, len(evs), 300):
+            yield evs[i:i + 300], declared
 
 
 def test_legitimate_ramp_with_returning_users_does_not_page():
@@ -382,19 +386,7 @@ def test_registration_changes_mid_stream_with_the_flag_never_page(steps, under, 
     ts = T0
     for declared, n_new in steps:
         exp = Expectation("exp", fraction=declared, variants={"c": 0.5, "t": 0.5})
-        flag = declared * under
-        evs = []
-        made = 0
-        while made < n_new:
-            if buckets and rng.random() < returning:
-                u = rng.randrange(len(buckets))
-            else:
-                u = len(buckets)
-                buckets.append(rng.random())
-                made += 1
-            enr = buckets[u] < flag
-            for _ in range(rng.randint(1, 3)):
-                evs.append(ev(f"u{u}", enrolled=enr, variant=("c", "t")[u % 2], ts=ts))
-                ts += 1
+        evs = _sticky_step(rng, buckets, n_new, declared * under, returning, 3, ts)
+        ts += len(evs)
         out += run(st, exp, evs, batch, EngineConfig(exact_limit=300))
     assert [f for f in out if f.rule in ("fraction_exceeded", "sample_ratio_mismatch")] == []
