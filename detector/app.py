@@ -31,7 +31,6 @@ from detector.shell.outbox import AlertPublisher
 from detector.registration.store import KafkaRegistrationService, ParsedRegistrations, RegistrationFold
 from detector.shell.web import add_routes
 from detector.sources.metrics import SourceMetrics
-from detector.web.collector import add_collector_routes
 from detector.web.expectations_api import MAX_BODY_BYTES
 from detector.web.fleet import Fleet
 
@@ -99,7 +98,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     app.service(mirror)  # type: ignore[arg-type]
     parsed = ParsedRegistrations(mirror.table("registrations"))
     publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics, policy=alerting.policy,
-                               digest_store=dispatch)
+                               digest_store=dispatch, engine_config=settings.engine_config)
     fleet = Fleet(settings, experiment_of_incident=lambda iid: _experiment_of_incident(
         publisher, mirror.table("incidents"), iid))
     source_metrics = SourceMetrics(metrics.registry)
@@ -124,7 +123,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     def observation(experiment: str):
         state = ingest.state_of(experiment)
-        return None if state is None else observation_view(observe(state, parsed.get(experiment)))
+        return None if state is None else observation_view(observe(state, parsed.get(experiment),
+                                                                   settings.engine_config))
 
     async def send_registration(key: bytes, value: bytes) -> None:
         await expectations_topic.send(key=key, value=value)
@@ -171,7 +171,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         for exp in ingest.take_changed():
             state = ingest.state_of(exp)
             if state is not None:
-                metrics.update_experiment(exp, observe(state, parsed.get(exp)))
+                metrics.update_experiment(exp, observe(state, parsed.get(exp), settings.engine_config))
         lags = await ingest.lags()
         metrics.replace_consumer_lags(lags)
         source_metrics.set_lags(lags, {t: s.format for t, s in ingest.sources.items()})
@@ -189,9 +189,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
                                                              include_registered=include_registered),
         fleet=fleet,
         flags=flags,
+        source_metrics=source_metrics,
     )
-    add_collector_routes(app.web.web_app.router,  # type: ignore[attr-defined]  # the aiohttp driver's application
-                         settings=settings, ingest=ingest, metrics=source_metrics)
     app.detector = {  # type: ignore[attr-defined]
         "ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service, "flags": flags,
     }

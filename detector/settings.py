@@ -14,6 +14,7 @@ Areas add their settings as one contiguous block headed by a comment naming the 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -150,6 +151,17 @@ class Settings(BaseSettings):
     # The worker's public base URL (links in notifications and pages; never taken from Host).
     external_url: str = ""
     # --- end console ---
+    # --- statistics (README "Statistics") ---
+    # Expected false pages per month over the whole fleet, with at most `active_experiments`
+    # experiments active in a month: each experiment's lifetime alpha is their ratio (a
+    # registration's own alpha overrides it).
+    false_page_budget: float = Field(1.0, gt=0)
+    active_experiments: int = Field(10000, gt=0)
+    # outside_window: grace at both edges of a declared window (the accepted producer clock skew)
+    window_grace_s: float = Field(3600.0, ge=0, validation_alias="DETECTOR_WINDOW_GRACE")
+    # segment_breach: an enrolled event with no attributes is a breach (default: only counted)
+    segment_missing_breach: bool = False
+    # --- end statistics ---
     # --- sources ---
     # Which topics carry exposures, in which format: "topic=format[:option=value...],..." (README
     # "Connecting your experimentation platform"); empty = exposure.assignments=native.
@@ -227,6 +239,16 @@ class Settings(BaseSettings):
     def environ(self) -> Mapping[str, str]:
         """The environment as read at start (secret files resolved), for config that names variables."""
         return self._environ
+
+    @functools.cached_property
+    def engine_config(self):
+        """The engine's knobs that come from the environment (detector.engine.EngineConfig)."""
+        from detector.engine import EngineConfig
+        from detector.engine.budget import fleet_alpha
+
+        return EngineConfig(alpha=fleet_alpha(self.false_page_budget, self.active_experiments),
+                            window_grace_ms=int(self.window_grace_s * 1000),
+                            segment_missing_breach=self.segment_missing_breach)
 
     @property
     def kafka(self) -> KafkaConnection:

@@ -276,7 +276,7 @@ class IngestService(Service):
     async def _process(self, partition: int, records) -> None:
         det = self.partitions.get(partition)
         if det is None:  # assignment callback not run yet (should not happen): start empty
-            det = self.partitions[partition] = PartitionDetector(partition)
+            det = self.partitions[partition] = PartitionDetector(partition, self.settings.engine_config)
         t0 = time.perf_counter()
         values = list(map(_value_of, records))
         stamps = list(map(_timestamp_of, records))
@@ -493,7 +493,7 @@ class IngestService(Service):
 
     async def _restore(self, parts: list[int]) -> int:
         topic = self.topics.state
-        dets = {p: PartitionDetector(p) for p in parts}
+        dets = {p: PartitionDetector(p, self.settings.engine_config) for p in parts}
         lifecycle_blobs: dict[int, bytes] = {}
         n = 0
         async for r in read_to_end(self.settings.kafka, topic, parts):

@@ -17,6 +17,7 @@ from detector.flags.sources import unconfigured_flag_source
 from detector.observability.dashboards import experiment_dashboard
 from detector.web import auth
 from detector.web.auth import PUBLIC, STATUS, add_route
+from detector.web.collector import add_collector_routes
 from detector.web.console import Console, add_console_routes
 from detector.web.discovery_api import add_routes as add_discovery_routes
 from detector.web.expectations_api import add_routes as add_expectation_routes
@@ -25,7 +26,7 @@ from detector.web.middleware import install
 
 
 def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at,
-               exposures=None, fleet=None, flags=None):
+               exposures=None, fleet=None, flags=None, source_metrics=None):
     app.middlewares.append(metrics.aiohttp_middleware())
     tokens = auth.load_tokens(settings.api_token, settings.api_tokens_file)
     install(app, tokens=tokens, anonymous_read=settings.anonymous_read, registry=metrics.registry)
@@ -76,6 +77,8 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     add_discovery_routes(r, exposures=exposures)
     # Flag configurations: the push webhook and GET /v1/flags (detector/flags/http.py).
     add_flag_routes(r, flags)
+    # The HTTP collector: POST /v1/assignments and /v1/sources/{format} (detector/web/collector.py).
+    add_collector_routes(r, settings=settings, ingest=ingest, metrics=source_metrics)
     # Faust adds its own index page at "/" ({"status": "OK"}) after this (the console's "/" wins).
     auth.declare_framework_route(app, "GET", "/", PUBLIC)
     auth.check_routes(app)
