@@ -26,7 +26,7 @@ import workload as wl  # noqa: E402
 
 from detector.events import decode_batch  # noqa: E402
 from detector.ingest.partition import PartitionDetector  # noqa: E402
-from detector.registration.model import parse_expectation  # noqa: E402
+from detector.registration.model import parse_registration  # noqa: E402
 from detector.worker import tune_gc  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--mix", choices=("all", "none", "both"), default="all",
                     help="experiments registered: all (default), none, or both alternately")
     args = ap.parse_args()
-    mixes = {"all": {wl.exp_key(i): parse_expectation(wl.registration(i)) for i in range(wl.N_EXPERIMENTS)},
+    mixes = {"all": {wl.exp_key(i): parse_registration(wl.registration(i)) for i in range(wl.N_EXPERIMENTS)},
              "none": {}}
     names = ["all", "none"] if args.mix == "both" else [args.mix]
     slices = partition_slices(args.events, args.chunk, args.partitions)

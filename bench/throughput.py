@@ -15,6 +15,14 @@
        the first `--faust-events` records (Faust runs ~9k events/s; all 2M would take minutes).
    Each contender runs in its own process; they never overlap.
 3. Writes the `## Throughput` section of BENCHMARKS.md (and, with --scale-out, `## Scale-out`).
+
+With `--mixes`, the same events are produced into three topic sets that differ only in their
+registrations, and (a) plus (b) run on each in the same repetition (section
+`## Throughput by registration mix`):
+   registered   all 1,000 experiments registered (the workload above; ~0.5% breach);
+   none         no registration at all: every experiment is `unregistered` (day one);
+   breach-1pct  all registered, 1% of the experiments (10) in breach: the workload's five
+                plus five more whose allowlist of 3 QA accounts every enrolled user breaches.
 """
 
 from __future__ import annotations
@@ -248,6 +256,103 @@ async def prepare(n: int, partitions: int, seed: int = 7) -> tuple[str, int]:
     return prefix, total
 
 
+MIXES = ("registered", "none", "breach-1pct")
+EXTRA_BREACHES = (14, 25, 36, 47, 58)  # plain experiments made allowlist-only in the breach-1pct mix
+
+
+def mix_registrations(mix: str) -> list[tuple[bytes, bytes]]:
+    from detector.registration.model import parse_registration
+    from detector.registration.records import encode_record
+
+    if mix == "none":
+        return []
+    regs = [wl.registration(i) for i in range(wl.N_EXPERIMENTS)]
+    if mix == "breach-1pct":
+        for i in EXTRA_BREACHES:
+            regs[i] = {"experiment": wl.exp_key(i), "owner": "bench", "severity": "warning",
+                       "population": {"allowlist": [f"qa{i:04d}-{k:02d}" for k in range(3)]}}
+    return [(r["experiment"].encode(), encode_record(parse_registration(r), "bench", "bench")) for r in regs]
+
+
+async def prepare_mixes(n: int, partitions: int, seed: int = 7) -> dict[str, tuple[str, int]]:
+    events = wl.generate(n, seed)
+    out = {}
+    for mix in MIXES:
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        await wl.create_topics(prefix, "bench-setup", partitions)
+        regs = mix_registrations(mix)
+        if regs:
+            await wl.produce(f"{prefix}exposure.expectations", regs, partitions)
+        secs = await wl.produce(f"{prefix}exposure.assignments", wl.event_records(events), partitions)
+        total = sum((await wl.end_offsets(f"{prefix}exposure.assignments", partitions)).values())
+        assert total == n, (total, n)
+        print(f"mix {mix}: {len(regs)} registrations, {n} events into {prefix}exposure.assignments in {secs:.1f} s",
+              flush=True)
+        out[mix] = (prefix, total)
+    return out
+
+
+def run_mixes(args, logdir: str) -> None:
+    started = time.time()
+    sets = asyncio.run(prepare_mixes(args.events, args.partitions))
+    res: dict[str, list[float]] = {"raw": [], **{m: [] for m in MIXES}}
+    ratios: dict[str, list[float]] = {m: [] for m in MIXES}
+    cpu: dict[str, list[float]] = {m: [] for m in MIXES}  # worker CPU-us an event: steadier than rates under load
+    try:
+        for rep in range(args.reps):
+            prefix, total = sets["registered"]
+            res["raw"].append(run_raw(f"{prefix}exposure.assignments", total, "json", args.partitions))
+            print(f"rep {rep}: (a) raw getmany + json.loads {res['raw'][-1]:>10,.0f} ev/s", flush=True)
+            for mix in MIXES:
+                prefix, total = sets[mix]
+                r = asyncio.run(measure_workers(prefix, args.partitions, total, 1, logdir))
+                res[mix].append(r["rate"])
+                ratios[mix].append(r["rate"] / res["raw"][-1])
+                cpu[mix].append(r["cpu_s"] * 1e6 / total)
+                print(f"rep {rep}: (b) worker, {mix:<12} {r['rate']:>10,.0f} ev/s  b/a {ratios[mix][-1]:.2f} "
+                      f"({r['cpu_s'] * 1e6 / total:.1f} CPU-us/event, RSS {r['rss_mb'][0]:.0f} MB, "
+                      f"load {os.getloadavg()[0]:.1f})", flush=True)
+    finally:
+        if not args.keep:
+            for prefix, _ in sets.values():
+                asyncio.run(delete_prefix(prefix))
+    med = {k: statistics.median(v) for k, v in res.items() if v}
+    cmd = "`.venv/bin/python bench/throughput.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "") + "`"
+    print(json.dumps({"median": med, "all": res, "b_over_a": ratios, "elapsed_s": time.time() - started}, indent=1))
+    if not args.no_write:
+        write_mixes(med, res, ratios, cpu, cmd, args, time.time() - started)
+
+
+def write_mixes(med, res, ratios, cpu, cmd, args, elapsed) -> None:
+    base = statistics.median(ratios["registered"])
+    base_cpu = statistics.median(cpu["registered"])
+    rows = ["| mix | (b) median events/s | b/a (median of the per-repetition ratios) | vs all registered | "
+            "worker CPU-us/event (median) | runs (b) |",
+            "|---|---:|---:|---:|---:|---|"]
+    for mix in MIXES:
+        r = statistics.median(ratios[mix])
+        c = statistics.median(cpu[mix])
+        rows.append(f"| {mix} | {med[mix]:,.0f} | {r:.2f} | {r / base - 1:+.0%} | {c:.1f} ({c / base_cpu:.2f}x) | "
+                    f"{_fmt(res[mix])} |")
+    body = f"""
+Command: {cmd} (whole run {elapsed / 60:.1f} min).
+Machine: {wl.machine()}; the box is shared with other work, so only the ratios measured in the
+same repetition mean much (the load average of each run is printed by the script).
+
+The same {args.events:,} events (the `## Throughput` workload: 1,000 experiments, Zipf traffic)
+in three topic sets that differ only in their registrations; (a) raw aiokafka `getmany` +
+`json.loads` ran once per repetition ({_fmt(res['raw'])} events/s), then the worker on each mix.
+`none`: nothing registered, every experiment `unregistered` (the default notification policy
+folds them into one digest; see README "Day one"). `breach-1pct`: ten experiments in breach (the
+workload's five, plus five whose 3-account allowlist every enrolled user breaches).
+
+{chr(10).join(rows)}
+
+Goal (issue 16): each mix >= 0.65 x (a), none more than 15% below the all-registered mix.
+"""
+    wl.write_section("Throughput by registration mix", body)
+
+
 async def delete_prefix(prefix: str) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -275,9 +380,14 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only, do not touch BENCHMARKS.md")
     ap.add_argument("--keep", action="store_true", help="keep the bench topics")
     ap.add_argument("--reuse", default="", help="reuse the topics of an earlier --keep run (their prefix)")
+    ap.add_argument("--mixes", action="store_true",
+                    help="only (a) and (b) on three registration mixes: registered, none, breach-1pct")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     logdir = tempfile.mkdtemp(prefix="bench-throughput-")
+    if args.mixes:
+        run_mixes(args, logdir)
+        return
     started = time.time()
     if args.reuse:
         prefix = args.reuse

@@ -59,10 +59,10 @@ def registration(i: int) -> dict:
 
 
 def registration_records() -> list[tuple[bytes, bytes]]:
-    from detector.registration.model import parse_expectation
-    from detector.registrations import encode_record
+    from detector.registration.model import parse_registration
+    from detector.registration.records import encode_record
 
-    return [(exp_key(i).encode(), encode_record(parse_expectation(registration(i)), "bench", "bench"))
+    return [(exp_key(i).encode(), encode_record(parse_registration(registration(i)), "bench", "bench"))
             for i in range(N_EXPERIMENTS)]
 
 

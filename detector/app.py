@@ -10,27 +10,31 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import faust
 import orjson
 
 from detector import __version__
+from detector.alerts.outbound import KillUrlPolicy
 from detector.alerts.routing import load_alerting
 from detector.engine import observe
 from detector.ingest.service import IngestService
 from detector.observability.metrics import DetectorMetrics
-from detector.registrations import ParsedRegistrations, decode_record
-from detector.registration.model import RegistrationError, parse_expectation
 from detector.settings import Settings
+from detector.shell.changelog_mirror import ChangelogMirror
 from detector.shell.courier import Courier, fold_timeline
-from detector.shell.observation import observation_view
+from detector.shell.observation import exposure_of, exposures, observation_view
 from detector.shell.outbox import AlertPublisher
-from detector.shell.registry import KafkaRegistrationService, history_entry
+from detector.registration.store import KafkaRegistrationService, ParsedRegistrations, RegistrationFold
 from detector.shell.web import add_routes
+from detector.web.expectations_api import MAX_BODY_BYTES
+from detector.web.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024 + 4096  # registration bodies are capped at 1 MiB (413 beyond)
+MIRRORED = ("registrations", "registration-history", "incidents")  # tables every worker reads whole
+
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -49,20 +53,23 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
-        web_application_options={"client_max_size": MAX_BODY_BYTES},
+        # aiohttp's own cap sits just above ours, so the handler answers 413 with its problem body.
+        web_application_options={"client_max_size": MAX_BODY_BYTES + 4096},
         # Faust's debug views would expose table contents (allowlists hold user ids).
         web_router_enabled=False,
         web_tables_enabled=False,
         web_graph_enabled=False,
         web_stats_enabled=False,
         producer_acks=-1,
+        broker_credentials=settings.kafka.faust_credentials(),
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
     )
     metrics = DetectorMetrics(version=__version__)
-    alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None)
+    alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None,
+                             settings.environ, webhook_urls=settings.webhook_urls)
 
-    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
+    raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
     expectations_topic = app.topic(settings.topics.expectations, **raw)
     alerts_topic = app.topic(settings.topics.alerts, **raw)
     timeline_topic = app.topic(settings.topics.timeline, **raw)
@@ -71,40 +78,51 @@ def create_app(settings: Settings | None = None) -> faust.App:
     registration_history = app.GlobalTable("registration-history", partitions=p)
     incidents = app.GlobalTable("incidents", partitions=p)
     deliveries = app.Table("deliveries", partitions=p)
+    # Digest numbering and rate-limit windows: written from the ingest loop and a timer, so keyed by
+    # the partitioner rather than the event being processed.
+    dispatch = app.Table("dispatch", partitions=p, use_partitioner=True)
 
-    parsed = ParsedRegistrations(registrations)
-    publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics)
-    ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop)
-    app.service(ingest)
-    courier = Courier(alerting, parsed.get, settings.topics, metrics)
+    # Every worker reads the tables whole from their changelogs (detector/shell/changelog_mirror.py):
+    # the agents below write the Faust tables; everything else reads the mirrors.
+    async def on_table_change(table: str, key: str) -> None:
+        if table == "registrations":
+            if key not in mirror.table("registrations"):
+                metrics.remove_experiment(key)
+            await ingest.reevaluate(key)  # acts only on the worker that owns the experiment
+
+    mirror = ChangelogMirror(settings, {name: f"{settings.faust_id}-{name}-changelog" for name in MIRRORED},
+                             on_change=on_table_change, loop=app.loop)
+    app.service(mirror)  # type: ignore[arg-type]
+    parsed = ParsedRegistrations(mirror.table("registrations"))
+    publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics, policy=alerting.policy,
+                               digest_store=dispatch)
+    fleet = Fleet(settings, experiment_of_incident=lambda iid: _experiment_of_incident(
+        publisher, mirror.table("incidents"), iid))
+    ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop,
+                           assignor=fleet.assignor)
+    fleet.ingest = ingest
+    publisher.exposure_of = exposure_of(ingest, parsed.get)  # the digest lists what the engine observed
+    app.service(ingest)  # type: ignore[arg-type]  # faust accepts an instance; its stub says a class
+    courier = Courier(alerting, parsed.get, settings.topics, metrics, kill_policy=KillUrlPolicy.from_settings(settings),
+                      store=dispatch)
 
     def observation(experiment: str):
         state = ingest.state_of(experiment)
         return None if state is None else observation_view(observe(state, parsed.get(experiment)))
 
-    reg_service = KafkaRegistrationService(expectations_topic, registrations, registration_history, observation, metrics)
+    async def send_registration(key: bytes, value: bytes) -> None:
+        await expectations_topic.send(key=key, value=value)
+
+    reg_service = KafkaRegistrationService(send_registration, parsed, mirror.table("registration-history"),
+                                           observation, metrics)
+    # The fold reads and writes the Faust tables of the partitions its agent consumes.
+    fold = RegistrationFold(ParsedRegistrations(registrations), registrations, registration_history, metrics)
 
     @app.agent(expectations_topic)
     async def fold_registrations(stream):
         async for event in stream.events():
-            key = (event.key or b"").decode("utf-8", "replace")
-            try:
-                record = decode_record(event.value)
-                if record["registration"] is not None:
-                    parse_expectation(record["registration"], path_experiment=key)
-            except (ValueError, RegistrationError) as exc:
-                # Only our API/CLI/YAML write here, all validated; anything else is counted and ignored.
-                log.error("invalid registration record for %r ignored: %s", key, exc)
-                metrics.record_registration("topic", "rejected", "invalid")
-                continue
-            registration_history[key] = [*(registration_history.get(key) or []), history_entry(registrations.get(key), record)][-100:]
-            if record["registration"] is None:
-                if key in registrations:
-                    del registrations[key]
-                metrics.remove_experiment(key)
-            else:
-                registrations[key] = record["registration"]
-            await ingest.reevaluate(key)
+            # Re-judging happens on the experiment's owner when the change reaches its mirror.
+            fold.apply(event.key, event.value)
 
     @app.agent(alerts_topic)
     async def deliver_notifications(stream):
@@ -124,6 +142,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
             key = event.key.decode()
             incidents[key] = fold_timeline(incidents.get(key), entry)
 
+    @app.timer(1.0)
+    async def flush_rate_limit_summaries():
+        async def send(topic, key, value):
+            await app.producer.send_and_wait(topic, key, value, partition=None, timestamp=None, headers=None)
+
+        await courier.flush_held(send)
+
     @app.timer(2.0)
     async def refresh_experiment_metrics():
         # Only experiments that changed: observing all of them every 2 s cost ~10% of the CPU.
@@ -134,17 +159,30 @@ def create_app(settings: Settings | None = None) -> faust.App:
         metrics.replace_consumer_lags(await ingest.lags())
 
     add_routes(
-        app.web.web_app,
+        app.web.web_app,  # type: ignore[attr-defined]  # the aiohttp driver's application
         settings=settings,
         metrics=metrics,
         registrations=reg_service,
         ingest=ingest,
         publisher=publisher,
-        incidents=incidents,
+        incidents=mirror.table("incidents"),
         started_at=time.time(),
+        exposures=lambda include_registered=False: exposures(ingest, publisher, parsed.get,
+                                                             include_registered=include_registered),
+        fleet=fleet,
     )
-    app.detector = {"ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service}
+    app.detector = {  # type: ignore[attr-defined]
+        "ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service,
+    }
     return app
+
+
+def _experiment_of_incident(publisher, incidents, iid: str) -> str | None:
+    hit = publisher.find(iid)
+    if hit is not None:
+        return hit[1].experiment
+    row = incidents.get(iid) or {}
+    return (row.get("incident") or {}).get("experiment")
 
 
 def _exists(path: str) -> bool:

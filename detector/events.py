@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from collections.abc import Callable
 from collections import deque
 from itertools import compress, repeat
@@ -20,6 +19,8 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, UnsetType
 from msgspec.structs import force_setattr
+
+from detector.timestamps import parse_rfc3339
 
 MAX_VALUE_BYTES = 64 * 1024  # an assignment is ~150 bytes; anything this large is hostile
 MAX_ID_CHARS = 256
@@ -79,10 +80,7 @@ def parse_ts(ts: str | int | float | None, default_ms: int) -> int:
     if ts is None:
         return default_ms
     if isinstance(ts, str):
-        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-        if dt.tzinfo is None:  # RFC 3339 requires an offset; a naive time would be read in local time
-            raise ValueError(f"ts {ts[:40]!r} has no time zone offset")
-        return int(dt.timestamp() * 1000)
+        return parse_rfc3339(ts, strict=False)
     if isinstance(ts, float) and not math.isfinite(ts):
         raise ValueError("ts is not finite")
     return int(ts)

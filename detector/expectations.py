@@ -1,9 +1,10 @@
-"""Registrations of expected exposure: the model the engine reads.
+"""The engine's compiled, immutable view of a registration.
 
-`Expectation` is the validated, immutable form. Parsing and validation of raw
-registrations (YAML, API bodies) live in `detector.registration`; everything
-that writes a registration goes through `parse_expectation` there, so files,
-API and CLI share one validation path.
+`Expectation` is what `detector.registration.parse_registration` compiles a validated
+registration document into (epoch milliseconds, frozensets): the engine, the alerting and the
+API read it. The document model, its validation and encoding live in `detector.registration`.
+(The class keeps its historical name while the engine refactor lands; the concept is called
+"registration" everywhere else.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SEVERITIES = ("critical", "error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The flag configuration an experiment's exposure comes from (`detector.flags`)."""
+
+    source: str | None  # a configured flag source; None: any
+    key: str  # the flag's key there (defaults to the experiment key)
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,8 @@ class Expectation:
     kill_url: str | None = None  # opt-in auto-mitigation (mitigation.kill_url)
     labels: dict[str, str] = field(default_factory=dict)
     schema_version: int = 1
+    mode: str = "page"  # page | observe (record incidents, do not page)
+    flag: Flag | None = None
 
     def active_rules(self) -> list[str]:
         """The rules this declaration switches on, in registry order (detector.engine.rules.RULES)."""

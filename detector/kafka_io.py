@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from detector.kafka_security import KafkaConnection, client_kwargs
 
-async def partitions_of(bootstrap: str, topic: str) -> set[int]:
+
+async def partitions_of(bootstrap: KafkaConnection | str, topic: str) -> set[int]:
     """The topic's partition numbers (empty if it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap))
     await admin.start()
     try:
         for t in await admin.describe_topics([topic]):
@@ -21,13 +23,13 @@ async def partitions_of(bootstrap: str, topic: str) -> set[int]:
     return set()
 
 
-async def read_to_end(bootstrap: str, topic: str, partitions: Iterable[int] | None = None) -> AsyncIterator:
+async def read_to_end(bootstrap: KafkaConnection | str, topic: str, partitions: Iterable[int] | None = None) -> AsyncIterator:
     """Every record of `partitions` (default: all) up to the end offsets seen at the start, in order
     per partition. No consumer group: nothing is committed."""
     parts = sorted(await partitions_of(bootstrap, topic) if partitions is None else partitions)
     if not parts:
         return
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    reader = AIOKafkaConsumer(**client_kwargs(bootstrap), enable_auto_commit=False)
     await reader.start()
     try:
         tps = [TopicPartition(topic, p) for p in parts]
@@ -47,7 +49,7 @@ async def read_to_end(bootstrap: str, topic: str, partitions: Iterable[int] | No
         await reader.stop()
 
 
-async def latest_values(bootstrap: str, topic: str) -> dict[bytes, bytes | None]:
+async def latest_values(bootstrap: KafkaConnection | str, topic: str) -> dict[bytes, bytes | None]:
     """The last value per key of a (compacted) topic."""
     latest: dict[bytes, bytes | None] = {}
     async for r in read_to_end(bootstrap, topic):

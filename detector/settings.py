@@ -1,55 +1,222 @@
-"""Settings from the environment (each documented in README.md with its default)."""
+"""The worker's settings: one typed object, the only reader of the environment.
+
+`Settings()` reads every `DETECTOR_*` variable once, at start (`detector worker` builds it and
+passes it down; nothing else in `detector/` reads the environment, apart from CLI argument
+defaults). Each field is the variable's name without the prefix, lower-cased: `web_port` is
+`DETECTOR_WEB_PORT`. Every variable is documented in README.md ("Configuration") with its default.
+
+Secrets (fields typed `Secret`) can also come from a file: `DETECTOR_API_TOKEN_FILE=/run/secrets/t`
+reads the token from that file (one trailing newline dropped); the variable itself wins when both
+are set. Secrets never appear in `repr()` or logs.
+
+Areas add their settings as one contiguous block headed by a comment naming the area.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from detector.kafka_security import KafkaConnection
+
+ENV_PREFIX = "DETECTOR_"
+FILE_SUFFIX = "_FILE"
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+class FromFile:
+    """Marks a field whose value may come from the file named by `<VARIABLE>_FILE`."""
 
 
-def _float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+# A secret: never in repr(); may be given as `DETECTOR_<NAME>_FILE`.
+Secret = Annotated[str, Field(repr=False), FromFile()]
 
 
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+def read_secret_file(path: str) -> str:
+    """The content of a secret file, without the trailing newline editors and `echo` add."""
+    text = Path(path).read_text(encoding="utf-8")
+    return text[:-1] if text.endswith("\n") else text
 
 
-@dataclass(frozen=True)
-class Settings:
-    kafka_bootstrap: str = field(default_factory=lambda: _env("DETECTOR_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    app_id: str = field(default_factory=lambda: _env("DETECTOR_APP_ID", "exposure-detector"))
-    web_host: str = field(default_factory=lambda: _env("DETECTOR_WEB_HOST", "127.0.0.1"))
-    web_port: int = field(default_factory=lambda: _int("DETECTOR_WEB_PORT", 6066))
-    webhook_urls: tuple[str, ...] = field(
-        default_factory=lambda: tuple(u.strip() for u in _env("DETECTOR_WEBHOOK_URLS", "").split(",") if u.strip())
+def split_csv(value: Any) -> tuple[str, ...]:
+    """`a, b,` -> ("a", "b"); a list or tuple is taken as it is."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(s.strip() for s in items if str(s).strip())
+
+
+def env_default(name: str, default: str | None = None) -> str | None:
+    """A CLI argument's default from the environment (`NAME`, else the file named by `NAME_FILE`).
+
+    Only for command-line tools: the worker reads its settings through `Settings`."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = os.environ.get(name + FILE_SUFFIX)
+    return read_secret_file(path) if path else default
+
+
+def worker_url_default() -> str:
+    """Where the CLI finds the worker: `DETECTOR_URL`, else the local worker's `DETECTOR_WEB_PORT`."""
+    return env_default("DETECTOR_URL") or f"http://127.0.0.1:{env_default('DETECTOR_WEB_PORT', '6066')}"
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """`DETECTOR_<NAME>_FILE` for every `Secret` field (lower priority than the variable)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if not any(isinstance(m, FromFile) for m in field.metadata):
+            return None, field_name, False
+        path = os.environ.get(f"{ENV_PREFIX}{field_name.upper()}{FILE_SUFFIX}")
+        return (read_secret_file(path) if path else None), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+class Settings(BaseSettings):
+    """Every setting of the worker (see the module docstring)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", enable_decoding=False, populate_by_name=True
     )
-    api_token: str = field(default_factory=lambda: _env("DETECTOR_API_TOKEN", ""))
-    expectations_dir: str = field(default_factory=lambda: _env("DETECTOR_EXPECTATIONS_DIR", "config/expectations"))
-    alerting_config: str = field(default_factory=lambda: _env("DETECTOR_ALERTING_CONFIG", "config/alerting.yaml"))
-    data_dir: str = field(default_factory=lambda: _env("DETECTOR_DATA_DIR", "data"))
-    partitions: int = field(default_factory=lambda: _int("DETECTOR_PARTITIONS", 8))
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "exposure-detector"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    # Zero-config webhook sinks: every notification, as exposure-alert/v1 JSON.
+    webhook_urls: tuple[str, ...] = ()
+    # Standard Webhooks signing secret (whsec_<base64>) of the webhook sinks.
+    webhook_secret: Secret = ""
+    # A bearer token with every scope (detector/web/auth.py); empty: only DETECTOR_API_TOKENS_FILE's.
+    api_token: Secret = ""
+    # --- registration ---
+    # YAML registrations synced to the topic at start (empty: none); prune: also delete the
+    # registrations that are not in the directory (GitOps with the directory as the only source).
+    expectations_dir: str = "config/expectations"
+    expectations_prune: bool = False
+    # --- end registration ---
+    alerting_config: str = "config/alerting.yaml"
+    data_dir: str = "data"
+    partitions: int = 8
     # earliest: a first deployment builds its state from the history Kafka still holds.
-    offset_reset: str = field(default_factory=lambda: _env("DETECTOR_OFFSET_RESET", "earliest"))
-    checkpoint_interval_s: float = field(default_factory=lambda: _float("DETECTOR_CHECKPOINT_INTERVAL", 1.0))
-    max_batch_records: int = field(default_factory=lambda: _int("DETECTOR_MAX_BATCH", 20000))
-    log_level: str = field(default_factory=lambda: _env("DETECTOR_LOG_LEVEL", "info"))
+    offset_reset: str = "earliest"
+    checkpoint_interval_s: float = Field(1.0, validation_alias="DETECTOR_CHECKPOINT_INTERVAL")
+    max_batch_records: int = Field(20000, validation_alias="DETECTOR_MAX_BATCH")
+    log_level: str = "info"
     # Kafka consumer-group session timeout (both groups): how long a crashed worker keeps its
     # partitions before the group hands them to a restarted or surviving worker. The broker
     # accepts 6..1800 s (group.min/max.session.timeout.ms).
-    session_timeout_s: float = field(default_factory=lambda: _float("DETECTOR_SESSION_TIMEOUT", 30.0))
+    session_timeout_s: float = Field(30.0, validation_alias="DETECTOR_SESSION_TIMEOUT")
+    # Prepended to every topic name: several detectors (or test runs) can share one cluster.
+    topic_prefix: str = ""
+    # --- dayone ---
+    # `unregistered` experiments: page (one page each), digest (one digest per owner) or observe
+    # (recorded, never notified); unset: `notifications.unregistered` in the alerting config
+    # (default digest). The alerting config reads it from the environment like its timing overrides.
+    unregistered: Literal["page", "digest", "observe"] | None = None
+    # --- end dayone ---
+    # --- production: Kafka security, fleet ---
+    # Every Kafka client connects with `kafka` (below; detector/kafka_security.py turns it into each
+    # library's arguments). The SASL password may come from DETECTOR_KAFKA_SASL_PASSWORD_FILE.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: Secret = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_check_hostname: bool = True
+    # The URL the other workers of the group reach this one at (they forward API calls to the
+    # owner of an experiment); default http://<web_host or host name>:<web_port>.
+    advertised_url: str = ""
+    # --- end production ---
+    # --- console ---
+    # Signs console sessions; empty: derived from the configured tokens (same on every worker).
+    session_secret: Secret = ""
+    # The worker's public base URL (links in notifications and pages; never taken from Host).
+    external_url: str = ""
+    # --- end console ---
+    # --- security (detector/web/auth.py, detector/alerts/outbound.py) ---
+    # Bearer tokens with scopes: a YAML/JSON file of {name, token | sha256, scopes} (see README).
+    api_tokens_file: str = ""
+    # What callers without a token may read: none | status (metrics, dashboards) | read (never user ids).
+    anonymous_read: str = "status"
+    # Hosts a registration's mitigation.kill_url may call: host names, *.suffix, IP addresses or CIDRs.
+    kill_url_allowed_hosts: tuple[str, ...] = ()
+    # --- end security ---
+
+    # The environment as read at start, with every `<NAME>_FILE` resolved into `<NAME>`: the
+    # alerting config names the variables that hold its sinks' URLs and secrets.
+    _environ: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("webhook_urls", "kill_url_allowed_hosts", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> tuple[str, ...]:
+        return split_csv(value)
+
+    @field_validator("anonymous_read", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _SecretFiles(settings_cls)
+
+    def model_post_init(self, context: Any, /) -> None:
+        env = dict(os.environ)
+        for name, value in os.environ.items():
+            if name.endswith(FILE_SUFFIX) and value and not env.get(name[: -len(FILE_SUFFIX)]):
+                try:
+                    env[name[: -len(FILE_SUFFIX)]] = read_secret_file(value)
+                except OSError:
+                    continue  # not every *_FILE variable is ours; a missing secret is reported by its user
+        if self.webhook_secret:
+            env[f"{ENV_PREFIX}WEBHOOK_SECRET"] = self.webhook_secret
+        self._environ = env
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The environment as read at start (secret files resolved), for config that names variables."""
+        return self._environ
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """How to reach the cluster (raises KafkaSecurityError naming the setting that is wrong)."""
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap, protocol=self.kafka_security_protocol or "PLAINTEXT",
+            mechanism=self.kafka_sasl_mechanism or None, username=self.kafka_sasl_username or None,
+            password=self.kafka_sasl_password or None, cafile=self.kafka_ssl_cafile or None,
+            certfile=self.kafka_ssl_certfile or None, keyfile=self.kafka_ssl_keyfile or None,
+            check_hostname=self.kafka_ssl_check_hostname)
 
     @property
     def heartbeat_interval_s(self) -> float:
         return min(3.0, self.session_timeout_s / 3)
-    # Prepended to every topic name: several detectors (or test runs) can share one cluster.
-    topic_prefix: str = field(default_factory=lambda: _env("DETECTOR_TOPIC_PREFIX", ""))
 
     @property
-    def topics(self) -> "Topics":
+    def topics(self) -> Topics:
         return Topics(self.topic_prefix, self.app_id)
 
     @property
@@ -57,6 +224,27 @@ class Settings:
         # The assignments consumer group is exactly app_id (our batch reader). Faust's own
         # group (tables, outbox agent) must differ: the two use different assignment protocols.
         return f"{self.app_id}-app"
+
+
+def load_settings() -> Settings:
+    """`Settings()`, with a bad variable reported by its name (`SettingsError`), secrets not echoed."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else ""
+            field = Settings.model_fields.get(name)
+            alias = field.validation_alias if field is not None else None
+            var = alias if isinstance(alias, str) else f"{ENV_PREFIX}{name.upper()}"
+            secret = field is not None and any(isinstance(m, FromFile) for m in field.metadata)
+            shown = "" if secret else f"={err.get('input')!r}"
+            problems.append(f"{var}{shown}: {err['msg']}")
+        raise SettingsError("; ".join(problems)) from None
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value the detector cannot use."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +260,7 @@ class Topics:
 
     @property
     def expectations(self) -> str:
+        """The compacted registration topic (its name is a contract and keeps its history)."""
         return f"{self.prefix}exposure.expectations"
 
     @property

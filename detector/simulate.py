@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import sys
 import time
@@ -37,6 +36,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from detector.settings import Settings, env_default, worker_url_default
 
 QA_EXPERIMENT = "crm-winback-email-qa"
 COUNTRIES = (("US", 30), ("BR", 18), ("DE", 12), ("PT", 6), ("IN", 14), ("GB", 10), ("FR", 10))
@@ -120,7 +121,7 @@ class _Population:
 
     def __init__(self, rng: random.Random, size: int) -> None:
         self.rng = rng
-        ids = set()
+        ids: set[str] = set()
         while len(ids) < size:
             ids.add(f"u-{rng.randrange(10**7, 10**8)}")
         self.users = sorted(ids)
@@ -167,11 +168,11 @@ def _http(method: str, url: str, body: bytes | None = None, headers: dict | None
 
 
 def register_via_kafka(producer, topic: str, docs: list[dict[str, Any]]) -> None:
-    from detector.registration.model import parse_expectation
-    from detector.registrations import encode_record
+    from detector.registration.model import parse_registration
+    from detector.registration.records import encode_record
 
     for doc in docs:
-        e = parse_expectation(doc)
+        e = parse_registration(doc)
         producer.send(topic, key=e.experiment.encode(), value=encode_record(e, "simulate", "cli"))
     producer.flush()
 
@@ -186,15 +187,20 @@ def register_via_api(url: str, token: str, docs: list[dict[str, Any]]) -> None:
             raise RuntimeError(f"PUT /v1/expectations/{doc['experiment']} answered {code}: {body[:300]!r}")
 
 
-def wait_registered(url: str, experiments: list[str], timeout: float = 30.0) -> bool:
+def wait_registered(url: str, experiments: list[str], timeout: float = 30.0, token: str | None = None) -> bool:
     """True once the worker at `url` serves every registration; False if nobody answers there."""
     deadline = time.time() + timeout
     base = url.rstrip("/")
     if _http("GET", f"{base}/healthz", timeout=2)[0] != 200:
         return False
     pending = list(experiments)
+    auth = {"Authorization": f"Bearer {token}"} if token else {}  # reads need the `read` scope
     while pending and time.time() < deadline:
-        pending = [e for e in pending if _http("GET", f"{base}/v1/expectations/{e}")[0] != 200]
+        codes = {e: _http("GET", f"{base}/v1/expectations/{e}", headers=auth)[0] for e in pending}
+        if set(codes.values()) & {401, 403}:
+            return False  # no token that may read: cannot tell (the caller waits a little instead)
+        # 503: the worker is not ready yet, or its group is rebalancing (Retry-After): ask again
+        pending = [e for e, code in codes.items() if code != 200]
         if pending:
             time.sleep(0.1)
     if pending:
@@ -225,7 +231,6 @@ def run_incident(
 
     from kafka import KafkaProducer
 
-    from detector.settings import Settings
     from detector.topics import ensure_topics
 
     kw: dict[str, Any] = {"kafka_bootstrap": bootstrap, "topic_prefix": prefix}
@@ -237,7 +242,7 @@ def run_incident(
 
     docs = registrations(experiment, qa_users)
     sc = Scenario(experiment=experiment, allowlist=qa_accounts(qa_users), healthy=[d["experiment"] for d in docs[1:]])
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=5)
     t_start = time.time()
 
     def clock() -> str:
@@ -254,7 +259,7 @@ def run_incident(
         say(f"{clock()} registered {experiment} (allowlist of {qa_users} QA accounts, max_users {qa_users}) "
             f"and {', '.join(sc.healthy)} via {sc.registered_via}")
         if url:
-            sc.registrations_seen_by_worker = wait_registered(url, [d["experiment"] for d in docs])
+            sc.registrations_seen_by_worker = wait_registered(url, [d["experiment"] for d in docs], token=token)
         if not sc.registrations_seen_by_worker:
             say(f"{clock()} no worker answering at {url}: giving the registrations 3 s to be read")
             time.sleep(3.0)
@@ -387,15 +392,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("scenario", choices=["incident"],
                         help="incident: a QA experiment misconfigured to 100%%. (Also: `detector simulate receiver`, "
                              "a webhook receiver that prints notifications.)")
-    parser.add_argument("--bootstrap", default=os.environ.get("DETECTOR_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+    parser.add_argument("--bootstrap", default=env_default("DETECTOR_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
                         help="Kafka bootstrap servers (default DETECTOR_KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
-    parser.add_argument("--prefix", default=os.environ.get("DETECTOR_TOPIC_PREFIX", ""),
+    parser.add_argument("--prefix", default=env_default("DETECTOR_TOPIC_PREFIX", ""),
                         help="topic prefix of the detector deployment (default DETECTOR_TOPIC_PREFIX)")
-    default_url = os.environ.get("DETECTOR_URL") or f"http://127.0.0.1:{os.environ.get('DETECTOR_WEB_PORT', '6066')}"
-    parser.add_argument("--url", default=default_url,
+    parser.add_argument("--url", default=worker_url_default(),
                         help="worker API, to wait for the registrations to be read (default DETECTOR_URL or %(default)s)")
     parser.add_argument("--via-api", action="store_true", help="register through PUT /v1/expectations on --url")
-    parser.add_argument("--token", default=os.environ.get("DETECTOR_API_TOKEN"), help="API token for --via-api")
+    parser.add_argument("--token", default=env_default("DETECTOR_API_TOKEN"), help="API token for --via-api")
     parser.add_argument("--experiment", default=QA_EXPERIMENT)
     parser.add_argument("--qa-users", type=int, default=5, help="allowlisted QA accounts (default 5)")
     parser.add_argument("--others", type=int, default=250, help="real users enrolled by mistake (default 250)")

@@ -36,7 +36,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 
 async def ensure_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**settings.kafka.client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 
-from detector.settings import Settings
+from detector.settings import SettingsError, load_settings
 
 
 def tune_gc() -> None:
@@ -30,7 +31,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="detector worker", description="Run the exposure detector worker.")
     parser.add_argument("--loglevel", "-l", default=None, help="debug|info|warn|error (default DETECTOR_LOG_LEVEL)")
     args = parser.parse_args(argv)
-    settings = Settings()
+    from detector.kafka_security import KafkaSecurityError, preflight
+
+    try:
+        settings = load_settings()
+    except (SettingsError, KafkaSecurityError, OSError) as exc:
+        print(f"detector worker: invalid setting: {exc}", file=sys.stderr)
+        return 2
     level = (args.loglevel or settings.log_level).upper()
 
     from detector.observability.logging import setup_logging
@@ -38,16 +45,36 @@ def main(argv: list[str]) -> int:
     setup_logging(level)
     log = logging.getLogger("detector.worker")
 
-    from detector.registration.model import RegistrationError
-    from detector.shell.yaml_sync import sync_dir
+    from detector.registration import RegistrationError
+    from detector.registration.sync import sync_dir
     from detector.topics import ensure_topics
 
+    # Security configuration first (tokens, anonymous reads, webhook secrets): a clear message, no Kafka needed.
+    from detector.alerts.routing import load_alerting
+    from detector.alerts.signing import WeakSecretError
+    from detector.web.auth import AuthConfigError, anonymous_scopes, load_tokens
+
+    try:
+        load_tokens(settings.api_token, settings.api_tokens_file)
+        anonymous_scopes(settings.anonymous_read)
+        load_alerting(settings.alerting_config if settings.alerting_config and os.path.exists(settings.alerting_config)
+                      else None, settings.environ, webhook_urls=settings.webhook_urls)
+    except (AuthConfigError, WeakSecretError) as exc:
+        print(f"detector worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+
     async def prepare() -> None:
+        # A wrong password or an untrusted certificate ends start-up here, with one line naming the
+        # setting to check: the clients themselves would retry forever and look healthy.
+        await preflight(settings.kafka)
         await ensure_topics(settings)
         await sync_dir(settings)
 
     try:
         asyncio.run(prepare())
+    except KafkaSecurityError as exc:
+        print(f"detector worker: {exc}", file=sys.stderr)
+        return 1
     except RegistrationError as exc:
         print(f"detector worker: invalid registration in {settings.expectations_dir}: {exc}", file=sys.stderr)
         return 1

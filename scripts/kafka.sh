@@ -4,6 +4,14 @@
 #   scripts/kafka.sh down   stop it cleanly
 #   scripts/kafka.sh status | logs
 # Jars are cached in $KAFKA_CACHE (outside git); data and logs live in $KAFKA_HOME_DIR.
+#
+# A second, secured broker runs from the same jars with its own KAFKA_HOME_DIR and ports:
+#   KAFKA_SECURITY=sasl_ssl KAFKA_HOME_DIR=/tmp/k2 KAFKA_PORT=19094 KAFKA_CONTROLLER_PORT=19095 \
+#   KAFKA_SSL_KEYSTORE=broker.pem KAFKA_SSL_TRUSTSTORE=ca.pem \
+#   KAFKA_SCRAM_USERS='admin:admin-secret,detector:detector-secret' scripts/kafka.sh up
+# listens with SASL_SSL (SCRAM-SHA-512; the users are created when the storage is formatted; the
+# first is the broker's own). KAFKA_SSL_KEYSTORE is one PEM file holding the broker's unencrypted
+# PKCS#8 key and its certificate (for 127.0.0.1); KAFKA_SSL_TRUSTSTORE the CA's certificate.
 set -euo pipefail
 
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
@@ -15,6 +23,8 @@ KAFKA_PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"  # 9093 is Alertmanager's port
 KAFKA_HEAP="${KAFKA_HEAP:--Xms256m -Xmx512m}"
 PY="${PYTHON:-$root/.venv/bin/python}"
+KAFKA_SECURITY="${KAFKA_SECURITY:-plaintext}"   # plaintext | sasl_ssl
+KAFKA_SCRAM_USERS="${KAFKA_SCRAM_USERS:-}"      # sasl_ssl: user:password,user:password (first = the broker's)
 pidfile="$KAFKA_HOME_DIR/kafka.pid"
 log="$KAFKA_HOME_DIR/server.log"
 
@@ -29,17 +39,46 @@ fetch() {
   echo "kafka: $(du -sh "$KAFKA_CACHE/libs" | cut -f1) of jars in $((SECONDS - t0)) s" >&2
 }
 
+scram_user() { echo "${KAFKA_SCRAM_USERS%%,*}" | cut -d: -f1; }
+scram_password() { echo "${KAFKA_SCRAM_USERS%%,*}" | cut -d: -f2-; }
+
+listener_config() {
+  local name=PLAINTEXT
+  if [ "$KAFKA_SECURITY" = sasl_ssl ]; then
+    : "${KAFKA_SSL_KEYSTORE:?sasl_ssl needs KAFKA_SSL_KEYSTORE (PEM key + certificate)}"
+    : "${KAFKA_SSL_TRUSTSTORE:?sasl_ssl needs KAFKA_SSL_TRUSTSTORE (PEM CA certificate)}"
+    [ -n "$KAFKA_SCRAM_USERS" ] || { echo "kafka: sasl_ssl needs KAFKA_SCRAM_USERS" >&2; exit 2; }
+    name=SASL_SSL
+  fi
+  cat <<PROPS
+listeners=$name://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=$name://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=$name
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,$name:$name
+PROPS
+  if [ "$name" = SASL_SSL ]; then
+    cat <<PROPS
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$(scram_user)" password="$(scram_password)";
+ssl.keystore.type=PEM
+ssl.keystore.location=$KAFKA_SSL_KEYSTORE
+ssl.truststore.type=PEM
+ssl.truststore.location=$KAFKA_SSL_TRUSTSTORE
+ssl.endpoint.identification.algorithm=https
+ssl.client.auth=none
+PROPS
+  fi
+}
+
 write_config() {
   mkdir -p "$KAFKA_HOME_DIR/data"
   cat > "$KAFKA_HOME_DIR/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+$(listener_config)
 log.dirs=$KAFKA_HOME_DIR/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -81,13 +120,21 @@ running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 wait_ready() {
   # Ready = the broker answers a metadata request (not merely an open port).
-  "$PY" - "$KAFKA_PORT" <<'PYEOF'
+  local env=(DETECTOR_KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT")
+  if [ "$KAFKA_SECURITY" = sasl_ssl ]; then
+    env+=(DETECTOR_KAFKA_SECURITY_PROTOCOL=SASL_SSL DETECTOR_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+          DETECTOR_KAFKA_SASL_USERNAME="$(scram_user)" DETECTOR_KAFKA_SASL_PASSWORD="$(scram_password)"
+          DETECTOR_KAFKA_SSL_CAFILE="$KAFKA_SSL_TRUSTSTORE")
+  fi
+  env -u DETECTOR_KAFKA_SASL_PASSWORD_FILE "${env[@]}" "$PY" - <<'PYEOF'
 import sys, time
 from kafka import KafkaAdminClient
+from detector.settings import Settings
+conn = Settings().kafka
 deadline = time.time() + 90
 while True:
     try:
-        c = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{sys.argv[1]}", request_timeout_ms=3000)
+        c = KafkaAdminClient(**conn.client_kwargs(), request_timeout_ms=3000)
         c.list_topics(); c.close(); break
     except Exception as exc:
         if time.time() > deadline:
@@ -101,8 +148,13 @@ up() {
   fetch
   write_config
   if [ ! -f "$KAFKA_HOME_DIR/data/meta.properties" ]; then
+    local scram=() pair
+    if [ "$KAFKA_SECURITY" = sasl_ssl ]; then
+      IFS=, read -ra pairs <<< "$KAFKA_SCRAM_USERS"
+      for pair in "${pairs[@]}"; do scram+=(--add-scram "SCRAM-SHA-512=[name=${pair%%:*},password=${pair#*:}]"); done
+    fi
     java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" \
-      -c "$KAFKA_HOME_DIR/server.properties" >> "$KAFKA_HOME_DIR/format.log" 2>&1 \
+      -c "$KAFKA_HOME_DIR/server.properties" "${scram[@]}" >> "$KAFKA_HOME_DIR/format.log" 2>&1 \
       || { cat "$KAFKA_HOME_DIR/format.log" >&2; exit 1; }
   fi
   local t0=$SECONDS
@@ -114,7 +166,7 @@ up() {
     tail -n 40 "$log" "$KAFKA_HOME_DIR/stdout.log" >&2 || true
     exit 1
   fi
-  echo "kafka: $KAFKA_VERSION ready on 127.0.0.1:$KAFKA_PORT in $((SECONDS - t0)) s (pid $(cat "$pidfile"), log $log)"
+  echo "kafka: $KAFKA_VERSION ready on 127.0.0.1:$KAFKA_PORT ($KAFKA_SECURITY) in $((SECONDS - t0)) s (pid $(cat "$pidfile"), log $log)"
 }
 
 down() {

@@ -17,10 +17,10 @@ from .incident import Incident, TimelineEntry
 from .lifecycle import Lifecycle, LifecycleConfig
 from .notification import BlastRadius, Notification
 from .routing import AlertingConfig, load_alerting, parse_alerting
-from .timeline import timeline_dict, timeline_json, timeline_markdown
+from .timeline import timeline_dict, timeline_json
 
 __all__ = [
     "AlertingConfig", "BlastRadius", "DeliveryOutcome", "Incident", "Lifecycle", "LifecycleConfig",
     "Notification", "RetryPolicy", "TimelineEntry", "deliver", "deliver_to_all", "load_alerting",
-    "parse_alerting", "timeline_dict", "timeline_json", "timeline_markdown",
+    "parse_alerting", "timeline_dict", "timeline_json",
 ]

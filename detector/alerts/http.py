@@ -78,6 +78,12 @@ class BaseSink:
         return default_classify(status, headers)
 
     def incident_url(self, notification: Notification) -> str:
+        """The incident's console page (people follow links in pages), when the base URL is known."""
+        base = (self.external_url or "").rstrip("/")
+        return f"{base}/incidents/{notification.incident_id}" if base else ""
+
+    def incident_api_url(self, notification: Notification) -> str:
+        """The incident as JSON (`GET /v1/incidents/{id}`), for tools."""
         base = (self.external_url or "").rstrip("/")
         return f"{base}/v1/incidents/{notification.incident_id}" if base else ""
 

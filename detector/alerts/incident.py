@@ -7,7 +7,7 @@ caller's epoch milliseconds), and the scribe's timeline for the post-mortem.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
@@ -20,6 +20,7 @@ TIMELINE_KINDS = (
     "first_offending_event",
     "detection",
     "evidence",
+    "folded",
     "notification_queued",
     "delivery",
     "mitigation",
@@ -60,6 +61,8 @@ class Incident(msgspec.Struct, kw_only=True):
     last_page_at: int | None = None
     last_refresh_at: int | None = None
     pending_page: bool = False  # waiting for its group to flush
+    mode: str | None = None  # the registration's mode ("observe": recorded, never paged)
+    folded: str | None = None  # not paged on its own: "observe", or "digest:<group key>"
     acknowledged_by: str | None = None
     acknowledged_at: int | None = None
     timeline: list[TimelineEntry] = []
@@ -69,4 +72,4 @@ class Incident(msgspec.Struct, kw_only=True):
         self.timeline.append(TimelineEntry(int(at), kind, detail))
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)
+        return cast("dict[str, Any]", msgspec.to_builtins(self))

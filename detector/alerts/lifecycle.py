@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -33,8 +33,10 @@ from detector.engine.rules.base import Finding
 from .fingerprint import incident_id as make_incident_id
 from .incident import Incident
 from .notification import BlastRadius, Notification
+from .policy import NotificationPolicy, Subject, is_breach
 from .times import parse_duration_ms
 
+ADVISORY_SAMPLE_IDS = 10  # user ids kept on an incident of an advisory rule (unregistered)
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 
 
@@ -94,26 +96,33 @@ def _field(obj: Any, name: str, default: Any = None) -> Any:
 
 
 def _blast_radius(finding: Finding) -> BlastRadius:
-    return BlastRadius(int(finding.blast_radius or 0), tuple(str(s) for s in finding.sample_ids))
+    samples = finding.sample_ids
+    if type(samples) is not tuple or (samples and type(samples[0]) is not str):  # the engine's are str tuples
+        samples = tuple(map(str, samples))  # up to 1,000 ids a finding: not copied on every batch
+    return BlastRadius(int(finding.blast_radius or 0), samples)
 
 
 class Lifecycle:
     """The incident state machine. Feed it findings and ticks; send what it returns."""
 
-    def __init__(self, config: LifecycleConfig | None = None, _state: _State | None = None):
+    def __init__(self, config: LifecycleConfig | None = None, _state: _State | None = None,
+                 policy: NotificationPolicy | None = None):
         self.config = config or LifecycleConfig()
+        self.policy = policy  # None: every incident pages on its own (no digests, no observe mode)
         self._s = _state or _State()
+        self.digest_changes = 0  # bumped when a digest's membership may have changed (not persisted)
 
     # ---- persistence -----------------------------------------------------------
     def to_bytes(self) -> bytes:
         return msgspec.json.encode(self._s)
 
     @classmethod
-    def from_bytes(cls, data: bytes, config: LifecycleConfig | None = None) -> "Lifecycle":
-        return cls(config, msgspec.json.decode(data, type=_State))
+    def from_bytes(cls, data: bytes, config: LifecycleConfig | None = None,
+                   policy: NotificationPolicy | None = None) -> "Lifecycle":
+        return cls(config, msgspec.json.decode(data, type=_State), policy)
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self._s)
+        return cast("dict[str, Any]", msgspec.to_builtins(self._s))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], config: LifecycleConfig | None = None) -> "Lifecycle":
@@ -171,21 +180,6 @@ class Lifecycle:
             self._add(inc, now_ms, "acknowledged", by=who)
         return inc
 
-    def record_delivery(self, outcome: Any, now_ms: int | None = None) -> None:
-        """Append a delivery outcome (see `delivery.DeliveryOutcome`) to its incident's timeline.
-
-        Successful keep-alive refreshes are not recorded: they would drown the timeline.
-        """
-        data = outcome.to_dict() if hasattr(outcome, "to_dict") else dict(outcome)
-        inc = self._s.incidents.get(data.get("incident_id") or str(data["notification_id"]).split(":")[0])
-        if inc is None:
-            return
-        if ":refresh:" in str(data.get("notification_id")) and data.get("status") == "delivered":
-            return
-        at = now_ms if now_ms is not None else int(data.get("finished_at") or 0)
-        detail = {k: data.get(k) for k in ("sink", "notification_id", "status", "attempts", "http_status", "duration_ms", "error")}
-        self._add(inc, at, "delivery", **detail)
-
     def record_mitigation(self, incident_id: str, outcome: Any, now_ms: int) -> None:
         """Append the auto-mitigation (kill_url) call and its result to the timeline."""
         inc = self._s.incidents.get(incident_id)
@@ -206,7 +200,9 @@ class Lifecycle:
             if group.flush_at is not None and group.flush_at <= now_ms:
                 for inc in self._open_incidents(experiment):
                     if inc.pending_page:
-                        out.append(self._page(inc, now_ms))
+                        note = self._page_or_fold(inc, now_ms)
+                        if note is not None:
+                            out.append(note)
                 group.last_flush_at, group.flush_at = now_ms, None
         for inc in self._open_incidents():
             if inc.pages and inc.last_page_at is not None and inc.acknowledged_by is None:
@@ -247,6 +243,18 @@ class Lifecycle:
             if (experiment is None or i.experiment == experiment) and (status is None or i.status == status)
         ]
         return sorted(items, key=lambda i: (i.started_at, i.id))
+
+    def incidents_by_experiment(self, experiments: Iterable[str]) -> dict[str, list[Incident]]:
+        """The incidents of each of `experiments` (oldest first), in one pass over all incidents."""
+        out: dict[str, list[Incident]] = {e: [] for e in experiments}
+        if out:
+            for inc in self._s.incidents.values():
+                bucket = out.get(inc.experiment)
+                if bucket is not None:
+                    bucket.append(inc)
+            for incs in out.values():
+                incs.sort(key=lambda i: (i.started_at, i.id))
+        return out
 
     def incident(self, incident_id: str) -> Incident | None:
         return self._s.incidents.get(incident_id)
@@ -291,11 +299,16 @@ class Lifecycle:
             )
             self._schedule(experiment, now_ms)
         severity = finding.severity or inc.severity
-        inc.severity = severity
+        inc.severity = self.policy.severity(rule, severity) if self.policy is not None else severity
         inc.summary = finding.summary or inc.summary
         inc.observed = dict(finding.observed)
         inc.expected = dict(finding.expected)
-        inc.blast_radius = _blast_radius(finding)
+        br = _blast_radius(finding)
+        if len(br.sample_ids) > ADVISORY_SAMPLE_IDS and not is_breach(rule):
+            # An unregistered experiment's "offenders" are all its users: a few ids say enough, and
+            # thousands of such incidents must fit in the partition's lifecycle checkpoint.
+            br = BlastRadius(br.count, br.sample_ids[:ADVISORY_SAMPLE_IDS])
+        inc.blast_radius = br
         inc.statistic = finding.statistic
         inc.last_evidence_at = now_ms
         inc.findings += 1
@@ -303,6 +316,7 @@ class Lifecycle:
         if reg is not None:
             inc.owner = _field(reg, "owner") or inc.owner
             inc.labels = dict(_field(reg, "labels") or {}) or inc.labels
+            inc.mode = _field(reg, "mode") or inc.mode
 
     def _schedule(self, experiment: str, now_ms: int) -> None:
         group = self._s.groups.setdefault(experiment, _Group())
@@ -313,6 +327,23 @@ class Lifecycle:
         else:
             group.flush_at = max(now_ms, group.last_flush_at + self.config.group_interval_ms)
 
+    def _page_or_fold(self, inc: Incident, now_ms: int) -> Notification | None:
+        """The first page, unless the policy folds the incident into a digest or only records it."""
+        if self.policy is not None:
+            disposition, group = self.policy.disposition(Subject(
+                inc.experiment, inc.rule, inc.severity, inc.owner, inc.labels, inc.mode))
+            if disposition != "page":
+                inc.pending_page = False
+                inc.folded = "observe" if disposition == "observe" else f"digest:{group}"
+                self.digest_changes += disposition == "digest"
+                self._add(inc, now_ms, "folded", into=disposition, group=group)
+                return None
+        return self._page(inc, now_ms)
+
+    def folded_incidents(self) -> list[Incident]:
+        """Open incidents folded into a digest (their group key is `folded` after `digest:`)."""
+        return [i for i in self._open_incidents() if i.folded and i.folded.startswith("digest:")]
+
     def _page(self, inc: Incident, now_ms: int) -> Notification:
         inc.pages += 1
         inc.pending_page = False
@@ -321,6 +352,8 @@ class Lifecycle:
 
     def _resolve(self, inc: Incident, now_ms: int, by: str) -> list[Notification]:
         inc.status, inc.ended_at, inc.resolved_by = "resolved", now_ms, by
+        if inc.folded and inc.folded != "observe":
+            self.digest_changes += 1
         self._s.open.pop(_key(inc.experiment, inc.rule), None)
         was_paged = inc.pages > 0
         inc.pending_page = False

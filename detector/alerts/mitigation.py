@@ -8,6 +8,7 @@ who knows it failed. The outcome goes on the incident timeline.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ import msgspec
 from .delivery import DeliveryOutcome, RetryPolicy, deliver
 from .http import BaseSink, HttpRequest, json_request
 from .notification import Notification
+from .outbound import KillUrlPolicy
 from .signing import Signer
 from .times import rfc3339
 
@@ -54,9 +56,20 @@ async def mitigate(
     signer: Signer | None = None,
     bearer_token: str | None = None,
     timeout_s: float = 10.0,
+    policy: KillUrlPolicy | None = None,
 ) -> DeliveryOutcome:
-    """POST the kill request once; returns the outcome (sink name "mitigation")."""
+    """POST the kill request once; returns the outcome (sink name "mitigation").
+
+    `policy` (`detector.alerts.outbound`) is checked again here: a URL the allowlist no longer
+    admits is not called (outcome `rejected`, the reason in `error`). The session should resolve
+    through `outbound.GuardedResolver` so that the address connected to is the one checked.
+    """
     sink = KillSwitchSink(name="mitigation", url=kill_url, signer=signer, bearer_token=bearer_token)
     mitigation_note = msgspec.structs.replace(notification, id=f"{notification.incident_id}:mitigation")
+    problem = policy.url_problem(kill_url) if policy is not None else None
+    if problem:
+        return DeliveryOutcome(sink="mitigation", notification_id=mitigation_note.id,
+                               incident_id=notification.incident_id, status="rejected", attempts=0,
+                               http_status=None, duration_ms=0.0, error=f"kill_url refused: {problem}",
+                               finished_at=int(time.time() * 1000))
     return await deliver(mitigation_note, sink, session, RetryPolicy(timeout_s=timeout_s, max_attempts=1))
-

@@ -16,7 +16,8 @@ Timing settings from the environment override the file (deployment-specific
 knobs, in seconds as `detector.settings` reads them):
 `DETECTOR_GROUP_WAIT`, `DETECTOR_GROUP_INTERVAL`, `DETECTOR_REPEAT_INTERVAL`,
 `DETECTOR_RESOLVE_AFTER` (quiet period) for the lifecycle and
-`DETECTOR_DELIVERY_DEADLINE` for delivery.
+`DETECTOR_DELIVERY_DEADLINE` for delivery; `DETECTOR_UNREGISTERED` (page|digest|observe)
+for the notification policy (`notifications:`, see `policy.py`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from .delivery import RetryPolicy
 from .http import BaseSink, SinkUnavailable
 from .lifecycle import LifecycleConfig
 from .notification import Notification
-from .signing import DEFAULT_SECRET_ENV
+from .policy import NotificationPolicy
+from .signing import DEFAULT_SECRET_ENV, Signer
 from .sinks import build_sink
 from .times import parse_duration_ms
+from ..settings import split_csv
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,8 @@ class AlertingConfig:
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     delivery: RetryPolicy = field(default_factory=RetryPolicy)
     skipped: dict[str, str] = field(default_factory=dict)  # sink name -> why it is not active
+    policy: NotificationPolicy = field(default_factory=NotificationPolicy)  # digests, observe mode, rate limits
+    mitigation_signer: Signer | None = None  # the kill switch is signed like every webhook
 
     def sinks_for(self, n: Notification) -> list[BaseSink]:
         """The active sinks this notification goes to, in a stable order, without duplicates."""
@@ -143,16 +148,27 @@ class AlertingConfig:
         return out
 
 
-def parse_alerting(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> AlertingConfig:
-    """Build an `AlertingConfig` from the parsed YAML mapping and the environment."""
-    env = os.environ if env is None else env
+def parse_alerting(
+    raw: Mapping[str, Any] | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    webhook_urls: tuple[str, ...] | None = None,
+) -> AlertingConfig:
+    """Build an `AlertingConfig` from the parsed YAML mapping and the environment.
+
+    `env` is the environment as `Settings.environ` read it at start (the variables the file
+    names); `webhook_urls` is `Settings.webhook_urls` (default: `DETECTOR_WEBHOOK_URLS` in `env`).
+    """
+    env = {} if env is None else env
     raw = dict(raw or {})
     external_url = raw.get("external_url") or env.get(str(raw.get("external_url_env", EXTERNAL_URL_ENV))) or None
     cfg = AlertingConfig(
         lifecycle=LifecycleConfig.from_dict(raw.get("lifecycle")),
         delivery=RetryPolicy.from_dict(raw.get("delivery")),
+        policy=NotificationPolicy.from_dict(raw.get("notifications"), env),
     )
     _env_overrides(cfg, env)
+    cfg.mitigation_signer = Signer.from_env(DEFAULT_SECRET_ENV, env)
     declared = dict(raw.get("sinks") or {})
     for name, spec in declared.items():
         if not isinstance(spec, Mapping):
@@ -161,13 +177,15 @@ def parse_alerting(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None 
             cfg.sinks[name] = build_sink(name, spec, env, external_url)
         except SinkUnavailable as exc:
             cfg.skipped[name] = str(exc)
-            log.warning("alerting: %s; sink skipped", exc)
+            # The shipped config lists every kind of sink; those whose variables are unset are the
+            # expected default, not a problem (a route that names only skipped sinks still warns).
+            log.info("alerting: %s; sink skipped (set it to enable the sink)", exc)
     cfg.routes = [Route.from_dict(r) for r in raw.get("routes") or []]
     for route in cfg.routes:
         for name in route.sinks:
             if name not in declared:
                 raise ValueError(f"route refers to undeclared sink {name!r}")
-    urls = [u.strip() for u in env.get(WEBHOOK_URLS_ENV, "").split(",") if u.strip()]
+    urls = split_csv(env.get(WEBHOOK_URLS_ENV)) if webhook_urls is None else webhook_urls
     shortcut = []
     for i, url in enumerate(urls, 1):
         name = f"webhook-env-{i}"
@@ -180,12 +198,17 @@ def parse_alerting(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None 
     return cfg
 
 
-def load_alerting(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> AlertingConfig:
-    """Load the alerting config from `path`, $DETECTOR_ALERTING_CONFIG, or config/alerting.yaml.
+def load_alerting(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    webhook_urls: tuple[str, ...] | None = None,
+) -> AlertingConfig:
+    """Load the alerting config from `path`, $DETECTOR_ALERTING_CONFIG in `env`, or config/alerting.yaml.
 
     A missing default file is fine (environment-only setup); a missing explicit path is an error.
     """
-    env = os.environ if env is None else env
+    env = {} if env is None else env
     explicit = path or env.get(CONFIG_ENV)
     file = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
     raw: Mapping[str, Any] | None = None
@@ -193,4 +216,4 @@ def load_alerting(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         raw = yaml.safe_load(file.read_text()) or {}
     elif explicit:
         raise FileNotFoundError(f"alerting config {file} not found")
-    return parse_alerting(raw, env)
+    return parse_alerting(raw, env, webhook_urls=webhook_urls)

@@ -1,4 +1,5 @@
-"""The scribe: an incident's timestamped timeline as JSON and as Markdown for a post-mortem.
+"""The scribe: an incident's timestamped timeline as JSON (the Markdown for a post-mortem is
+`detector.incidents.views.incident_markdown`, over the folded timeline topic).
 
 Entries are appended as things happen (see `Lifecycle`); they are rendered in
 time order, ties kept in the order they were written, so that the first
@@ -13,19 +14,6 @@ import orjson
 
 from .incident import Incident, TimelineEntry
 from .times import rfc3339
-
-_TITLES = {
-    "first_offending_event": "First offending event",
-    "detection": "Detected",
-    "evidence": "New evidence",
-    "notification_queued": "Notification queued",
-    "delivery": "Delivery",
-    "mitigation": "Auto-mitigation",
-    "acknowledged": "Acknowledged",
-    "registration_change": "Registration changed",
-    "resolution": "Resolved",
-}
-
 
 def ordered(incident: Incident) -> list[TimelineEntry]:
     """Timeline entries sorted by time; stable, so equal times keep their written order."""
@@ -42,6 +30,7 @@ def timeline_dict(incident: Incident) -> dict[str, Any]:
         "severity": incident.severity,
         "summary": incident.summary,
         "owner": incident.owner,
+        "notified": "observe" if incident.folded == "observe" else ("digest" if incident.folded else "page"),
         "started_at": rfc3339(incident.started_at),
         "ended_at": rfc3339(incident.ended_at),
         "resolved_by": incident.resolved_by,
@@ -57,48 +46,3 @@ def timeline_dict(incident: Incident) -> dict[str, Any]:
 
 def timeline_json(incident: Incident) -> bytes:
     return orjson.dumps(timeline_dict(incident))
-
-
-def _describe(entry: TimelineEntry) -> str:
-    d = entry.detail
-    if entry.kind == "detection":
-        return f"{d.get('summary', '')} (blast radius {d.get('blast_radius')})".strip()
-    if entry.kind == "notification_queued":
-        return f"{d.get('notification_kind', d.get('status'))} `{d.get('notification_id')}`"
-    if entry.kind == "delivery":
-        http = f" HTTP {d['http_status']}" if d.get("http_status") is not None else ""
-        err = f" ({d['error']})" if d.get("error") else ""
-        return f"{d.get('sink')}: {d.get('status')}{http} after {d.get('attempts')} attempt(s){err} `{d.get('notification_id')}`"
-    if entry.kind == "mitigation":
-        http = f" HTTP {d['http_status']}" if d.get("http_status") is not None else ""
-        return f"kill switch {d.get('status')}{http}"
-    if entry.kind == "acknowledged":
-        return f"by {d.get('by')}"
-    if entry.kind == "resolution":
-        return f"by {d.get('by')}" + ("" if d.get("notified", True) else " (before any page went out)")
-    return ", ".join(f"{k}={v}" for k, v in d.items() if v is not None)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def timeline_markdown(incident: Incident) -> str:
-    """The incident and its timeline as Markdown, ready to paste into a post-mortem."""
-    lines = [
-        f"## Incident {incident.id}: {incident.rule} in `{incident.experiment}`",
-        "",
-        f"- Status: **{incident.status}**" + (f" (resolved by {incident.resolved_by})" if incident.resolved_by else ""),
-        f"- Severity: {incident.severity}" + (f"; owner: {incident.owner}" if incident.owner else ""),
-        f"- Summary: {incident.summary}",
-        f"- Blast radius: {incident.blast_radius.count} user(s)",
-        f"- Observed: `{orjson.dumps(incident.observed).decode()}`",
-        f"- Expected: `{orjson.dumps(incident.expected).decode()}`",
-        "",
-        "| Time (UTC) | Event | Detail |",
-        "|---|---|---|",
-    ]
-    for entry in ordered(incident):
-        title = _TITLES.get(entry.kind, entry.kind)
-        lines.append(f"| {rfc3339(entry.at)} | {title} | {_cell(_describe(entry))} |")
-    return "\n".join(lines) + "\n"

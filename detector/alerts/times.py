@@ -1,16 +1,10 @@
-"""Time formats shared by the sinks: epoch milliseconds in, RFC 3339 out."""
+"""Time formats shared by the sinks: durations here; RFC 3339 lives in `detector.timestamps`."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from detector.timestamps import rfc3339
 
-
-def rfc3339(ms: int | None) -> str | None:
-    """Epoch milliseconds as RFC 3339 UTC with millisecond precision, e.g. 2021-02-09T18:00:00.123Z."""
-    if ms is None:
-        return None
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ms) % 1000:03d}Z"
+__all__ = ["parse_duration_ms", "rfc3339"]
 
 
 def parse_duration_ms(value: object) -> int:

@@ -66,7 +66,17 @@ class Offender:
         }
 
     def csv_row(self) -> tuple[str, str, str, str]:
-        return (self.user_id, rfc3339(self.first_seen_ms) or "", self.variant or "", RULE_SEPARATOR.join(self.rules))
+        return (csv_cell(self.user_id), rfc3339(self.first_seen_ms) or "", csv_cell(self.variant or ""),
+                RULE_SEPARATOR.join(self.rules))
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A cell a spreadsheet will not run as a formula (OWASP "CSV injection"): a value starting with
+    `=`, `+`, `-`, `@`, tab or carriage return gets a leading `'`. The JSON form keeps the raw value."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 # ------------------------------------------------------------------------------------ judging
@@ -122,14 +132,19 @@ def encode_cursor(position: int, previous_uid: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_CURSOR_POSITION = 2**53  # far beyond any state; keeps islice and friends away from overflow
+
+
 def decode_cursor(cursor: str) -> tuple[int, str]:
+    if len(cursor) > 2048:
+        raise CursorError("malformed cursor")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         pos, _, uid = raw.partition(":")
         position = int(pos)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise CursorError("malformed cursor") from None
-    if position < 1 or not uid:
+    if not 1 <= position <= MAX_CURSOR_POSITION or not uid:
         raise CursorError("malformed cursor")
     return position, uid
 
@@ -176,7 +191,7 @@ def page(state: Any, expectation: Any | None = None, *, limit: int = DEFAULT_LIM
     last_pos = None
     for pos, off in offenders(state, expectation, rule=rule, as_recorded=as_recorded, start=start):
         if len(users) == limit:
-            next_cursor = encode_cursor(last_pos + 1, users[-1].user_id)
+            next_cursor = encode_cursor((last_pos or 0) + 1, users[-1].user_id)
             break
         users.append(off)
         last_pos = pos

@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 
+from detector.settings import env_default, worker_url_default
+
 PAGE = 10_000
 
 
-def _default_url() -> str:
-    return os.environ.get("DETECTOR_URL") or f"http://127.0.0.1:{os.environ.get('DETECTOR_WEB_PORT', '6066')}"
-
-
-def _open(url: str, timeout: float):
+def _open(url: str, timeout: float, token: str | None = None):
+    headers = {"Accept": "*/*", **({"Authorization": f"Bearer {token}"} if token else {})}
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "*/*"}), timeout=timeout)
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as err:
         body = err.read()
         try:
@@ -43,19 +41,21 @@ def _open(url: str, timeout: float):
         raise SystemExit(f"detector blast-radius: cannot reach the worker at {url}: {err}") from None
 
 
-def fetch_csv(base: str, experiment: str, params: dict[str, str], out, timeout: float = 60) -> int:
+def fetch_csv(base: str, experiment: str, params: dict[str, str], out, timeout: float = 60,
+              token: str | None = None) -> int:
     """Stream the CSV to `out` (binary); returns the number of data rows."""
     q = urllib.parse.urlencode({**params, "format": "csv"})
     url = f"{base}/v1/experiments/{urllib.parse.quote(experiment, safe='')}/blast-radius?{q}"
     rows = -1
-    with _open(url, timeout) as resp:
+    with _open(url, timeout, token) as resp:
         while chunk := resp.read(65536):
             out.write(chunk)
             rows += chunk.count(b"\n")
     return max(rows, 0)
 
 
-def fetch_json(base: str, experiment: str, params: dict[str, str], timeout: float = 60) -> dict:
+def fetch_json(base: str, experiment: str, params: dict[str, str], timeout: float = 60,
+               token: str | None = None) -> dict:
     """Every page, concatenated."""
     users: list[dict] = []
     summary = None
@@ -63,7 +63,7 @@ def fetch_json(base: str, experiment: str, params: dict[str, str], timeout: floa
     while True:
         q = {**params, "limit": str(PAGE), **({"cursor": cursor} if cursor else {})}
         url = f"{base}/v1/experiments/{urllib.parse.quote(experiment, safe='')}/blast-radius?{urllib.parse.urlencode(q)}"
-        with _open(url, timeout) as resp:
+        with _open(url, timeout, token) as resp:
             page = json.loads(resp.read())
         summary = summary or page.get("summary")
         users.extend(page.get("users", []))
@@ -84,8 +84,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rule", help="only users out of target by this rule, e.g. allowlist_breach")
     parser.add_argument("--as-recorded", action="store_true",
                         help="report the engine's records as they are, not re-judged under the current registration")
-    parser.add_argument("--url", default=_default_url(), help="worker API (default DETECTOR_URL or %(default)s)")
+    parser.add_argument("--url", default=worker_url_default(), help="worker API (default DETECTOR_URL or %(default)s)")
     parser.add_argument("--output", "-o", help="write here instead of stdout")
+    parser.add_argument("--token", default=env_default("DETECTOR_API_TOKEN"),
+                        help="API token with the read:users scope (default DETECTOR_API_TOKEN)")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     params: dict[str, str] = {}
@@ -97,9 +99,9 @@ def main(argv: list[str]) -> int:
     out = open(args.output, "wb") if args.output else sys.stdout.buffer
     try:
         if args.format == "csv":
-            n = fetch_csv(base, args.experiment, params, out, args.timeout)
+            n = fetch_csv(base, args.experiment, params, out, args.timeout, args.token)
         else:
-            doc = fetch_json(base, args.experiment, params, args.timeout)
+            doc = fetch_json(base, args.experiment, params, args.timeout, args.token)
             n = doc["count"]
             out.write(json.dumps(doc, indent=2).encode() + b"\n")
         out.flush()

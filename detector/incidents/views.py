@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -152,70 +153,105 @@ def matches(view: Mapping[str, Any], query: Mapping[str, str]) -> bool:
 
 
 # ------------------------------------------------------------------------------------- Markdown
+# Everything in the Markdown that came from outside (who acknowledged, summaries and experiment
+# names from the stream, error texts, JSON) is shown as inline code: nothing in it can become a
+# link, an image or markup in the post-mortem it is pasted into. Links are only built from the
+# operator's DETECTOR_EXTERNAL_URL.
+def _code(text: Any) -> str:
+    """`text` as an inline code span whatever it holds (backticks, newlines, brackets)."""
+    s = " ".join(str(text).split("\n")).replace("\r", " ")
+    longest = run = 0
+    for ch in s:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or not s.strip() else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def _md_id(text: Any) -> str:
+    """Our own identifiers (incident ids, rule names, statuses) as they are when they are plain
+    `[A-Za-z0-9_.:-]` words; anything else as inline code."""
+    s = str(text)
+    return s if s and all(c.isalnum() or c in "_.:-" for c in s) and s.isascii() else _code(s)
+
+
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def describe(entry: Mapping[str, Any]) -> str:
-    """One timeline entry in words."""
+    """One timeline entry in words (values from outside as inline code)."""
     kind, d = entry["kind"], entry.get("detail") or {}
     if kind == "first_offending_event":
         return "the first enrollment outside the declared population"
     if kind == "detection":
-        return f"{d.get('summary', '')} (blast radius {d.get('blast_radius')})".strip()
+        return f"{_code(d.get('summary', ''))} (blast radius {_code(d.get('blast_radius'))})"
     if kind == "notification_queued":
-        return f"{d.get('notification_kind', d.get('status'))} `{d.get('notification_id')}`"
+        return f"{_md_id(d.get('notification_kind', d.get('status')))} {_md_id(d.get('notification_id'))}"
     if kind in ("delivery", "mitigation"):
-        http = f" HTTP {d['http_status']}" if d.get("http_status") is not None else ""
-        err = f" ({d['error']})" if d.get("error") else ""
-        what = "kill switch" if kind == "mitigation" else d.get("sink")
+        http = f" HTTP {int(d['http_status'])}" if isinstance(d.get("http_status"), int) else ""
+        err = f" ({_code(d['error'])})" if d.get("error") else ""
+        what = "kill switch" if kind == "mitigation" else _md_id(d.get("sink"))
         attempts = d.get("attempts")
-        return (f"{what}: {d.get('status')}{http}" + (f" after {attempts} attempt(s)" if attempts else "")
-                + f"{err} `{d.get('notification_id')}`")
+        return (f"{what}: {_md_id(d.get('status'))}{http}" + (f" after {_md_id(attempts)} attempt(s)" if attempts else "")
+                + f"{err} {_md_id(d.get('notification_id'))}")
     if kind == "acknowledged":
-        return f"by {d.get('by')}"
+        return f"by {_code(d.get('by'))}"
     if kind == "resolution":
-        return f"by {d.get('by')}" + ("" if d.get("notified", True) else " (before any page went out)")
+        return f"by {_code(d.get('by'))}" + ("" if d.get("notified", True) else " (before any page went out)")
     if kind == "registration_change":
         parts = []
         if d.get("who"):
-            parts.append(f"{d.get('action', 'change')} by {d['who']} via {d.get('source', '?')}")
+            parts.append(f"{_code(d.get('action', 'change'))} by {_code(d['who'])} via {_code(d.get('source', '?'))}")
         diff = d.get("diff")
         if diff:
-            parts.append("changes: " + orjson.dumps(diff).decode()[:300])
+            parts.append("changes: " + _code(orjson.dumps(diff).decode()[:300]))
         if d.get("rule_in_breach") is False:
             parts.append("rule no longer in breach")
         return "; ".join(parts) or "registration changed"
-    return ", ".join(f"{k}={v}" for k, v in d.items() if v is not None)
+    return _code(", ".join(f"{k}={v}" for k, v in d.items() if v is not None))
+
+
+def _readable_times(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Epoch-millisecond fields (`..._at`, `..._ts`) as RFC 3339, for people reading a post-mortem."""
+    return {k: (rfc3339(v) if isinstance(v, int) and not isinstance(v, bool) and (k.endswith("_at") or k.endswith("_ts"))
+                else v) for k, v in d.items()}
 
 
 def incident_markdown(view: Mapping[str, Any], base_url: str | None = None) -> str:
-    """The incident and its merged timeline as Markdown, ready to paste into a post-mortem."""
+    """The incident and its merged timeline as Markdown, ready to paste into a post-mortem.
+
+    `base_url` is the operator's DETECTOR_EXTERNAL_URL; without it the link is a relative path.
+    """
     br = view.get("blast_radius") or {}
     lat = view.get("detection_latency_ms")
     lines = [
-        f"## Incident {view['id']}: {view['rule']} in `{view['experiment']}`",
+        f"## Incident {_md_id(view['id'])}: {_md_id(view['rule'])} in {_code(view['experiment'])}",
         "",
-        f"- Status: **{view.get('status')}**" + (f" (resolved by {view['resolved_by']})" if view.get("resolved_by") else ""),
-        f"- Severity: {view.get('severity')}" + (f"; owner: {view['owner']}" if view.get("owner") else ""),
-        f"- Summary: {view.get('summary')}",
-        f"- First offending event: {view.get('first_offending_event_at')}",
-        f"- Incident opened: {view.get('started_at')}" + (f" ({lat} ms after the first offending event)" if lat is not None else ""),
+        f"- Status: **{_md_id(view.get('status'))}**" + (f" (resolved by {_code(view['resolved_by'])})" if view.get("resolved_by") else ""),
+        f"- Severity: {_md_id(view.get('severity'))}" + (f"; owner: {_code(view['owner'])}" if view.get("owner") else ""),
+        f"- Summary: {_code(view.get('summary'))}",
+        f"- First offending event: {_code(view.get('first_offending_event_at'))}",
+        f"- Incident opened: {_code(view.get('started_at'))}"
+        + (f" ({int(lat)} ms after the first offending event)" if isinstance(lat, int) else ""),
     ]
     if view.get("acknowledged_by"):
-        lines.append(f"- Acknowledged by: {view['acknowledged_by']}")
+        lines.append(f"- Acknowledged by: {_code(view['acknowledged_by'])}")
     if view.get("ended_at"):
-        lines.append(f"- Ended: {view['ended_at']}")
-    csv_path = f"/v1/experiments/{view['experiment']}/blast-radius?format=csv&rule={view['rule']}"
+        lines.append(f"- Ended: {_code(view['ended_at'])}")
+    query = urlencode({"format": "csv", "rule": str(view["rule"])})
+    csv_path = f"/v1/experiments/{quote(str(view['experiment']), safe='')}/blast-radius?{query}"
+    cli = f"detector blast-radius {view['experiment']} --rule {view['rule']} --format csv"
     lines += [
-        f"- Blast radius: {br.get('count', 0)} user(s); full list: `{(base_url or '').rstrip('/')}{csv_path}`"
-        f" or `detector blast-radius {view['experiment']} --rule {view['rule']} --format csv`",
-        f"- Observed: `{orjson.dumps(view.get('observed') or {}).decode()}`",
-        f"- Expected: `{orjson.dumps(view.get('expected') or {}).decode()}`",
+        f"- Blast radius: {_code(br.get('count', 0))} user(s); full list: {_code((base_url or '').rstrip('/') + csv_path)}"
+        f" or {_code(cli)}",
+        f"- Observed: {_code(orjson.dumps(_readable_times(view.get('observed') or {})).decode())}",
+        f"- Expected: {_code(orjson.dumps(_readable_times(view.get('expected') or {})).decode())}",
         "",
         "| Time (UTC) | Event | Detail |",
         "|---|---|---|",
     ]
     for e in view.get("timeline") or []:
-        lines.append(f"| {e['at']} | {TITLES.get(e['kind'], e['kind'])} | {_cell(describe(e))} |")
+        lines.append(f"| {_cell(_md_id(e['at']))} | {TITLES.get(e['kind'], _md_id(e['kind']))} | {_cell(describe(e))} |")
     return "\n".join(lines) + "\n"

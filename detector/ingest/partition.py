@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from detector.discovery import AttributeSample
 from detector.engine import EngineConfig, ExperimentState, Finding, by_experiment, process_batch
 from detector.events import Assignment
 from detector.expectations import Expectation
@@ -23,6 +24,7 @@ class PartitionDetector:
         self.skip_upto = -1  # after a restore: events at or below this may already be applied
         self.dirty: set[str] = set()  # changed since the last checkpoint
         self.observed: set[str] = set()  # changed since the metrics last looked
+        self.attributes = AttributeSample()  # attribute values seen, per experiment (for discovery)
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         """Apply one record of the state changelog (latest wins; None is a tombstone)."""
@@ -53,7 +55,7 @@ class PartitionDetector:
         if not events:
             return []
         lookup = expectations if callable(expectations) else expectations.get
-        last = offsets[-1] if last_offset is None else last_offset
+        last = offsets[-1] if last_offset is None else last_offset  # type: ignore[index]  # one of them is given
         if offsets is not None and offsets[0] <= self.skip_upto:
             # Replaying after a restore: drop what each experiment's checkpoint already covers.
             applied = self.applied
@@ -64,7 +66,9 @@ class PartitionDetector:
         states = self.states
         applied = self.applied
         dirty = self.dirty
+        sample = self.attributes.add
         for exp, evs in groups.items():
+            sample(exp, evs)
             state = states.get(exp)
             if state is None:
                 state = states[exp] = ExperimentState.new(exp)

@@ -27,7 +27,7 @@ from mode import Service
 from detector.events import Rejected, decode_batch
 from detector.ingest import checkpoint, fastfetch
 from detector.ingest.acked import AckedSends
-from detector.kafka_io import latest_values, read_to_end
+from detector.kafka_io import read_to_end
 from detector.ingest.partition import PartitionDetector
 from detector.settings import Settings
 
@@ -62,9 +62,11 @@ class IngestService(Service):
         metrics=None,
         decoder: Callable | None = None,  # per-record decoder (detector.adapters); default: native JSON
         registrations_wait_s: float = 60.0,
+        assignor: type | None = None,  # partition assignor (the fleet's advertises this worker's URL)
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.assignor = assignor
         self.decoder = decoder
         self.registrations_wait_s = registrations_wait_s
         self.registrations_ready = False
@@ -80,6 +82,9 @@ class IngestService(Service):
         self.producer: AIOKafkaProducer | None = None
         self.sends = AckedSends()  # notifications, snapshots, dead letters: settled before each checkpoint
         self.connected = False
+        # True from a revocation until the next assignment is restored: the answer of /readyz and
+        # of the fleet API is "retry later" meanwhile, never a partial view.
+        self.rebalancing = True
         self.last_batch_at = 0.0
         self._checkpointed_at: dict[int, float] = {}  # partition -> time of its last checkpoint
         self._checkpoint_seconds: dict[int, float] = {}  # partition -> its last checkpoint's duration
@@ -90,7 +95,7 @@ class IngestService(Service):
     async def on_start(self) -> None:
         s = self.settings
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka.client_kwargs(),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
@@ -101,7 +106,7 @@ class IngestService(Service):
         self.alerts.producer = self.sends  # notifications must be acked before their state is checkpointed
         raw = fastfetch.install()  # getmany hands out aiokafka's C records (offset, timestamp, key, value)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka.client_kwargs(),
             group_id=s.app_id,
             key_deserializer=fastfetch.RAW if raw else None,
             enable_auto_commit=False,
@@ -110,6 +115,7 @@ class IngestService(Service):
             fetch_max_bytes=32 * 1024 * 1024,
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
+            **({"partition_assignment_strategy": (self.assignor,)} if self.assignor is not None else {}),
         )
         await self.consumer.start()
         self.consumer.subscribe([self.topics.assignments], listener=_Rebalance(self))
@@ -231,21 +237,9 @@ class IngestService(Service):
         log.info("registrations loaded in %.2f s; consuming %s", time.monotonic() - t0, self.topics.assignments)
 
     async def _registered_keys(self) -> set[str]:
-        from detector.registration.model import RegistrationError, parse_expectation
-        from detector.registrations import decode_record
+        from detector.registration.store import read_registrations
 
-        latest = await latest_values(self.settings.kafka_bootstrap, self.topics.expectations)
-        keys = set()
-        for k, v in latest.items():
-            key = k.decode("utf-8", "replace")
-            try:
-                rec = decode_record(v) if v is not None else None
-                if rec is not None and rec["registration"] is not None:
-                    parse_expectation(rec["registration"], path_experiment=key)  # the fold skips invalid ones
-                    keys.add(key)
-            except (ValueError, RegistrationError):
-                continue
-        return keys
+        return set(await read_registrations(self.settings.kafka, self.topics.expectations))
 
     # ---- the batch path ----------------------------------------------------------------------
     async def _process(self, partition: int, records) -> None:
@@ -381,6 +375,7 @@ class IngestService(Service):
 
     async def on_revoked(self, revoked) -> None:
         parts = [tp.partition for tp in revoked]
+        self.rebalancing = True
         async with self.lock:
             if parts:
                 try:
@@ -388,16 +383,24 @@ class IngestService(Service):
                 except Exception:
                     log.exception("checkpoint on revoke failed; the new owner replays from the last commit")
             for p in parts:
-                self.partitions.pop(p, None)
+                det = self.partitions.pop(p, None)
                 self.alerts.forget_partition(p)
+                if det is not None and self.metrics is not None:
+                    # Per-experiment series come from the owner only: `sum by (experiment)` across
+                    # the fleet counts each experiment once.
+                    for experiment in det.states:
+                        self.metrics.remove_experiment(experiment)
 
     async def on_assigned(self, assigned) -> None:
         parts = sorted(tp.partition for tp in assigned)
         if not parts:
+            self.rebalancing = False
+            log.info("no partitions assigned (more workers than partitions?): not ready")
             return
         async with self.lock:
             t0 = time.perf_counter()
             restored = await self._restore(parts)
+            self.rebalancing = False
             log.info(
                 "assigned partitions %s; restored %d records in %.2f s", parts, restored, time.perf_counter() - t0
             )
@@ -407,7 +410,7 @@ class IngestService(Service):
         dets = {p: PartitionDetector(p) for p in parts}
         lifecycle_blobs: dict[int, bytes] = {}
         n = 0
-        async for r in read_to_end(self.settings.kafka_bootstrap, topic, parts):
+        async for r in read_to_end(self.settings.kafka, topic, parts):
             n += 1
             try:
                 if r.key == checkpoint.LIFECYCLE_KEY:

@@ -79,6 +79,43 @@ class TextFormatter(logging.Formatter):
 _HANDLER_MARK = "_exposure_detector_handler"
 
 
+class TransientCoordinatorFilter(logging.Filter):
+    """aiokafka logs "Group Coordinator Request failed" at ERROR while a consumer group forms on a
+    new broker or group (the coordinator is elected a moment later and aiokafka retries by itself).
+    For the first `grace_s` seconds such a record is rewritten to one INFO line saying so; if it
+    persists beyond that, it passes through at ERROR, because then something is really wrong."""
+
+    RETRIABLE = ("GroupCoordinatorNotAvailable", "NotCoordinator", "CoordinatorLoadInProgress")
+
+    def __init__(self, grace_s: float = 30.0, clock=time.monotonic) -> None:
+        super().__init__()
+        self.grace_s, self.clock = grace_s, clock
+        self.first: float | None = None
+        self.told = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and "because it is rebalancing" in str(record.msg):
+            # A worker joined or left the group: routine in a fleet, not a warning.
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return True
+        if record.levelno < logging.ERROR or not str(record.msg).startswith("Group Coordinator Request failed"):
+            return True
+        if not any(name in record.getMessage() for name in self.RETRIABLE):
+            return True
+        now = self.clock()
+        if self.first is None:
+            self.first = now
+        if now - self.first > self.grace_s:
+            return True
+        if self.told:
+            return False
+        self.told = True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.msg, record.args = ("Kafka group coordinator not available yet (normal while a new broker or "
+                                   "consumer group starts); retrying", None)
+        return True
+
+
 def setup_logging(level: int | str = "INFO", json: bool = True, stream: TextIO | None = None) -> logging.Handler:
     """Configure the root logger: one handler writing JSON (or text) lines to `stream` (stderr).
 
@@ -98,4 +135,9 @@ def setup_logging(level: int | str = "INFO", json: bool = True, stream: TextIO |
     if root.level > logging.DEBUG:
         for name in ("aiokafka", "kafka", "faust", "mode", "aiohttp.access"):
             logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    for f in list(coordinator.filters):
+        if isinstance(f, TransientCoordinatorFilter):
+            coordinator.removeFilter(f)
+    coordinator.addFilter(TransientCoordinatorFilter())
     return handler

@@ -1,13 +1,15 @@
-"""`detector register | expectations | sync`: registrations from the command line.
+"""`detector register | registrations | sync`: registrations from the command line.
 
     detector register FILE|DIR... [--dry-run] [--confirm] [--url URL] [--token T] [--user WHO]
     detector sync DIR [--dry-run] [--confirm] [--prune] [--url URL] [--token T] [--user WHO]
-    detector expectations list [--json]
-    detector expectations show EXP [--json]
-    detector expectations status EXP            (declaration vs observation, JSON)
-    detector expectations history EXP [--json]
-    detector expectations delete EXP [--dry-run] [--confirm]
-    detector expectations validate FILE|DIR...  (local only, no worker needed)
+    detector registrations list [--json]
+    detector registrations show EXP [--json]
+    detector registrations status EXP            (declaration vs observation, JSON)
+    detector registrations history EXP [--json]
+    detector registrations delete EXP [--dry-run] [--confirm]
+    detector registrations validate FILE|DIR...  (local only, no worker needed)
+
+`detector expectations ...` is the same command under its historical name.
 
 Files are validated locally first, with the same parser the worker uses, so a bad file fails
 (exit 1) without a server. `register` and `sync` then work in two phases: a dry run of every
@@ -37,7 +39,10 @@ from typing import Any, TextIO
 
 import yaml
 
-from detector.registration.model import RegistrationError, expectation_to_dict, load_path, valid_experiment_key
+from detector.settings import env_default, worker_url_default
+from detector.registration.errors import RegistrationError
+from detector.registration.files import load_path
+from detector.registration.model import registration_to_dict, valid_experiment_key
 
 MULTI_COMMAND = True
 
@@ -85,7 +90,7 @@ class Client:
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        if self.token and method in ("PUT", "DELETE", "POST"):
+        if self.token:  # reads need a token too (the `read` scope)
             req.add_header("Authorization", f"Bearer {self.token}")
         if self.user:
             req.add_header("X-Detector-User", self.user)
@@ -97,6 +102,19 @@ class Client:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise _Unavailable(f"cannot reach the worker at {self.url}: {reason}") from None
+
+    def list_all(self) -> _Reply:
+        """GET /v1/expectations, every page (the list is paged by experiment key)."""
+        items: list[Any] = []
+        path = "/v1/expectations?limit=1000"
+        while True:
+            reply = self.request("GET", path)
+            if reply.status != 200 or not isinstance(reply.body, dict):
+                return reply
+            items += reply.body.get("expectations", [])
+            if not reply.body.get("next"):
+                return _Reply(200, {**reply.body, "expectations": items, "count": len(items)})
+            path = reply.body["next"]
 
 
 def _decode(raw: bytes) -> Any:
@@ -196,7 +214,7 @@ def _push(
     planned: list[tuple[str, str]] = []  # (kind, experiment)
     for name in names:
         reply = client.request(
-            "PUT", _exp_path(name), body=expectation_to_dict(expectations[name]),
+            "PUT", _exp_path(name), body=registration_to_dict(expectations[name]),
             query={"dry_run": True, "confirm": confirm},
         )
         if reply.status != 200:
@@ -236,7 +254,7 @@ def _push(
         return EXIT_OK
     for kind, name in planned:
         if kind == "put":
-            reply = client.request("PUT", _exp_path(name), body=expectation_to_dict(expectations[name]),
+            reply = client.request("PUT", _exp_path(name), body=registration_to_dict(expectations[name]),
                                    query={"confirm": confirm})
         else:
             reply = client.request("DELETE", _exp_path(name), query={"confirm": confirm})
@@ -249,17 +267,18 @@ def _push(
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=None, help=f"worker URL (default $DETECTOR_URL or {DEFAULT_URL})")
-    p.add_argument("--token", default=None, help="API token (default $DETECTOR_API_TOKEN)")
-    p.add_argument("--user", default=None, help="who makes the change, for the history (default $USER)")
+    p.add_argument("--url", default=worker_url_default(), help="worker URL (default $DETECTOR_URL or %(default)s)")
+    p.add_argument("--token", default=env_default("DETECTOR_API_TOKEN"),
+                   help="API token (default $DETECTOR_API_TOKEN or the file named by $DETECTOR_API_TOKEN_FILE)")
+    p.add_argument("--user", default=env_default("USER"), help="who makes the change, for the history (default $USER)")
 
 
 def _client(args: argparse.Namespace) -> Client:
-    url = args.url or os.environ.get("DETECTOR_URL") or DEFAULT_URL
+    url = args.url or DEFAULT_URL
     if not url.startswith(("http://", "https://")):
         raise _Usage(f"--url must be an http(s) URL, got {url!r}")
-    token = args.token or os.environ.get("DETECTOR_API_TOKEN") or None
-    user = args.user or os.environ.get("USER") or None
+    token = args.token or None
+    user = args.user or None
     return Client(url, token, user)
 
 
@@ -292,7 +311,7 @@ def _cmd_register(argv: list[str], out: TextIO, err: TextIO, *, sync: bool) -> i
     client = _client(args)
     prune: list[str] = []
     if sync:
-        reply = client.request("GET", "/v1/expectations")
+        reply = client.list_all()
         if reply.status != 200:
             _print_errors(reply.body, err)
             return _status_exit(reply.status)
@@ -305,8 +324,8 @@ def _cmd_register(argv: list[str], out: TextIO, err: TextIO, *, sync: bool) -> i
     return _push(client, expectations, dry_run=args.dry_run, confirm=args.confirm, prune=prune, out=out, err=err)
 
 
-def _cmd_expectations(argv: list[str], out: TextIO, err: TextIO) -> int:
-    p = _Parser(prog="detector expectations", description="Inspect and delete registrations.")
+def _cmd_registrations(argv: list[str], out: TextIO, err: TextIO, prog: str = "detector registrations") -> int:
+    p = _Parser(prog=prog, description="Inspect and delete registrations.")
     sub = p.add_subparsers(dest="action", metavar="list|show|status|history|delete|validate")
     sub.required = True
     sp = sub.add_parser("list", help="list registrations")
@@ -339,13 +358,13 @@ def _cmd_expectations(argv: list[str], out: TextIO, err: TextIO) -> int:
             print(f"{name}: ok (rules: {', '.join(found[name].active_rules())})", file=out)
         return EXIT_OK
 
-    experiment = getattr(args, "experiment", None)
-    if experiment is not None and not valid_experiment_key(experiment):
+    experiment: str = getattr(args, "experiment", None) or ""
+    if hasattr(args, "experiment") and not valid_experiment_key(experiment):
         print(f"invalid experiment key {experiment!r}", file=err)
         return EXIT_INVALID
     client = _client(args)
     if args.action == "list":
-        reply = client.request("GET", "/v1/expectations")
+        reply = client.list_all()
         if reply.status != 200:
             _print_errors(reply.body, err)
             return _status_exit(reply.status)
@@ -395,11 +414,11 @@ def _cmd_expectations(argv: list[str], out: TextIO, err: TextIO) -> int:
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """`argv` starts with the command name: register | expectations | sync."""
+    """`argv` starts with the command name: register | registrations (or expectations) | sync."""
     argv = list(sys.argv[1:] if argv is None else argv)
     out, err = out or sys.stdout, err or sys.stderr
     if not argv:
-        print("usage: detector register|expectations|sync ...", file=err)
+        print("usage: detector register|registrations|sync ...", file=err)
         return EXIT_USAGE
     command, rest = argv[0], argv[1:]
     try:
@@ -407,9 +426,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             return _cmd_register(rest, out, err, sync=False)
         if command == "sync":
             return _cmd_register(rest, out, err, sync=True)
-        if command == "expectations":
-            return _cmd_expectations(rest, out, err)
-        print(f"unknown command {command!r}: register | expectations | sync", file=err)
+        if command in ("registrations", "expectations"):
+            return _cmd_registrations(rest, out, err, prog=f"detector {command}")
+        print(f"unknown command {command!r}: register | registrations | sync", file=err)
         return EXIT_USAGE
     except _Usage as exc:
         if not exc.printed:

@@ -13,6 +13,10 @@ Risk codes (stable; tools may match on them):
 - `widened_max_users` / `widened_fraction`: the declared population grows more than tenfold in one
   change (a ramp from 1% to 50% should be a conscious step).
 - `window_already_ended`: ends_at is in the past, so every assignment will be out of window.
+- `test_only_with_wide_population`: the description or key says QA / test / internal / dogfood,
+  yet the population is a large fraction (>= 0.5) or has no allowlist and no max_users (the
+  incident behind this project: "QA, test accounts only" set live for everyone).
+- `allowlist_dropped`: an experiment that had an allowlist gets a population without one.
 - `delete_with_traffic`: deleting the registration of an experiment that receives traffic (it
   will then alert as `unregistered`, and its declared limits are no longer checked).
 """
@@ -20,11 +24,12 @@ Risk codes (stable; tools may match on them):
 from __future__ import annotations
 
 import numbers
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from detector.expectations import Expectation
-from detector.registration.model import expectation_to_dict
+from detector.registration.model import registration_to_dict
 
 LARGE_FRACTION_WITH_ALLOWLIST = 0.5
 LARGE_MAX_USERS = 1_000_000
@@ -113,6 +118,29 @@ def assess(
             )
         )
 
+    if _says_test_only(new) and new.allowlist is None and (
+        (new.fraction is not None and new.fraction >= LARGE_FRACTION_WITH_ALLOWLIST)
+        or (new.fraction is None and new.max_users is None)
+    ):
+        what = (f"fraction {new.fraction:g}" if new.fraction is not None else "no allowlist and no max_users")
+        risks.append(
+            Risk(
+                "test_only_with_wide_population",
+                "population",
+                f"the registration says it is for QA / test accounts, but declares {what}: "
+                "a test should name its accounts (allowlist) or a small max_users",
+            )
+        )
+    if old is not None and old.allowlist is not None and new.allowlist is None:
+        risks.append(
+            Risk(
+                "allowlist_dropped",
+                "population.allowlist",
+                f"the allowlist of {len(old.allowlist)} users is removed: the experiment is no longer "
+                "limited to named accounts",
+            )
+        )
+
     enrolled = _enrolled(observed)
     if new.max_users is not None and enrolled is not None and enrolled > BELOW_OBSERVED_FACTOR * new.max_users:
         risks.append(
@@ -167,6 +195,14 @@ def assess(
     return risks
 
 
+_TEST_ONLY = re.compile(r"(?<![a-z])(qa|test accounts?|test users?|testing|internal|dogfood(ing)?|allowlisted)(?![a-z])",
+                        re.IGNORECASE)
+
+
+def _says_test_only(e: Expectation) -> bool:
+    return bool(_TEST_ONLY.search(e.description or "") or _TEST_ONLY.search(e.experiment.replace("-", " ").replace("_", " ")))
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, dict) and value and prefix not in ("variants", "labels", "population.segments"):
         for key, sub in value.items():
@@ -179,7 +215,7 @@ def flat(e: Expectation | None) -> dict[str, Any]:
     """Canonical form flattened to dotted fields (`population.max_users`); {} for None."""
     out: dict[str, Any] = {}
     if e is not None:
-        _flatten("", expectation_to_dict(e), out)
+        _flatten("", registration_to_dict(e), out)
     return out
 
 

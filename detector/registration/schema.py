@@ -1,11 +1,13 @@
-"""JSON Schema (draft 2020-12) of a registration, mirroring `model.parse_expectation`.
+"""JSON Schema (draft 2020-12) of a registration, generated from the pydantic model.
 
-`config/expectation.schema.json` is generated from here (`python -m detector.registration.schema
-> config/expectation.schema.json`; a unit test checks they agree) and the OpenAPI document embeds
-it. The schema is for editors and reviewers; `parse_expectation` remains the authority. What a
-schema cannot say (and the parser checks): variant weights sum to 1 (+/- 1e-6), ends_at after
-starts_at, max_users is an integer *value* (3.0 is rejected), no surrounding whitespace in ids,
-the experiment in an API body equals the one in the path.
+`config/expectation.schema.json` is this output, committed for editors; regenerate it with
+
+    .venv/bin/python -m detector.registration.schema > config/expectation.schema.json
+
+(a unit test checks the committed file equals the generated one). The OpenAPI document embeds
+the same schema. What the schema cannot say (and `parse_registration` checks): variant weights sum
+to 1 (+/- 1e-6), ends_at after starts_at, max_users is an integer *value* (3.0 is rejected), the
+experiment in an API body equals the one in the path.
 """
 
 from __future__ import annotations
@@ -14,171 +16,73 @@ import json
 import sys
 from typing import Any
 
-from detector.expectations import SEVERITIES
-from detector.registration import model as m
+from pydantic import BaseModel
+
+from detector.registration.model import Registration
 
 SCHEMA_ID = "urn:exposure-detector:schema:expectation:v1"
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+# "At least one rule is declared", as JSON Schema can say it.
+AT_LEAST_ONE_RULE = [
+    {"required": ["starts_at"], "properties": {"starts_at": {"type": "string"}}},
+    {"required": ["ends_at"], "properties": {"ends_at": {"type": "string"}}},
+    {"required": ["variants"], "properties": {"variants": {"type": "object"}}},
+    {
+        "required": ["population"],
+        "properties": {
+            "population": {
+                "type": "object",
+                "anyOf": [
+                    {"required": [name], "properties": {name: {"type": kind}}}
+                    for name, kind in (("allowlist", "array"), ("max_users", "integer"), ("fraction", "number"),
+                                       ("segments", "object"))
+                ],
+            }
+        },
+    },
+]
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    out = dict(schema)
-    t = out.get("type")
-    if isinstance(t, str):
-        out["type"] = [t, "null"]
-    return out
+def model_schema(model: type[BaseModel], *, mode: str = "validation") -> dict[str, Any]:
+    """A self-contained JSON Schema of `model`: references inlined, pydantic's titles dropped,
+    `Optional[X]` as X with type `[t, "null"]`, `patternProperties` as `propertyNames` +
+    `additionalProperties` (one value schema per map): the forms editors handle best."""
+    raw = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
+    defs = raw.pop("$defs", {})
 
+    def tidy(node: Any) -> Any:
+        if isinstance(node, list):
+            return [tidy(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = dict(defs[node["$ref"].rsplit("/", 1)[-1]])
+            extra = {k: v for k, v in node.items() if k != "$ref"}
+            return tidy({**target, **extra})
+        out = {k: tidy(v) for k, v in node.items() if k != "title"}
+        branches = out.get("anyOf")
+        if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
+            (only,) = [b for b in branches if b != {"type": "null"}]
+            if isinstance(only.get("type"), str):  # Optional[X] as X with a nullable type
+                out.pop("anyOf")
+                out = {**only, **out, "type": [only["type"], "null"]}
+        if "patternProperties" in out:
+            ((pattern, value),) = out.pop("patternProperties").items()
+            out["propertyNames"] = {**out.get("propertyNames", {}), "pattern": pattern}
+            out["additionalProperties"] = value
+        return out
 
-def _id_string(description: str | None = None) -> dict[str, Any]:
-    s: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": m.MAX_ID_LENGTH, "pattern": r"^\S(.*\S)?$"}
-    if description:
-        s["description"] = description
-    return s
+    return tidy(raw)
 
 
 def expectation_json_schema(*, require_experiment: bool = True) -> dict[str, Any]:
-    timestamp = {
-        "type": "string",
-        "format": "date-time",
-        "pattern": m.RFC3339_PATTERN,
-        "description": "RFC 3339 with a time zone, e.g. 2021-02-09T18:00:00Z",
-    }
-    population = {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "Who may be enrolled. Each field present is a separate rule.",
-        "properties": {
-            "allowlist": _nullable(
-                {
-                    "type": "array",
-                    "maxItems": m.MAX_ALLOWLIST,
-                    "items": _id_string(),
-                    "description": "The only user ids that may be enrolled (rule allowlist_breach).",
-                }
-            ),
-            "max_users": _nullable(
-                {
-                    "type": "integer",
-                    "minimum": 0,
-                    "maximum": m.MAX_MAX_USERS,
-                    "description": "Most distinct enrolled users (rule max_users_exceeded).",
-                }
-            ),
-            "fraction": _nullable(
-                {
-                    "type": "number",
-                    "minimum": 0,
-                    "maximum": 1,
-                    "description": "Largest share of eligible traffic enrolled, 0.1 = 10% (rule fraction_exceeded).",
-                }
-            ),
-            "segments": _nullable(
-                {
-                    "type": "object",
-                    "minProperties": 1,
-                    "maxProperties": m.MAX_SEGMENT_ATTRIBUTES,
-                    "propertyNames": {"minLength": 1, "maxLength": 128},
-                    "additionalProperties": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": m.MAX_SEGMENT_VALUES,
-                        "items": _id_string(),
-                    },
-                    "description": "Attribute -> allowed values, e.g. {country: [US]} (rule segment_breach).",
-                }
-            ),
-        },
-    }
-    schema: dict[str, Any] = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
-        "title": "Exposure expectation (registration)",
-        "description": (
-            "The exposure an experiment is expected to have, declared before it starts. Validated by "
-            "detector.registration.parse_expectation, which also checks: variant weights sum to 1, "
-            "ends_at > starts_at, and at least one rule is declared."
-        ),
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "schema_version": {"type": "integer", "enum": list(m.SUPPORTED_SCHEMA_VERSIONS), "default": 1},
-            "experiment": {"type": "string", "pattern": m.EXPERIMENT_KEY_PATTERN, "description": "Experiment key."},
-            "owner": _nullable({"type": "string", "minLength": 1, "maxLength": m.MAX_OWNER}),
-            "description": _nullable({"type": "string", "maxLength": m.MAX_DESCRIPTION}),
-            "starts_at": _nullable(dict(timestamp, description="Window start, inclusive (rule outside_window).")),
-            "ends_at": _nullable(dict(timestamp, description="Window end, exclusive; after starts_at.")),
-            "population": _nullable(population),
-            "variants": _nullable(
-                {
-                    "type": "object",
-                    "minProperties": 1,
-                    "maxProperties": m.MAX_VARIANTS,
-                    "propertyNames": {"minLength": 1, "maxLength": 128, "pattern": r"^\S(.*\S)?$"},
-                    "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
-                    "description": "Declared split, weights summing to 1 (rule sample_ratio_mismatch).",
-                }
-            ),
-            "severity": {"type": "string", "enum": list(SEVERITIES), "default": "warning"},
-            "tolerance": {
-                "type": "number",
-                "minimum": 0,
-                "default": 0,
-                "description": "The fraction rule alerts above fraction * (1 + tolerance).",
-            },
-            "alpha": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "maximum": m.MAX_ALPHA,
-                "default": m.DEFAULT_ALPHA,
-                "description": "Lifetime false-alarm budget of each sequential test.",
-            },
-            "mitigation": _nullable(
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "kill_url": _nullable(
-                            {
-                                "type": "string",
-                                "format": "uri",
-                                "maxLength": m.MAX_URL,
-                                "pattern": r"^[hH][tT][tT][pP][sS]?://[^\s@/]+(/\S*)?$",
-                                "description": "Opt-in auto-mitigation: POSTed when a critical rule fires.",
-                            }
-                        )
-                    },
-                }
-            ),
-            "labels": _nullable(
-                {
-                    "type": "object",
-                    "maxProperties": m.MAX_LABELS,
-                    "propertyNames": {"pattern": m.LABEL_NAME_PATTERN},
-                    "additionalProperties": {"type": "string", "maxLength": m.MAX_LABEL_VALUE},
-                }
-            ),
-        },
-        "anyOf": [
-            {"required": ["starts_at"], "properties": {"starts_at": {"type": "string"}}},
-            {"required": ["ends_at"], "properties": {"ends_at": {"type": "string"}}},
-            {"required": ["variants"], "properties": {"variants": {"type": "object"}}},
-            {
-                "required": ["population"],
-                "properties": {
-                    "population": {
-                        "type": "object",
-                        "anyOf": [
-                            {"required": ["allowlist"], "properties": {"allowlist": {"type": "array"}}},
-                            {"required": ["max_users"], "properties": {"max_users": {"type": "integer"}}},
-                            {"required": ["fraction"], "properties": {"fraction": {"type": "number"}}},
-                            {"required": ["segments"], "properties": {"segments": {"type": "object"}}},
-                        ],
-                    }
-                },
-            },
-        ],
-    }
-    if require_experiment:
-        schema["required"] = ["experiment"]
+    """The registration's JSON Schema (`require_experiment=False`: an API body, path names it)."""
+    body = model_schema(Registration)
+    schema: dict[str, Any] = {"$schema": DIALECT, "$id": SCHEMA_ID, "title": "Exposure registration", **body}
+    schema["anyOf"] = AT_LEAST_ONE_RULE
+    if not require_experiment:
+        schema.pop("required", None)
     return schema
 
 

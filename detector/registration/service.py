@@ -27,7 +27,7 @@ import time
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from detector.expectations import Expectation
-from detector.registration.model import format_timestamp
+from detector.timestamps import format_timestamp
 from detector.registration.risk import diff
 
 

@@ -12,34 +12,48 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
+from detector.alerts.digest import Digests
 from detector.alerts.lifecycle import Lifecycle, LifecycleConfig
 from detector.alerts.notification import Notification
+from detector.alerts.policy import NotificationPolicy
 from detector.alerts.timeline import timeline_dict
 from detector.engine import rule_breaches
 from detector.settings import Topics
 
 log = logging.getLogger(__name__)
+SNAPSHOT_EVERY_S = 5.0  # at most this often a view snapshot of an incident that pages nobody
 
 
 class AlertPublisher:
-    def __init__(self, config: LifecycleConfig, expectation_of: Callable, topics: Topics, metrics=None) -> None:
+    def __init__(self, config: LifecycleConfig, expectation_of: Callable, topics: Topics, metrics=None,
+                 policy: NotificationPolicy | None = None, digest_store=None,
+                 exposure_of: Callable[[str], dict | None] | None = None) -> None:
         self.topics = topics
         self.config = config
+        self.policy = policy
+        # Digests span every partition this worker owns: their members are the open folded incidents.
+        self.digests = Digests(policy, digest_store) if policy is not None else None
+        self.exposure_of = exposure_of or (lambda _: None)
+        self._digest_seen = -1  # sum of the lifecycles' digest_changes at the last digest tick
+        self._snapped: dict[str, float] = {}  # incident id -> monotonic time of its last view snapshot
+        self._unsnapped: dict[str, Any] = {}  # folded incidents changed since their last snapshot
         self.expectation_of = expectation_of
         self.metrics = metrics
         self.lifecycles: dict[int, Lifecycle] = {}
         self._written: dict[int, bytes] = {}  # last checkpointed lifecycle bytes per partition
         self.lock = asyncio.Lock()  # the ingest service shares its lock (operator actions vs checkpoints)
-        self.producer = None  # set by the ingest service: its AckedSends (settled before each checkpoint)
+        self.producer: Any = None  # set by the ingest service: its AckedSends (settled before each checkpoint)
 
     def lifecycle(self, partition: int) -> Lifecycle:
         lc = self.lifecycles.get(partition)
         if lc is None:
-            lc = self.lifecycles[partition] = Lifecycle(self.config)
+            lc = self.lifecycles[partition] = Lifecycle(self.config, policy=self.policy)
         return lc
 
     # ---- inputs from the ingest service -------------------------------------------------
@@ -55,12 +69,38 @@ class AlertPublisher:
             due = lc.next_due()
             if due is not None and due <= now_ms:
                 await self._publish(lc, lc.tick(now_ms), ())
+        await self._tick_digests(now_ms)
+        if self._unsnapped:
+            cutoff = time.monotonic() - SNAPSHOT_EVERY_S
+            ready = [inc for iid, inc in self._unsnapped.items() if self._snapped.get(iid, -1e9) <= cutoff]
+            for inc in ready:
+                self._unsnapped.pop(inc.id, None)
+                self._snapped[inc.id] = time.monotonic()
+            await self._snapshot(ready)
+
+    async def _tick_digests(self, now_ms: int) -> None:
+        """Digests whose membership changed or whose time came (cheap when nothing did)."""
+        d = self.digests
+        if d is None:
+            return
+        changes = sum(lc.digest_changes for lc in self.lifecycles.values())
+        due = d.next_due()
+        if changes == self._digest_seen and (due is None or due > now_ms):
+            return
+        self._digest_seen = changes
+        folded = [inc for lc in self.lifecycles.values() for inc in lc.folded_incidents()]
+        for n in d.tick(folded, now_ms, self.exposure_of):
+            await self.producer.send(self.topics.alerts, key=n.incident_id.encode(), value=n.to_bytes())
+            log.info("digest %s queued: %s, %d experiment(s)", n.id, n.status, n.observed["digest"]["count"])
 
     async def on_registration_change(self, partition: int, experiment: str, state, now_s: float) -> None:
         lc = self.lifecycle(partition)
         now_ms = int(now_s * 1000)
         lc.record_registration_change(experiment, now_ms)
-        breaches = rule_breaches(state, self.expectation_of(experiment))
+        expectation = self.expectation_of(experiment)
+        breaches = rule_breaches(state, expectation)
+        if expectation is not None:  # registered now: its `unregistered` incident is over
+            breaches.setdefault("unregistered", False)
         notes = lc.on_rule_breaches(experiment, breaches, now_ms, reason="registration changed")
         await self._publish(lc, notes, (experiment,))
 
@@ -111,7 +151,9 @@ class AlertPublisher:
         return blob
 
     def restore_partition(self, partition: int, blob: bytes | None) -> None:
-        self.lifecycles[partition] = Lifecycle.from_bytes(blob, self.config) if blob else Lifecycle(self.config)
+        self.lifecycles[partition] = (Lifecycle.from_bytes(blob, self.config, self.policy) if blob
+                                      else Lifecycle(self.config, policy=self.policy))
+        self._digest_seen = -1
         if blob:
             self._written[partition] = blob
 
@@ -122,6 +164,7 @@ class AlertPublisher:
     def forget_partition(self, partition: int) -> None:
         self.lifecycles.pop(partition, None)
         self._written.pop(partition, None)
+        self._digest_seen = -1
 
     # ---- output -----------------------------------------------------------------------------
     async def _publish(self, lc: Lifecycle, notes: list[Notification], experiments: Iterable[str]) -> None:
@@ -135,13 +178,28 @@ class AlertPublisher:
             inc = lc.incident(n.incident_id)
             if inc is not None:
                 touched[inc.id] = inc
-        for exp in experiments:
-            for inc in lc.incidents(experiment=exp):
+        now = time.monotonic()
+        by_exp = lc.incidents_by_experiment(experiments)  # one pass, however many experiments
+        for incs in by_exp.values():
+            for inc in incs:
+                if inc.id in touched:
+                    continue
+                # Incidents that page nobody (digested, observed) change with every batch of a
+                # busy experiment: their views are refreshed at most every SNAPSHOT_EVERY_S.
+                if inc.folded and inc.status == "firing" and self._snapped.get(inc.id, -1e9) > now - SNAPSHOT_EVERY_S:
+                    self._unsnapped[inc.id] = inc
+                    continue
                 touched[inc.id] = inc
+        for iid, inc in touched.items():
+            self._unsnapped.pop(iid, None)
+            if inc.status == "firing":
+                self._snapped[iid] = now
+            else:
+                self._snapped.pop(iid, None)
         await self._snapshot(touched.values())
         if self.metrics is not None:
-            for exp in experiments:
-                self.metrics.set_open_incidents(exp, len(lc.incidents(experiment=exp, status="firing")))
+            for exp, incs in by_exp.items():
+                self.metrics.set_open_incidents(exp, sum(1 for i in incs if i.status == "firing"))
 
     async def _snapshot(self, incidents: Iterable) -> None:
         for inc in incidents:

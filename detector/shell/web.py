@@ -1,4 +1,9 @@
-"""HTTP routes on Faust's aiohttp server: health, metrics, registrations, incidents."""
+"""HTTP routes on Faust's aiohttp server: health, metrics, registrations, incidents.
+
+Every route is registered with its access rule (`detector.web.auth.add_route`) behind the one
+middleware stack of `detector.web.middleware` (errors, body size, auth); a route without a rule
+stops the worker at start-up.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,24 @@ import time
 
 from aiohttp import web
 
+from detector.alerts.outbound import KillUrlPolicy
 from detector.observability.dashboards import experiment_dashboard
+from detector.web import auth
+from detector.web.auth import PUBLIC, STATUS, add_route
+from detector.web.console import Console, add_console_routes
+from detector.web.discovery_api import add_routes as add_discovery_routes
 from detector.web.expectations_api import add_routes as add_expectation_routes
 from detector.web.incidents_api import add_routes as add_incident_routes
+from detector.web.middleware import install
 
 
-def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at):
+def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at,
+               exposures=None, fleet=None):
     app.middlewares.append(metrics.aiohttp_middleware())
+    tokens = auth.load_tokens(settings.api_token, settings.api_tokens_file)
+    install(app, tokens=tokens, anonymous_read=settings.anonymous_read, registry=metrics.registry)
+    if fleet is not None:  # any worker answers as the owner would (detector/web/fleet.py); after auth
+        fleet.install(app)
     r = app.router
 
     async def healthz(request: web.Request) -> web.Response:
@@ -20,9 +36,13 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
         return web.json_response({"status": "ok", "uptime_s": round(time.time() - started_at, 1)})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = ingest.connected and ingest.consumer is not None
+        # Ready = Kafka answers, partitions are assigned and their state restored. A worker with no
+        # partitions (more workers than partitions, or mid-rebalance) has nothing to serve.
+        rebalancing = bool(getattr(ingest, "rebalancing", False))
+        ready = ingest.connected and ingest.consumer is not None and bool(ingest.partitions) and not rebalancing
         body = {"ready": ready, "kafka": "connected" if ingest.connected else "unreachable",
-                "partitions": sorted(ingest.partitions), "last_batch_at": ingest.last_batch_at or None}
+                "partitions": sorted(ingest.partitions), "rebalancing": rebalancing,
+                "last_batch_at": ingest.last_batch_at or None}
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(request: web.Request) -> web.Response:
@@ -32,11 +52,22 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     async def dashboard(request: web.Request) -> web.Response:
         return web.json_response(experiment_dashboard(request.match_info["experiment"]))
 
-    r.add_get("/healthz", healthz)
-    r.add_get("/readyz", readyz)
-    r.add_get("/metrics", metrics_view)
-    r.add_get("/v1/experiments/{experiment}/dashboard.json", dashboard)
-    add_expectation_routes(r, registrations, token=settings.api_token or None)
+    add_route(r, "GET", "/healthz", healthz, access=PUBLIC)
+    add_route(r, "GET", "/readyz", readyz, access=PUBLIC)
+    add_route(r, "GET", "/metrics", metrics_view, access=STATUS)
+    add_route(r, "GET", "/v1/experiments/{experiment}/dashboard.json", dashboard, access=STATUS)
+    kill_policy = KillUrlPolicy.from_settings(settings)
+    add_expectation_routes(r, registrations, kill_url_problem=kill_policy.url_problem)
     # Incidents (list, timeline JSON/Markdown, ack, resolve) and blast radius: detector/web/incidents_api.py
-    add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest, registrations=registrations,
-                        token=settings.api_token or None)
+    incidents_api = add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest,
+                                        registrations=registrations, base_url=settings.external_url or None)
+    # The console: pages for people over the same services (detector/web/console). Its sessions
+    # name a token of the same store, so the same scopes apply.
+    add_console_routes(app, Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
+                                    principals=tokens, session_secret=settings.session_secret or None,
+                                    external_url=settings.external_url or None))
+    # What was observed, for drafting registrations (detector discover): detector/web/discovery_api.py
+    add_discovery_routes(r, exposures=exposures)
+    # Faust adds its own index page at "/" ({"status": "OK"}) after this (the console's "/" wins).
+    auth.declare_framework_route(app, "GET", "/", PUBLIC)
+    auth.check_routes(app)

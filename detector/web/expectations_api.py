@@ -2,13 +2,14 @@
 
     add_routes(app.router, service)      # service: detector.registration.service.RegistrationService
 
-Reads are open; writes (PUT, DELETE) need `Authorization: Bearer <DETECTOR_API_TOKEN>`, compared in
-constant time. A worker with no token configured refuses every write with 503 and says why
-(nobody can authenticate, and it is the operator's configuration, not the caller, that is wrong);
-a missing or wrong token gets 401.
+Access (declared with each route, enforced by `detector.web.middleware`): reads need `read`
+(allowlists and their diffs only with `read:users`, audited), writes (PUT, DELETE) need `write`.
+A worker with no token configured refuses them with 503 and says why (nobody can authenticate,
+and it is the operator's configuration, not the caller, that is wrong); a missing or wrong token
+gets 401, a token without the scope 403.
 
 Write flow: auth -> body size (<= 1 MiB, else 413) -> decode (JSON or YAML by Content-Type, 415
-for anything else) -> `parse_expectation` (422 naming each field) -> diff and `risk.assess` ->
+for anything else) -> `parse_registration` (422 naming each field) -> diff and `risk.assess` ->
 `?dry_run=true` answers here, without writing -> risky without `?confirm=true`: 409 with the
 risks -> write. A write that changes nothing is not written again (`"action": "unchanged"`).
 
@@ -17,31 +18,34 @@ Every error is JSON: `{"error": summary, "errors": [{"field", "message"}, ...]}`
 
 from __future__ import annotations
 
-import hmac
 import json
 import numbers
-import os
 import time
 from typing import Any, Callable
 
-import orjson
 import yaml
 from aiohttp import web
 
 from detector.engine.rules import BY_NAME
 from detector.expectations import Expectation
-from detector.registration.model import (
-    RegistrationError,
-    expectation_to_dict,
-    parse_expectation,
-    valid_experiment_key,
-    yaml_load,
-)
+from detector.registration.errors import RegistrationError
+from detector.registration.files import yaml_load
+from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
 from detector.registration.risk import Risk, assess, diff
 from detector.registration.service import RegistrationService
+from detector.web.auth import PUBLIC, READ, WRITE, add_route
+from detector.web.problems import (
+    MAX_BODY_BYTES,
+    HTTPProblem,
+    field_problem,
+    first_lone_surrogate,
+    json_response,
+    next_link,
+    paged,
+    read_body,
+)
+from detector.web.redact import user_data
 
-MAX_BODY_BYTES = 1024 * 1024
-TOKEN_ENV = "DETECTOR_API_TOKEN"
 USER_HEADER = "X-Detector-User"
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
@@ -52,39 +56,7 @@ SNIFF_TYPES = ("application/octet-stream", "text/plain", "application/x-www-form
 _SERVICE_KEY = "detector.registration.service"
 
 
-class HTTPProblem(Exception):
-    def __init__(self, status: int, error: str, errors: list[dict[str, Any]] | None = None, **extra: Any):
-        super().__init__(error)
-        self.status, self.error, self.errors, self.extra = status, error, errors or [], extra
-        self.headers: dict[str, str] = {}
-
-    def response(self) -> web.Response:
-        body = {"error": self.error, "errors": self.errors, **self.extra}
-        return json_response(body, status=self.status, headers=self.headers)
-
-
-def _default(value: Any) -> Any:
-    """Serialise what observations from the engine may hold: numpy scalars, sets."""
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=str)
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
-
-
-def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body, default=_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def _field_problem(status: int, error: str, field: str, message: str) -> HTTPProblem:
-    return HTTPProblem(status, error, [{"field": field, "message": message}])
+_field_problem = field_problem
 
 
 # ----------------------------------------------------------------------------------- request bits
@@ -119,55 +91,6 @@ def _experiment(request: web.Request) -> str:
     return key
 
 
-class _Auth:
-    def __init__(self, token: str | None, from_env: bool):
-        self._token, self._from_env = token, from_env
-
-    def configured(self) -> str | None:
-        return (os.environ.get(TOKEN_ENV) or None) if self._from_env else (self._token or None)
-
-    def check(self, request: web.Request) -> None:
-        token = self.configured()
-        if not token:
-            raise _field_problem(
-                503,
-                f"writes are disabled on this worker: {TOKEN_ENV} is not set",
-                "Authorization",
-                f"set {TOKEN_ENV} on the worker to enable PUT and DELETE",
-            )
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        presented = presented.strip()
-        if scheme.lower() != "bearer" or not presented:
-            problem = _field_problem(
-                401, "authentication required", "Authorization", f"send 'Authorization: Bearer <{TOKEN_ENV}>'"
-            )
-            problem.headers["WWW-Authenticate"] = 'Bearer realm="detector"'
-            raise problem
-        if not hmac.compare_digest(presented.encode("utf-8"), token.encode("utf-8")):
-            problem = _field_problem(401, "invalid token", "Authorization", "the bearer token is not valid")
-            problem.headers["WWW-Authenticate"] = 'Bearer realm="detector", error="invalid_token"'
-            raise problem
-
-
-async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The request body, or 413 as soon as it is known to exceed `limit` bytes."""
-    too_large = _field_problem(
-        413, "request body too large", "(body)", f"must be at most {limit} bytes ({limit // 1024} KiB)"
-    )
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks, size = [], 0
-    while True:
-        chunk = await request.content.read(65536)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -196,12 +119,16 @@ def decode_body(body: bytes, content_type: str) -> Any:
     except UnicodeDecodeError as exc:
         raise _field_problem(400, "body is not UTF-8", "(body)", str(exc)) from None
     try:
-        if is_json:
-            return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
-        return yaml_load(text)
+        value = (json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+                 if is_json else yaml_load(text))
     except (ValueError, yaml.YAMLError, RecursionError) as exc:
         kind = "JSON" if is_json else "YAML"
         raise _field_problem(400, f"body is not valid {kind}", "(body)", str(exc)[:500]) from None
+    where = first_lone_surrogate(value)
+    if where is not None:
+        raise _field_problem(400, "body holds a lone UTF-16 surrogate", where,
+                             "text must be valid Unicode (a \\ud800-\\udfff escape must be part of a pair)")
+    return value
 
 
 def _registration_problem(exc: RegistrationError) -> HTTPProblem:
@@ -269,7 +196,7 @@ def side_by_side(experiment: str, e: Expectation | None, obs: dict[str, Any] | N
     return {
         "experiment": experiment,
         "registered": e is not None,
-        "declaration": expectation_to_dict(e) if e else None,
+        "declaration": registration_to_dict(e) if e else None,
         "active_rules": active if e else [],
         "observed": obs is not None,
         "comparison": {
@@ -293,21 +220,26 @@ def side_by_side(experiment: str, e: Expectation | None, obs: dict[str, Any] | N
 
 # --------------------------------------------------------------------------------------- handlers
 class ExpectationsAPI:
-    def __init__(self, service: RegistrationService, auth: _Auth, clock: Callable[[], float]):
-        self.service, self.auth, self.clock = service, auth, clock
+    def __init__(self, service: RegistrationService, clock: Callable[[], float],
+                 kill_url_problem: Callable[[str], str | None] | None = None):
+        self.service, self.clock, self.kill_url_problem = service, clock, kill_url_problem
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
     async def put(self, request: web.Request) -> web.Response:
-        self.auth.check(request)
         experiment = _experiment(request)
         dry_run, confirm = _flag(request, "dry_run"), _flag(request, "confirm")
         raw = decode_body(await read_body(request), request.content_type)
         try:
-            new = parse_expectation(raw, path_experiment=experiment)
+            new = parse_registration(raw, path_experiment=experiment)
         except RegistrationError as exc:
             raise _registration_problem(exc) from None
+        if new.kill_url is not None and self.kill_url_problem is not None:
+            problem = self.kill_url_problem(new.kill_url)
+            if problem:
+                raise HTTPProblem(422, "invalid registration: mitigation.kill_url",
+                                  [{"field": "mitigation.kill_url", "message": problem}])
         old = self.service.get(experiment)
         changes = diff(old, new)
         risks = assess(old, new, self.service.observation(experiment), now_ms=self._now_ms())
@@ -320,22 +252,23 @@ class ExpectationsAPI:
             "active_rules": new.active_rules(),
             "risks": [r.to_dict() for r in risks],
             "requires_confirmation": bool(risks) and not confirm,
-            "expectation": expectation_to_dict(new),
+            "expectation": registration_to_dict(new),
         }
         if dry_run:
-            return json_response(result)
+            return json_response(user_data(request, result, what="registration", experiment=experiment))
         if action == "unchanged":
             result["risks"], result["requires_confirmation"] = [], False
-            return json_response(result)
+            return json_response(user_data(request, result, what="registration", experiment=experiment))
         if risks and not confirm:
-            raise _risk_problem(risks, action, experiment=experiment, diff=changes, active_rules=new.active_rules())
+            raise _risk_problem(risks, action, experiment=experiment, active_rules=new.active_rules(),
+                                diff=user_data(request, changes, what="registration diff", experiment=experiment))
         await self.service.put(new, _who(request))
+        body = user_data(request, result, what="registration", experiment=experiment)
         if action == "create":
-            return json_response(result, status=201, headers={"Location": f"/v1/expectations/{experiment}"})
-        return json_response(result)
+            return json_response(body, status=201, headers={"Location": f"/v1/expectations/{experiment}"})
+        return json_response(body)
 
     async def delete(self, request: web.Request) -> web.Response:
-        self.auth.check(request)
         experiment = _experiment(request)
         dry_run, confirm = _flag(request, "dry_run"), _flag(request, "confirm")
         old = self.service.get(experiment)
@@ -351,30 +284,39 @@ class ExpectationsAPI:
             "requires_confirmation": bool(risks) and not confirm,
         }
         if dry_run:
-            return json_response(result)
+            return json_response(user_data(request, result, what="registration diff", experiment=experiment))
         if risks and not confirm:
             raise _risk_problem(risks, "delete", experiment=experiment)
         await self.service.delete(experiment, _who(request))
-        return json_response(result)
+        return json_response(user_data(request, result, what="registration diff", experiment=experiment))
 
     async def get(self, request: web.Request) -> web.Response:
         experiment = _experiment(request)
         e = self.service.get(experiment)
         if e is None:
             raise _not_registered(experiment)
-        return json_response(expectation_to_dict(e))
+        return json_response(user_data(request, registration_to_dict(e), what="registration", experiment=experiment))
 
     async def list(self, request: web.Request) -> web.Response:
+        """Paged by experiment key (`?limit=`, default 100, at most 1000; `?cursor=`)."""
         items = self.service.all()
-        body = [expectation_to_dict(items[k]) for k in sorted(items)]
-        return json_response({"count": len(body), "expectations": body})
+        keys, next_cursor = paged(request, sorted(items), lambda k: [k], shape=(str,))
+        body = user_data(request, {"expectations": [registration_to_dict(items[k]) for k in keys]},
+                         what="registration list")
+        return json_response({"count": len(keys), "total": len(items), **body, "next_cursor": next_cursor,
+                              "next": next_link(request, next_cursor)})
 
     async def history(self, request: web.Request) -> web.Response:
+        """Oldest first, paged by position (`?limit=`, `?cursor=`); at most the last 100 changes are kept."""
         experiment = _experiment(request)
-        entries = self.service.history(experiment)
+        entries = list(self.service.history(experiment))
         if not entries and self.service.get(experiment) is None:
             raise _not_registered(experiment)
-        return json_response({"experiment": experiment, "history": entries})
+        numbered = list(enumerate(entries))
+        page, next_cursor = paged(request, numbered, lambda p: [p[0]], shape=(int,))
+        body = {"experiment": experiment, "history": [entry for _, entry in page], "next_cursor": next_cursor,
+                "next": next_link(request, next_cursor)}
+        return json_response(user_data(request, body, what="registration history", experiment=experiment))
 
     async def experiment(self, request: web.Request) -> web.Response:
         experiment = _experiment(request)
@@ -384,59 +326,40 @@ class ExpectationsAPI:
             raise _field_problem(
                 404, f"unknown experiment {experiment!r}", "experiment", "neither registered nor observed"
             )
-        return json_response(side_by_side(experiment, e, obs))
+        return json_response(user_data(request, side_by_side(experiment, e, obs), what="experiment",
+                                       experiment=experiment))
 
     async def openapi(self, request: web.Request) -> web.Response:
-        from detector.web.openapi import openapi_document
+        from detector.web.auth import route_table
+        from detector.web.openapi import openapi_document, with_access
 
-        return json_response(openapi_document())
+        return json_response(with_access(openapi_document(), route_table(request.app)))
 
 
 def _not_registered(experiment: str) -> HTTPProblem:
     return _field_problem(404, f"no registration for experiment {experiment!r}", "experiment", "is not registered")
 
 
-def _wrap(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except HTTPProblem as problem:
-            return problem.response()
-        except web.HTTPRequestEntityTooLarge as exc:  # client_max_size, if something read the body
-            return HTTPProblem(413, "request body too large", [{"field": "(body)", "message": exc.text or ""}]).response()
-
-    wrapped.__name__ = getattr(handler, "__name__", "handler")
-    return wrapped
-
-
-class _FromEnv:
-    pass
-
-
-FROM_ENV: Any = _FromEnv()
-
-
 def add_routes(
     router: web.UrlDispatcher,
     services: Any,
     *,
-    token: str | None = FROM_ENV,
     clock: Callable[[], float] = time.time,
+    kill_url_problem: Callable[[str], str | None] | None = None,
 ) -> ExpectationsAPI:
-    """Register the registration routes on `router`.
+    """Register the registration routes on `router`, each with its access rule.
 
     `services` is a `RegistrationService`, or an object with a `registrations` attribute holding one.
-    `token` defaults to `DETECTOR_API_TOKEN`, read at each request (so rotating it in the
-    environment of a test or a reloaded worker takes effect); pass None to disable writes.
+    The app must carry the middleware stack (`detector.web.middleware.install`): it authenticates.
+    `kill_url_problem(url)` says why a registration's kill URL is refused (None: allowed).
     """
     service = getattr(services, "registrations", services)
-    auth = _Auth(None if isinstance(token, _FromEnv) else token, from_env=isinstance(token, _FromEnv))
-    api = ExpectationsAPI(service, auth, clock)
-    router.add_get("/v1/expectations", _wrap(api.list))
-    router.add_put("/v1/expectations/{experiment}", _wrap(api.put))
-    router.add_get("/v1/expectations/{experiment}", _wrap(api.get))
-    router.add_delete("/v1/expectations/{experiment}", _wrap(api.delete))
-    router.add_get("/v1/expectations/{experiment}/history", _wrap(api.history))
-    router.add_get("/v1/experiments/{experiment}", _wrap(api.experiment))
-    router.add_get("/v1/openapi.json", _wrap(api.openapi))
+    api = ExpectationsAPI(service, clock, kill_url_problem)
+    add_route(router, "GET", "/v1/expectations", api.list, access=READ)
+    add_route(router, "PUT", "/v1/expectations/{experiment}", api.put, access=WRITE, max_body=MAX_BODY_BYTES)
+    add_route(router, "GET", "/v1/expectations/{experiment}", api.get, access=READ)
+    add_route(router, "DELETE", "/v1/expectations/{experiment}", api.delete, access=WRITE)
+    add_route(router, "GET", "/v1/expectations/{experiment}/history", api.history, access=READ)
+    add_route(router, "GET", "/v1/experiments/{experiment}", api.experiment, access=READ)
+    add_route(router, "GET", "/v1/openapi.json", api.openapi, access=PUBLIC)
     return api

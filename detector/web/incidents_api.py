@@ -15,8 +15,12 @@
                                                &rule=&as_recorded=) or ?format=csv (streamed, a
                                                header row, first column user_id)
 
-Reads are open; POSTs need `Authorization: Bearer <DETECTOR_API_TOKEN>`, exactly like the
-registration writes (same checks, same error bodies: see `detector.web.expectations_api`).
+Access (declared with each route, enforced by `detector.web.middleware`): the incident routes
+need `read` (sample ids and allowlist diffs only with `read:users`, audited; a kill switch's error
+text only for a caller with a token), ack and resolve need `respond`, the blast-radius routes
+return user ids and need `read:users` (every call audited). Lists are paged (`?limit=&cursor=`).
+Links in the Markdown view are built from `DETECTOR_EXTERNAL_URL` only (without it they are
+relative), never from the request's Host header.
 
 Where an incident lives: its lifecycle is held by the worker that owns the experiment's
 input partition (freshest, and the only one that can acknowledge or resolve it); every
@@ -37,30 +41,33 @@ from detector.alerts.timeline import timeline_dict
 from detector.incidents import blast_radius as br
 from detector.incidents.views import incident_markdown, incident_summary, incident_view, matches
 from detector.registration.model import valid_experiment_key
-from detector.web.expectations_api import (
-    FROM_ENV,
-    USER_HEADER,
+from detector.web.auth import READ, READ_USERS, RESPOND, audit_user_read, add_route, principal
+from detector.web.expectations_api import USER_HEADER
+from detector.web.problems import (
+    MAX_PAGE,
     HTTPProblem,
-    _Auth,
-    _field_problem,
-    _FromEnv,
-    _wrap,
+    field_problem,
+    int_param,
     json_response,
+    next_link,
+    paged,
     read_body,
 )
+from detector.web.redact import user_data
 
+_field_problem = field_problem
 MAX_ACK_BODY = 16 * 1024
-MAX_LIST = 1000
+MAX_LIST = MAX_PAGE
+HIDDEN = "(hidden: shown to callers with a token)"
 
 
 class IncidentsAPI:
-    def __init__(self, *, publisher, incidents, ingest, registrations, auth: _Auth,
+    def __init__(self, *, publisher, incidents, ingest, registrations,
                  clock: Callable[[], float], base_url: str | None) -> None:
         self.publisher = publisher
         self.table = incidents
         self.ingest = ingest
         self.registrations = registrations
-        self.auth = auth
         self.clock = clock
         self.base_url = base_url
 
@@ -96,9 +103,8 @@ class IncidentsAPI:
         return v
 
     # ---- incidents -------------------------------------------------------------------------
-    async def list(self, request: web.Request) -> web.Response:
-        q = request.query
-        limit = _int_param(q, "limit", MAX_LIST, 1, MAX_LIST)
+    def all_views(self) -> list[dict[str, Any]]:
+        """Every incident this worker knows (local lifecycles first, then the table), newest first."""
         seen: dict[str, dict] = {}
         if self.publisher is not None:
             for inc in self.publisher.incidents():
@@ -107,19 +113,29 @@ class IncidentsAPI:
             for iid, row in list(self.table.items()):
                 if iid not in seen and row and row.get("incident"):
                     seen[iid] = dict(row["incident"])
-        views = [v for v in seen.values() if matches(v, q)]
-        views.sort(key=lambda v: (v.get("started_at") or "", v["id"]), reverse=True)
-        items = [incident_summary(v) for v in views[:limit]]
-        return json_response({"count": len(items), "total": len(views), "incidents": items})
+        views = list(seen.values())
+        views.sort(key=_list_key, reverse=True)
+        return views
+
+    async def list(self, request: web.Request) -> web.Response:
+        """Newest first, paged (`?limit=`, default and maximum 1000; `?cursor=`)."""
+        q = request.query
+        views = [v for v in self.all_views() if matches(v, q)]
+        page, next_cursor = paged(request, views, _list_key, shape=(str, str), reverse=True, default_limit=MAX_LIST)
+        items = [incident_summary(v) for v in page]
+        return json_response(user_data(request, {
+            "count": len(items), "total": len(views), "incidents": items,
+            "next_cursor": next_cursor, "next": next_link(request, next_cursor)}, what="incident list"))
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         v = self._view_or_404(request.match_info["id"])
         fmt = request.query.get("format", "json")
-        if fmt in ("md", "markdown"):
-            return web.Response(text=incident_markdown(v, self.base_url or _base(request)),
-                                content_type="text/markdown", charset="utf-8")
-        if fmt != "json":
+        if fmt not in ("json", "md", "markdown"):
             raise _field_problem(400, "invalid format", "format", "use json or md")
+        v = user_data(request, _hide_errors(request, v), what="incident", experiment=v.get("experiment"))
+        if fmt in ("md", "markdown"):
+            return web.Response(text=incident_markdown(v, self.base_url), content_type="text/markdown",
+                                charset="utf-8")
         return json_response(v)
 
     async def _who(self, request: web.Request) -> tuple[str, str | None]:
@@ -148,28 +164,39 @@ class IncidentsAPI:
         raise _field_problem(409, f"incident {iid!r} is held by another worker", "id",
                              "send this request to the worker that owns the experiment's partition")
 
-    async def ack(self, request: web.Request) -> web.Response:
-        self.auth.check(request)
-        iid = request.match_info["id"]
-        who, _note = await self._who(request)
+    async def acknowledge(self, iid: str, who: str) -> str:
+        """Acknowledge a firing incident held here: "acknowledged" or "unchanged" (HTTPProblem otherwise)."""
         self._local_or_problem(iid)
         _, inc = self.publisher.find(iid)
         if inc.status != "firing":
             raise _field_problem(409, f"incident {iid!r} is {inc.status}", "status", "only a firing incident can be acknowledged")
         action = "unchanged" if inc.acknowledged_by is not None else "acknowledged"
         await self.publisher.acknowledge(iid, who, self.clock())
-        return json_response({"action": action, "incident": self._view_or_404(iid)})
+        return action
 
-    async def resolve(self, request: web.Request) -> web.Response:
-        self.auth.check(request)
-        iid = request.match_info["id"]
-        who, _note = await self._who(request)
+    async def resolve_now(self, iid: str, who: str) -> str:
+        """Resolve an incident held here now: "resolved" or "unchanged"."""
         self._local_or_problem(iid)
         _, inc = self.publisher.find(iid)
         action = "unchanged" if inc.status != "firing" else "resolved"
         if action == "resolved":
             await self.publisher.resolve(iid, who, self.clock())
-        return json_response({"action": action, "incident": self._view_or_404(iid)})
+        return action
+
+    def _action_result(self, request: web.Request, action: str, iid: str) -> web.Response:
+        view = self._view_or_404(iid)
+        return json_response({"action": action, "incident": user_data(
+            request, _hide_errors(request, view), what="incident", experiment=view.get("experiment"))})
+
+    async def ack(self, request: web.Request) -> web.Response:
+        iid = request.match_info["id"]
+        who, _note = await self._who(request)
+        return self._action_result(request, await self.acknowledge(iid, who), iid)
+
+    async def resolve(self, request: web.Request) -> web.Response:
+        iid = request.match_info["id"]
+        who, _note = await self._who(request)
+        return self._action_result(request, await self.resolve_now(iid, who), iid)
 
     # ---- blast radius ------------------------------------------------------------------------
     async def experiment_blast_radius(self, request: web.Request) -> web.StreamResponse:
@@ -205,15 +232,16 @@ class IncidentsAPI:
         if fmt == "csv":
             resp = web.StreamResponse(headers={
                 "Content-Type": "text/csv; charset=utf-8",
-                "Content-Disposition": f'attachment; filename="{experiment}-blast-radius.csv"',
-                "X-Blast-Radius-Complete": "true" if int(getattr(state, "offender_count", 0) or 0) <= sum(1 for _ in state.offenders()) else "false",
+                "Content-Disposition": content_disposition(f"{experiment}-blast-radius.csv"),
+                "X-Blast-Radius-Complete": "true" if _complete(state) else "false",
             })
+            audit_user_read(request, what="blast radius csv", experiment=experiment, fields=["user_id"])
             await resp.prepare(request)
             for chunk in br.csv_chunks(state, expectation, rule=rule, as_recorded=as_recorded):
                 await resp.write(chunk.encode())
             await resp.write_eof()
             return resp
-        limit = _int_param(q, "limit", br.DEFAULT_LIMIT, 1, br.MAX_LIMIT)
+        limit = int_param(q, "limit", br.DEFAULT_LIMIT, 1, br.MAX_LIMIT)
         try:
             body = br.page(state, expectation, limit=limit, cursor=q.get("cursor") or None, rule=rule,
                            as_recorded=as_recorded)
@@ -222,9 +250,8 @@ class IncidentsAPI:
         body["experiment"] = experiment
         body["registered"] = expectation is not None
         if body["next_cursor"]:
-            nq = {k: v for k, v in q.items() if k != "cursor"}
-            nq["cursor"] = body["next_cursor"]
-            body["next"] = str(request.rel_url.with_query(nq))
+            body["next"] = next_link(request, body["next_cursor"])
+        audit_user_read(request, what="blast radius", experiment=experiment, count=body["count"])
         return json_response(body)
 
 
@@ -243,20 +270,34 @@ class _Empty:
         return 0
 
 
-def _base(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+def _list_key(view: dict) -> tuple[str, str]:
+    return (str(view.get("started_at") or ""), str(view["id"]))
 
 
-def _int_param(q, name: str, default: int, lo: int, hi: int) -> int:
-    if name not in q or q[name] == "":
-        return default
-    try:
-        v = int(q[name])
-    except ValueError:
-        raise _field_problem(400, f"invalid query parameter {name}", name, f"must be an integer {lo}..{hi}") from None
-    if not lo <= v <= hi:
-        raise _field_problem(400, f"invalid query parameter {name}", name, f"must be an integer {lo}..{hi}")
-    return v
+def _hide_errors(request: web.Request, view: dict[str, Any]) -> dict[str, Any]:
+    """A kill switch's error text (it can name what answers on an internal port) only for token holders."""
+    if principal(request).authenticated:
+        return view
+    view = dict(view)
+    view["deliveries"] = [{**d, "error": HIDDEN} if d.get("kind") == "mitigation" and d.get("error") else d
+                          for d in view.get("deliveries") or []]
+    view["timeline"] = [
+        {**e, "detail": {**e["detail"], "error": HIDDEN}} if e.get("kind") == "mitigation" and e.get("detail", {}).get("error")
+        else e for e in view.get("timeline") or []]
+    return view
+
+
+_FILENAME_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def content_disposition(filename: str) -> str:
+    """An attachment header whose filename holds only [A-Za-z0-9._-] (anything else becomes `_`).
+
+    The name is built from stream data (an experiment key from an incident): quotes, `;`, CR/LF or
+    non-ASCII in it must not add parameters or headers.
+    """
+    safe = "".join(c if c in _FILENAME_SAFE else "_" for c in filename)[:150].lstrip(".") or "download"
+    return f'attachment; filename="{safe}"'
 
 
 def _bool_param(q, name: str) -> bool:
@@ -278,28 +319,33 @@ def add_routes(
     incidents,
     ingest,
     registrations,
-    token: str | None | Any = FROM_ENV,
     clock: Callable[[], float] = time.time,
     base_url: str | None = None,
 ) -> IncidentsAPI:
-    """Register the incident-response routes on `router`.
+    """Register the incident-response routes on `router`, each with its access rule.
 
     `publisher`: `AlertPublisher` (local lifecycles: find, incidents, acknowledge, resolve);
     `incidents`: the `incidents` table (id -> {"incident", "deliveries"});
     `ingest`: has `state_of(experiment)` (engine state) and `partitions`;
     `registrations`: has `get(experiment)` -> Expectation and `history(experiment)`.
-    `token` as in `detector.web.expectations_api.add_routes`.
+    `base_url`: `DETECTOR_EXTERNAL_URL`, the only source of absolute links.
+    The app must carry the middleware stack (`detector.web.middleware.install`).
     """
-    auth = _Auth(None if isinstance(token, _FromEnv) else token, from_env=isinstance(token, _FromEnv))
     api = IncidentsAPI(publisher=publisher, incidents=incidents, ingest=ingest, registrations=registrations,
-                       auth=auth, clock=clock, base_url=base_url)
-    router.add_get("/v1/incidents", _wrap(api.list))
-    router.add_get("/v1/incidents/{id}", _wrap(api.get))
-    router.add_post("/v1/incidents/{id}/ack", _wrap(api.ack))
-    router.add_post("/v1/incidents/{id}/resolve", _wrap(api.resolve))
-    router.add_get("/v1/incidents/{id}/blast-radius", _wrap(api.incident_blast_radius))
-    router.add_get("/v1/experiments/{experiment}/blast-radius", _wrap(api.experiment_blast_radius))
+                       clock=clock, base_url=base_url)
+    add_route(router, "GET", "/v1/incidents", api.list, access=READ)
+    add_route(router, "GET", "/v1/incidents/{id}", api.get, access=READ)
+    add_route(router, "POST", "/v1/incidents/{id}/ack", api.ack, access=RESPOND, max_body=MAX_ACK_BODY)
+    add_route(router, "POST", "/v1/incidents/{id}/resolve", api.resolve, access=RESPOND, max_body=MAX_ACK_BODY)
+    add_route(router, "GET", "/v1/incidents/{id}/blast-radius", api.incident_blast_radius, access=READ_USERS)
+    add_route(router, "GET", "/v1/experiments/{experiment}/blast-radius", api.experiment_blast_radius,
+              access=READ_USERS)
     return api
 
 
-__all__ = ["HTTPProblem", "IncidentsAPI", "add_routes"]
+__all__ = ["HTTPProblem", "IncidentsAPI", "add_routes", "content_disposition"]
+
+
+def _complete(state: Any) -> bool:
+    """Every out-of-target user is in the list (the offender records were not capped)."""
+    return int(getattr(state, "offender_count", 0) or 0) <= sum(1 for _ in state.offenders())

@@ -1,24 +1,228 @@
 """OpenAPI 3.1 document of the worker's HTTP API (served at `GET /v1/openapi.json`).
 
 Covers every route of the HTTP contract in DESIGN.md, including the ones other modules serve
-(health, metrics, blast radius, incidents). The registration schema is the same one
-`config/expectation.schema.json` holds (OpenAPI 3.1 schemas are JSON Schema 2020-12).
+(health, metrics, blast radius, incidents). Every schema in it is generated from a typed model:
+the registration from `detector.registration.model.Registration` (the same schema
+`config/expectation.schema.json` holds; OpenAPI 3.1 schemas are JSON Schema 2020-12), the other
+bodies from the pydantic models below. The paths list the operations and point at them.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 
 from detector.engine.rules import RULE_NAMES
-from detector.registration.schema import expectation_json_schema
+from detector.registration.model import Registration
+from detector.registration.schema import expectation_json_schema, model_schema
 
 API_VERSION = "1.0.0"
+COMPONENTS = "#/components/schemas/"
+Rule = Literal[RULE_NAMES]  # type: ignore[valid-type]
+Severity = Literal["critical", "error", "warning", "info"]
+
+
+# ------------------------------------------------------------------------- body models
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class FieldError(BaseModel):
+    """One problem with a request."""
+
+    field: str = Field(description="Dotted path of the offending field, e.g. population.fraction")
+    message: str
+    code: str | None = Field(None, description="Risk code, on 409 responses")
+    source: str | None = Field(None, description="File the problem came from (CLI / GitOps)")
+
+
+class Error(_Open):
+    """Every error answer: a summary and each problem with its field."""
+
+    error: str
+    errors: list[FieldError]
+
+
+class DiffEntry(BaseModel):
+    """One changed field of a registration."""
+
+    field: str
+    old: Any
+    new: Any
+    added: list[str] | None = None
+    removed: list[str] | None = None
+    added_count: int | None = None
+    removed_count: int | None = None
+
+
+class Risk(BaseModel):
+    """Why a change needs `?confirm=true` (codes in `detector.registration.risk`)."""
+
+    code: str = Field(examples=[
+        "allowlist_with_large_fraction", "large_max_users_with_allowlist", "max_users_below_observed",
+        "fraction_below_observed", "widened_max_users", "widened_fraction", "window_already_ended",
+        "delete_with_traffic",
+    ])
+    field: str
+    message: str
+
+
+class WriteResult(BaseModel):
+    """What a PUT or DELETE did (or, dry run, would do)."""
+
+    experiment: str
+    action: Literal["create", "update", "unchanged", "delete"]
+    dry_run: bool
+    diff: list[DiffEntry]
+    active_rules: list[Rule] | None = None
+    risks: list[Risk]
+    requires_confirmation: bool
+    expectation: Registration | None = Field(None, description="The registration as stored (canonical form).")
+
+
+class RegistrationList(BaseModel):
+    """One page of registrations, sorted by experiment (follow `next`)."""
+
+    count: int
+    total: int | None = None
+    expectations: list[dict[str, Any]] = Field(description="Registrations (without `population.allowlist` "
+                                                           "unless the caller has read:users).")
+    next_cursor: str | None = None
+    next: str | None = Field(None, description="URL of the next page; null on the last.")
+    redacted: list[str] | None = Field(None, description="Fields left out: the caller lacks the read:users scope.")
+
+
+class HistoryEntry(BaseModel):
+    at: str = Field(json_schema_extra={"format": "date-time"})
+    who: str
+    source: str | None = None
+    action: Literal["create", "update", "delete"]
+    diff: list[DiffEntry]
+
+
+class History(BaseModel):
+    """Changes to a registration, oldest first."""
+
+    experiment: str
+    history: list[HistoryEntry]
+
+
+class RuleView(BaseModel):
+    rule: Rule
+    active: bool
+    expected: Any = None
+    state: str
+    statistic: Any = None
+
+
+class Comparison(BaseModel):
+    enrolled_users: dict[str, Any] | None = None
+    eligible_users: dict[str, Any] | None = None
+    fraction: dict[str, Any] | None = None
+    variants: dict[str, Any] | None = None
+
+
+class ExperimentView(BaseModel):
+    """The declaration and the observation side by side."""
+
+    experiment: str
+    registered: bool
+    declaration: Registration | None
+    active_rules: list[Rule] | None = None
+    observed: bool | None = None
+    comparison: Comparison
+    rules: list[RuleView]
+    observation: dict[str, Any] | None = None
+
+
+class TimelineEntry(_Open):
+    at: str
+
+
+class Incident(_Open):
+    """An incident (alert lifecycle): the alert fields and a timestamped timeline."""
+
+    id: str
+    status: Literal["firing", "resolved"]
+    experiment: str
+    rule: Rule
+    severity: Severity
+    summary: str
+    started_at: str = Field(json_schema_extra={"format": "date-time"})
+    ended_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    first_offending_event_at: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    detected_at: str = Field(json_schema_extra={"format": "date-time"})
+    observed: Any = None
+    expected: Any = None
+    blast_radius: dict[str, Any]
+    timeline: list[TimelineEntry]
+
+
+class IncidentList(BaseModel):
+    """One page of incidents, newest first (follow `next`)."""
+
+    count: int | None = None
+    total: int | None = None
+    incidents: list[Incident]
+    next_cursor: str | None = None
+    next: str | None = None
+
+
+class BlastRadius(_Open):
+    """Out-of-target users of an experiment."""
+
+    experiment: str
+    count: int = Field(description="Out-of-target users")
+    users: list[dict[str, Any]]
+    truncated: bool | None = None
+
+
+class IncidentAction(BaseModel):
+    """Who acknowledges or resolves."""
+
+    who: str | None = None
+
+
+BODY_MODELS: tuple[type[BaseModel], ...] = (
+    Error, WriteResult, RegistrationList, History, ExperimentView, Incident, IncidentList, BlastRadius,
+    IncidentAction,
+)
+
+
+def _schemas() -> dict[str, Any]:
+    """components/schemas, generated from the models; `Registration` is the registration's JSON
+    Schema itself (`RegistrationBody`: the same without the required `experiment`)."""
+    _, top = models_json_schema([(m, "validation") for m in BODY_MODELS], ref_template=COMPONENTS + "{model}")
+    schemas = {name: _strip_titles(body) for name, body in top["$defs"].items()}
+    for name in ("Registration", "RegistrationBody"):
+        full = expectation_json_schema(require_experiment=(name == "Registration"))
+        for key in ("$schema", "$id"):
+            full.pop(key, None)
+        schemas[name] = full
+    schemas["RegistrationBody"]["description"] = (
+        "A registration; `experiment` may be omitted (the path's is used) and must match it."
+    )
+    # Population, Mitigation, FlagRef live inside Registration's own (self-contained) schema.
+    for inner in set(schemas) - {m.__name__ for m in BODY_MODELS} - {"Registration", "RegistrationBody"}:
+        if f'"{COMPONENTS}{inner}"' not in repr(schemas).replace("'", '"'):
+            schemas.pop(inner)
+    return schemas
+
+
+def _strip_titles(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_strip_titles(n) for n in node]
+    if isinstance(node, dict):
+        return {k: _strip_titles(v) for k, v in node.items() if k != "title" or not isinstance(v, str)}
+    return node
 
 
 def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": COMPONENTS + name}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -33,7 +237,7 @@ EXPERIMENT_PARAM = {
     "name": "experiment",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+    "schema": model_schema(Registration)["properties"]["experiment"],
 }
 
 
@@ -42,184 +246,18 @@ def _flag(name: str, description: str) -> dict[str, Any]:
             "description": description}
 
 
+PAGING = [
+    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+     "description": "Page size (registrations: default 100; incidents: default 1000)."},
+    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 1024},
+     "description": "`next_cursor` of the previous page, unchanged."},
+]
 DRY_RUN = _flag("dry_run", "Validate and return the diff, active rules and risks without writing.")
 CONFIRM = _flag("confirm", "Apply a change that carries risks (otherwise 409).")
 WRITE_ERRORS = {
     "401": _error("Missing or invalid bearer token."),
     "503": _error("Writes are disabled: DETECTOR_API_TOKEN is not set on the worker."),
 }
-
-
-def _schemas() -> dict[str, Any]:
-    full = expectation_json_schema()
-    for key in ("$schema", "$id"):
-        full.pop(key, None)
-    body = copy.deepcopy(full)
-    body.pop("required", None)
-    body["description"] = "A registration; `experiment` may be omitted (the path's is used) and must match it."
-    field_error = {
-        "type": "object",
-        "required": ["field", "message"],
-        "properties": {
-            "field": {"type": "string", "description": "Dotted path of the offending field, e.g. population.fraction"},
-            "message": {"type": "string"},
-            "code": {"type": "string", "description": "Risk code, on 409 responses"},
-            "source": {"type": "string", "description": "File the problem came from (CLI / GitOps)"},
-        },
-    }
-    diff_entry = {
-        "type": "object",
-        "required": ["field", "old", "new"],
-        "properties": {
-            "field": {"type": "string"},
-            "old": {},
-            "new": {},
-            "added": {"type": "array", "items": {"type": "string"}},
-            "removed": {"type": "array", "items": {"type": "string"}},
-            "added_count": {"type": "integer"},
-            "removed_count": {"type": "integer"},
-        },
-    }
-    risk = {
-        "type": "object",
-        "required": ["code", "field", "message"],
-        "properties": {
-            "code": {
-                "type": "string",
-                "examples": [
-                    "allowlist_with_large_fraction",
-                    "large_max_users_with_allowlist",
-                    "max_users_below_observed",
-                    "fraction_below_observed",
-                    "widened_max_users",
-                    "widened_fraction",
-                    "window_already_ended",
-                    "delete_with_traffic",
-                ],
-            },
-            "field": {"type": "string"},
-            "message": {"type": "string"},
-        },
-    }
-    rules = list(RULE_NAMES)
-    return {
-        "Expectation": full,
-        "ExpectationBody": body,
-        "FieldError": field_error,
-        "Error": {
-            "type": "object",
-            "required": ["error", "errors"],
-            "properties": {"error": {"type": "string"}, "errors": {"type": "array", "items": _ref("FieldError")}},
-            "additionalProperties": True,
-        },
-        "DiffEntry": diff_entry,
-        "Risk": risk,
-        "WriteResult": {
-            "type": "object",
-            "required": ["experiment", "action", "dry_run", "diff", "risks", "requires_confirmation"],
-            "properties": {
-                "experiment": {"type": "string"},
-                "action": {"type": "string", "enum": ["create", "update", "unchanged", "delete"]},
-                "dry_run": {"type": "boolean"},
-                "diff": {"type": "array", "items": _ref("DiffEntry")},
-                "active_rules": {"type": "array", "items": {"type": "string", "enum": rules}},
-                "risks": {"type": "array", "items": _ref("Risk")},
-                "requires_confirmation": {"type": "boolean"},
-                "expectation": _ref("Expectation"),
-            },
-        },
-        "ExpectationList": {
-            "type": "object",
-            "required": ["count", "expectations"],
-            "properties": {"count": {"type": "integer"}, "expectations": {"type": "array", "items": _ref("Expectation")}},
-        },
-        "History": {
-            "type": "object",
-            "properties": {
-                "experiment": {"type": "string"},
-                "history": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["at", "who", "action", "diff"],
-                        "properties": {
-                            "at": {"type": "string", "format": "date-time"},
-                            "who": {"type": "string"},
-                            "action": {"type": "string", "enum": ["create", "update", "delete"]},
-                            "diff": {"type": "array", "items": _ref("DiffEntry")},
-                        },
-                    },
-                },
-            },
-        },
-        "ExperimentView": {
-            "type": "object",
-            "description": "The declaration and the observation side by side.",
-            "required": ["experiment", "registered", "declaration", "comparison", "rules"],
-            "properties": {
-                "experiment": {"type": "string"},
-                "registered": {"type": "boolean"},
-                "declaration": {"oneOf": [_ref("Expectation"), {"type": "null"}]},
-                "active_rules": {"type": "array", "items": {"type": "string", "enum": rules}},
-                "observed": {"type": "boolean"},
-                "comparison": {
-                    "type": "object",
-                    "properties": {
-                        "enrolled_users": {"type": "object"},
-                        "eligible_users": {"type": "object"},
-                        "fraction": {"type": "object"},
-                        "variants": {"type": "object"},
-                    },
-                },
-                "rules": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["rule", "active", "state"],
-                        "properties": {
-                            "rule": {"type": "string", "enum": rules},
-                            "active": {"type": "boolean"},
-                            "expected": {},
-                            "state": {"type": "string"},
-                            "statistic": {},
-                        },
-                    },
-                },
-                "observation": {"type": ["object", "null"]},
-            },
-        },
-        "Incident": {
-            "type": "object",
-            "description": "An incident (alert lifecycle): the alert fields and a timestamped timeline.",
-            "properties": {
-                "id": {"type": "string"},
-                "status": {"type": "string", "enum": ["firing", "resolved"]},
-                "experiment": {"type": "string"},
-                "rule": {"type": "string", "enum": rules},
-                "severity": {"type": "string", "enum": ["critical", "error", "warning", "info"]},
-                "summary": {"type": "string"},
-                "started_at": {"type": "string", "format": "date-time"},
-                "ended_at": {"type": ["string", "null"], "format": "date-time"},
-                "first_offending_event_at": {"type": ["string", "null"], "format": "date-time"},
-                "detected_at": {"type": "string", "format": "date-time"},
-                "observed": {},
-                "expected": {},
-                "blast_radius": {"type": "object"},
-                "timeline": {"type": "array", "items": {"type": "object", "properties": {"at": {"type": "string"}}}},
-            },
-            "additionalProperties": True,
-        },
-        "BlastRadius": {
-            "type": "object",
-            "properties": {
-                "experiment": {"type": "string"},
-                "count": {"type": "integer", "description": "Out-of-target users"},
-                "users": {"type": "array", "items": {"type": "object"}},
-                "truncated": {"type": "boolean"},
-            },
-            "additionalProperties": True,
-        },
-    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -271,7 +309,9 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "summary": "List registrations",
                     "operationId": "listExpectations",
-                    "responses": {"200": _json(_ref("ExpectationList"), "Every registration, sorted by experiment.")},
+                    "parameters": PAGING,
+                    "responses": {"200": _json(_ref("RegistrationList"), "One page of registrations, sorted by experiment."),
+                                  "400": _error("Invalid limit or cursor.")},
                 }
             },
             exp_path: {
@@ -279,7 +319,7 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "summary": "One registration (canonical form)",
                     "operationId": "getExpectation",
-                    "responses": {"200": _json(_ref("Expectation"), "The registration."),
+                    "responses": {"200": _json(_ref("Registration"), "The registration."),
                                   "400": _error("Invalid experiment key."),
                                   "404": _error("Not registered.")},
                 },
@@ -295,8 +335,8 @@ def _document() -> dict[str, Any]:
                         "required": True,
                         "description": "At most 1 MiB.",
                         "content": {
-                            "application/json": {"schema": _ref("ExpectationBody")},
-                            "application/yaml": {"schema": _ref("ExpectationBody")},
+                            "application/json": {"schema": _ref("RegistrationBody")},
+                            "application/yaml": {"schema": _ref("RegistrationBody")},
                         },
                     },
                     "responses": {
@@ -361,8 +401,9 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "summary": "List incidents",
                     "operationId": "listIncidents",
-                    "responses": {"200": _json({"type": "object", "properties": {
-                        "incidents": {"type": "array", "items": _ref("Incident")}}}, "Incidents, newest first.")},
+                    "parameters": PAGING,
+                    "responses": {"200": _json(_ref("IncidentList"), "One page of incidents, newest first."),
+                                  "400": _error("Invalid limit or cursor.")},
                 }
             },
             "/v1/incidents/{id}": {
@@ -382,6 +423,22 @@ def _document() -> dict[str, Any]:
                     "operationId": "incidentBlastRadius",
                     "responses": {"200": _json({"type": "object"}, "Users, paged."), "404": _error("Unknown incident.")},
                 },
+            },
+            "/v1/discovery": {
+                "get": {
+                    "summary": "What was observed of each unregistered experiment (?all=true: every one), for drafting "
+                               "registrations (JSON, or CSV with ?format=csv); scope `read`",
+                    "operationId": "discovery",
+                    "parameters": [_flag("all", "include registered experiments"),
+                                   {"name": "format", "in": "query", "required": False,
+                                    "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}}],
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "count": {"type": "integer"}, "unregistered_only": {"type": "boolean"},
+                        "experiments": {"type": "array", "items": {"type": "object"}}}},
+                        "Experiments with eligible/enrolled users, fraction and its 95% interval, variants, "
+                        "segments seen, first and last seen."),
+                        "400": _json({"type": "object"}, "Unknown format.")},
+                }
             },
             "/v1/experiments/{experiment}/dashboard.json": {
                 "parameters": [{"name": "experiment", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -409,8 +466,7 @@ def _incident_action(summary: str, operation_id: str) -> dict[str, Any]:
             "summary": summary,
             "operationId": operation_id,
             "security": [{"bearer": []}],
-            "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"who": {"type": "string"}}}}}},
+            "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("IncidentAction")}}},
             "responses": {
                 "200": _json(_ref("Incident"), "The incident after the action."),
                 "400": _error("Who is acting is missing."),
@@ -425,3 +481,20 @@ def _incident_action(summary: str, operation_id: str) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy, safe to modify)."""
     return copy.deepcopy(_document())
+
+
+def with_access(doc: dict[str, Any], table: list[tuple[str, str, str | None]]) -> dict[str, Any]:
+    """`doc` with each operation's access rule from the app's route table (`detector.web.auth.route_table`):
+    `x-access` (public, status or a scope) and `security` (the bearer scheme with that scope as its role)."""
+    for method, path, rule in table:
+        op = doc.get("paths", {}).get(path, {}).get(method.lower())
+        if op is None or rule is None:
+            continue
+        op["x-access"] = rule
+        if rule == "public":
+            op["security"] = []
+        else:
+            op["security"] = [{"bearer": [rule]}]
+            op.setdefault("responses", {}).setdefault("401", _error("Missing or invalid bearer token."))
+            op["responses"].setdefault("403", _error(f"The token lacks the `{rule}` scope."))
+    return doc

@@ -28,7 +28,8 @@ QA = "crm-winback-email-qa"
 
 
 def _get_text(url: str) -> tuple[int, str, dict]:
-    with urllib.request.urlopen(url, timeout=30) as resp:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})  # reads need a token too
+    with urllib.request.urlopen(req, timeout=30) as resp:
         return resp.status, resp.read().decode(), dict(resp.headers)
 
 
@@ -37,7 +38,8 @@ def test_simulated_incident_end_to_end(workers, receiver, ns, tmp_path):
     # The command a user runs (README walkthrough), with the ground truth printed as JSON.
     run = subprocess.run([sys.executable, "-m", "detector", "simulate", "incident", "--bootstrap", BOOTSTRAP,
                           "--prefix", ns.prefix, "--url", w.url, "--qa-users", "5", "--others", "250", "--json"],
-                         cwd=ROOT, env={**os.environ, **ns.env()}, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, env={**os.environ, **ns.env(), "DETECTOR_API_TOKEN": TOKEN}, capture_output=True,
+                         text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     sc = SimpleNamespace(**json.loads(run.stdout))
     assert "someone sets the rollout of crm-winback-email-qa to 100%" in run.stderr
@@ -101,12 +103,13 @@ def test_simulated_incident_end_to_end(workers, receiver, ns, tmp_path):
 
     out = tmp_path / "affected.csv"
     cli = subprocess.run([sys.executable, "-m", "detector", "blast-radius", QA, "--format", "csv", "--url", w.url,
-                          "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                          "--token", TOKEN, "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0, cli.stderr
     assert "250 user(s)" in cli.stderr
     assert {r[0] for r in list(csv.reader(out.open()))[1:]} == set(sc.offenders)
 
-    cli = subprocess.run([sys.executable, "-m", "detector", "blast-radius", QA, "--format", "json", "--url", w.url],
+    cli = subprocess.run([sys.executable, "-m", "detector", "blast-radius", QA, "--format", "json", "--url", w.url,
+                          "--token", TOKEN],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0, cli.stderr
     doc = json.loads(cli.stdout)

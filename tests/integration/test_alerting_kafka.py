@@ -156,7 +156,8 @@ def test_incident_scenario_one_firing_then_one_resolved_per_sink(workers, produc
     assert fb["schema"] == "exposure-alert/v1" and fb["status"] == "firing" and fb["rule"] == "allowlist_breach"
     assert fb["experiment"] == exp and fb["severity"] == "critical" and fb["owner"] == "subscriptions"
     assert fb["labels"] == {"team": "crm"} and fb["id"] == fid
-    assert fb["links"]["incident"] == f"http://detector.test/v1/incidents/{incident_id}"
+    assert fb["links"]["incident"] == f"http://detector.test/incidents/{incident_id}"
+    assert fb["links"]["api"] == f"http://detector.test/v1/incidents/{incident_id}"
     assert rb["status"] == "resolved" and rb["resolved_by"] == "quiet_period" and rb["ended_at"]
     assert rb["blast_radius"]["count"] == 250, rb["blast_radius"]
     assert set(rb["blast_radius"]["sample_ids"]) <= set(others) and rb["blast_radius"]["sample_ids"]
@@ -339,7 +340,7 @@ def test_worker_pushes_to_real_alertmanager_and_resolves(alertmanager, workers, 
     assert alert["labels"]["rule"] == "unregistered"
     assert alert["status"]["state"] == "active"
     iid = alert["annotations"]["incident_id"]
-    assert alert["generatorURL"] == f"http://detector.test/v1/incidents/{iid}"
+    assert alert["generatorURL"] == f"http://detector.test/incidents/{iid}"
     # Resolve after the quiet period: endsAt set, the alert leaves the active listing.
     wait_until(lambda: not ours(), 20, 0.2, "the alert resolved in Alertmanager")
     code, inc = w.get(f"/v1/incidents/{iid}")

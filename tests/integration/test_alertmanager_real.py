@@ -116,12 +116,12 @@ async def test_pushed_alert_appears_with_our_labels_and_fingerprint(alertmanager
     now = int(time.time() * 1000)
     lc = Lifecycle(LifecycleConfig(group_wait_ms=0))
     regs = {"subs-mvp-crm-qa": {"owner": "subscriptions", "labels": {"team": "crm"}}}
-    finding = {
-        "experiment": "subs-mvp-crm-qa", "rule": "allowlist_breach", "severity": "critical",
-        "observed": {"users": 255}, "expected": {"allowlist": 5}, "first_offending_event_at": now - 2000,
-        "detected_at": now - 1000, "blast_radius": 250, "sample_ids": ("u-1", "u-2"), "statistic": None,
-        "summary": "250 users enrolled outside the allowlist",
-    }
+    finding = Finding(
+        experiment="subs-mvp-crm-qa", rule="allowlist_breach", severity="critical",
+        observed={"users": 255}, expected={"allowlist": 5}, first_offending_event_at=now - 2000,
+        detected_at=now - 1000, blast_radius=250, sample_ids=("u-1", "u-2"), statistic=None,
+        summary="250 users enrolled outside the allowlist",
+    )
     [firing] = lc.on_findings([finding], now, registrations=regs)
     sink = build_sink("am", {"type": "alertmanager", "url": url}, {}, external_url="http://detector.test")
     expected_labels = {"alertname": "ExposureAnomaly", "experiment": "subs-mvp-crm-qa", "rule": "allowlist_breach",
@@ -138,7 +138,7 @@ async def test_pushed_alert_appears_with_our_labels_and_fingerprint(alertmanager
         assert alert["status"]["state"] == "active"
         assert alert["fingerprint"] == label_fingerprint_hex(expected_labels), "we fingerprint as Alertmanager does"
         assert alert["annotations"]["incident_id"] == firing.incident_id
-        assert alert["generatorURL"] == f"http://detector.test/v1/incidents/{firing.incident_id}"
+        assert alert["generatorURL"] == f"http://detector.test/incidents/{firing.incident_id}"  # the console page
 
         # Alertmanager's own webhook (version "4") has exactly the shape our alertmanager_webhook sink sends.
         deadline = time.monotonic() + 20

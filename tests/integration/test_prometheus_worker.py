@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 import yaml
-from harness import Peer, free_port, now_ms, require_binary, wait_until
+from harness import now_ms, require_binary, start_prometheus, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.prometheus]
 
@@ -30,23 +30,10 @@ TOKEN = "prom-test-token"
 @pytest.fixture
 def prometheus_for(tmp_path):
     """Factory: prometheus_for(target) starts Prometheus scraping http://target/metrics every second."""
-    binary = require_binary("prometheus", package="prometheus")
     peers = []
 
     def start(target: str) -> str:
-        port = free_port()
-        cfg = tmp_path / "prometheus.yml"
-        cfg.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "exposure-detector", "metrics_path": "/metrics",
-                                "scrape_interval": "1s", "scrape_timeout": "900ms",
-                                "static_configs": [{"targets": [target]}]}],
-        }))
-        peer = Peer(
-            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            tmp_path / "prometheus.log", f"http://127.0.0.1:{port}", "prometheus",
-        )
+        peer = start_prometheus([target], tmp_path)
         peers.append(peer)
         return peer.url
 

@@ -145,15 +145,15 @@ def wait_equal(worker, want: dict[str, dict], timeout: float = 90) -> None:
 
 
 def setup_namespace(ns, producer) -> None:
-    from detector.registration.model import parse_expectation
-    from detector.registrations import encode_record
+    from detector.registration.model import parse_registration
+    from detector.registration.records import encode_record
     from detector.settings import Settings
     from detector.topics import ensure_topics
 
     asyncio.run(ensure_topics(Settings(kafka_bootstrap=BOOTSTRAP, topic_prefix=ns.prefix, app_id=ns.app_id,
                                        partitions=ns.partitions)))
     for exp, reg in REGISTRATIONS.items():
-        e = parse_expectation({"experiment": exp, **reg})
+        e = parse_registration({"experiment": exp, **reg})
         producer.p.send(ns.topic("exposure.expectations"), key=exp.encode(), value=encode_record(e, "test", "test"))
     producer.p.flush()
 

@@ -13,7 +13,8 @@ def test_kafka_admin_can_create_a_topic(kafka, ns):
     name = ns.topic("smoke")
     admin.create_topics([NewTopic(name, 2, 1)])
     try:
-        assert name in admin.list_topics()
+        # create_topics answers once the controller accepted it; a broker's metadata may lag a moment
+        wait_until(lambda: name in admin.list_topics(), timeout=10, what="the new topic in the metadata")
     finally:
         admin.delete_topics([name])
         admin.close()

@@ -22,7 +22,7 @@ from conftest import KafkaProducer2, create_topics, observed, registration_dir, 
 
 from detector.engine import ExperimentState, observe, process_batch
 from detector.events import Assignment
-from detector.registration.model import parse_expectation
+from detector.registration.model import parse_registration
 
 EXP = "rel-crash"
 GHOST = "rel-crash-ghost"
@@ -63,7 +63,7 @@ class Flow(threading.Thread):
 
 
 def offline(events: list[dict], experiment: str, registration: dict | None) -> dict:
-    exp = parse_expectation(registration) if registration else None
+    exp = parse_registration(registration) if registration else None
     st = ExperimentState.new(experiment)
     evs = [Assignment(e["experiment"], e["user_id"], e["variant"], True, e["ts"]) for e in events
            if e["experiment"] == experiment]

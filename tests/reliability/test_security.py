@@ -48,9 +48,66 @@ def test_http_writes_need_the_token_and_bodies_are_limited(workers, tmp_path):
     code, _ = _put(w, body, TOKEN)
     assert code == 201
     # The token is compared in constant time.
-    from detector.web import expectations_api
+    from detector.web import auth
 
-    assert "hmac.compare_digest" in inspect.getsource(expectations_api._Auth.check)
+    assert "hmac.compare_digest" in inspect.getsource(auth.TokenStore.authenticate)
+
+
+def test_scoped_tokens_user_ids_audit_and_kill_url_on_a_running_worker(workers, ns, tmp_path):
+    """Issue 18 on the real worker: scopes from a tokens file, user ids only with read:users (and
+    audited in the log without the ids), a loopback kill URL refused at registration."""
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        "tokens:\n"
+        "  - {name: dashboards, token: sec-read-token-0001, scopes: [read]}\n"
+        "  - {name: cleanup-job, token: sec-users-token-002, scopes: [read:users]}\n")
+    w = workers(env=worker_env(tmp_path, DETECTOR_API_TOKENS_FILE=str(tokens)),
+                name="sec-scopes")
+    marker = f"uid{now_ms() % 10**8}"
+    reg = {**REG, "experiment": "rel-sec-scopes", "population": {"allowlist": [f"{marker}-allowed"], "max_users": 5}}
+    put_registration(w, reg)
+    p = KafkaProducer2(ns)
+    try:
+        for i in range(3):
+            p.event({"experiment": "rel-sec-scopes", "user_id": f"{marker}-out-{i}", "variant": "a", "ts": now_ms()})
+        p.flush()
+    finally:
+        p.close()
+    wait_until(lambda: (observed(w, "rel-sec-scopes") or {}).get("events") == 3, 30, 0.25, "events")
+
+    def get(path, token):
+        return w.request("GET", path, None, {"Authorization": f"Bearer {token}"} if token else {})
+
+    # Without a token (DETECTOR_ANONYMOUS_READ=status by default): health and metrics, nothing else.
+    assert get("/healthz", None)[0] == 200 and get("/metrics", None)[0] == 200
+    for path in ("/v1/expectations", "/v1/expectations/rel-sec-scopes", "/v1/incidents",
+                 "/v1/experiments/rel-sec-scopes", "/v1/experiments/rel-sec-scopes/blast-radius"):
+        assert get(path, None)[0] == 401, path
+    # `read`: the registration and the experiment, without the ids; no blast radius; no writes.
+    for path in ("/v1/expectations", "/v1/expectations/rel-sec-scopes", "/v1/expectations/rel-sec-scopes/history",
+                 "/v1/experiments/rel-sec-scopes", "/v1/incidents"):
+        code, body = get(path, "sec-read-token-0001")
+        assert code == 200 and marker not in json.dumps(body), (path, code)
+    assert get("/v1/experiments/rel-sec-scopes/blast-radius", "sec-read-token-0001")[0] == 403
+    code, _ = w.request("DELETE", "/v1/expectations/rel-sec-scopes", None,
+                        {"Authorization": "Bearer sec-read-token-0001"})
+    assert code == 403
+    # `read:users`: the ids, each read audited.
+    code, body = get("/v1/experiments/rel-sec-scopes/blast-radius", "sec-users-token-002")
+    assert code == 200 and {u["user_id"] for u in body["users"]} >= {f"{marker}-out-{i}" for i in range(3)}
+    code, body = get("/v1/expectations/rel-sec-scopes", "sec-users-token-002")
+    assert body["population"]["allowlist"] == [f"{marker}-allowed"]
+    # A kill URL to the broker's own port is refused at registration (no host is allowed here).
+    code, resp = w.request("PUT", "/v1/expectations/rel-sec-kill", json.dumps(
+        {**REG, "experiment": "rel-sec-kill", "mitigation": {"kill_url": "http://127.0.0.1:9092/"}}).encode(),
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    assert code == 422 and resp["errors"][0]["field"] == "mitigation.kill_url", resp
+    w.stop()
+    records = [json.loads(line) for line in Path(w.log_path).read_text(errors="replace").splitlines()
+               if line.startswith("{") and '"audit"' in line]
+    assert {(r["principal"], r["what"]) for r in records} >= {("cleanup-job", "blast radius"),
+                                                                ("cleanup-job", "registration")}
+    assert all(r["level"].lower() == "info" and marker not in json.dumps(r) for r in records)
 
 
 def test_signed_webhooks_no_user_ids_in_metrics_or_logs_no_urls_from_events(workers, ns, tmp_path):

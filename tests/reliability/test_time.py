@@ -14,7 +14,7 @@ from harness import now_ms, wait_until
 
 from conftest import KafkaProducer2, observed, put_registration, worker_env
 
-from detector.registration.model import format_timestamp
+from detector.timestamps import format_timestamp
 
 MIN = 60_000
 

@@ -60,6 +60,8 @@ def require_binary(*names: str, package: str) -> str:
     pytest.skip(message)
 
 
+HARNESS_TOKEN = "harness-token-5b2f9e0c41"
+
 class Peer:
     """A real peer binary (Prometheus, Alertmanager) on loopback, logging to a file, ready at /-/ready."""
 
@@ -90,6 +92,26 @@ class Peer:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+def start_prometheus(targets: list[str], tmp: Path) -> Peer:
+    """A real Prometheus (Debian package) on a free loopback port, scraping `targets` every second."""
+    import yaml
+
+    binary = require_binary("prometheus", package="prometheus")
+    port = free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "exposure-detector", "metrics_path": "/metrics",
+                            "scrape_interval": "1s", "scrape_timeout": "900ms",
+                            "static_configs": [{"targets": list(targets)}]}],
+    }))
+    return Peer(
+        [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        tmp / "prometheus.log", f"http://127.0.0.1:{port}", "prometheus",
+    )
 
 
 def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition"):
@@ -147,9 +169,14 @@ class Namespace:
             "DETECTOR_APP_ID": self.app_id,
             "DETECTOR_TOPIC_PREFIX": self.prefix,
             "DETECTOR_PARTITIONS": str(self.partitions),
+            # Reads need a token (the `read` scope); tests that set their own keep theirs.
+            "DETECTOR_API_TOKEN": HARNESS_TOKEN,
             "DETECTOR_EXPECTATIONS_DIR": "",
             "DETECTOR_ALERTING_CONFIG": "",
             "DETECTOR_LOG_LEVEL": "info",
+            # Most tests follow one experiment's incident, so `unregistered` pages on its own here;
+            # the day-one test (tests/e2e/test_day_one.py) runs the default digest.
+            "DETECTOR_UNREGISTERED": "page",
         }
         env.update(extra)
         return env
@@ -200,8 +227,10 @@ class Worker:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return 0, {}
 
-    def get(self, path: str):
-        return self.request("GET", path)
+    def get(self, path: str, token: str | None = "worker"):
+        """GET with the worker's own DETECTOR_API_TOKEN (token="worker"), another token, or none (None)."""
+        token = self.env.get("DETECTOR_API_TOKEN") if token == "worker" else token
+        return self.request("GET", path, None, {"Authorization": f"Bearer {token}"} if token else {})
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:

@@ -5,7 +5,7 @@ incident_id, status (firing|resolved), kind (firing|repeat|resolved), sequence,
 experiment, rule, severity, summary, started_at, ended_at (null while firing),
 first_offending_event_at, detected_at (RFC 3339 UTC, millisecond precision),
 observed, expected, blast_radius {count, sample_ids}, owner, labels,
-resolved_by, links {incident}. Signed with Standard Webhooks headers by default
+resolved_by, links {incident (the console page), api (the JSON)}. Signed with Standard Webhooks headers by default
 (secret from DETECTOR_WEBHOOK_SECRET).
 """
 
@@ -21,7 +21,7 @@ from ..times import rfc3339
 SCHEMA = "exposure-alert/v1"
 
 
-def exposure_alert(n: Notification, incident_url: str = "") -> dict[str, Any]:
+def exposure_alert(n: Notification, incident_url: str = "", api_url: str = "") -> dict[str, Any]:
     """The `exposure-alert/v1` document for a notification."""
     return {
         "schema": SCHEMA,
@@ -44,7 +44,7 @@ def exposure_alert(n: Notification, incident_url: str = "") -> dict[str, Any]:
         "owner": n.owner,
         "labels": n.labels,
         "resolved_by": n.resolved_by,
-        "links": {"incident": incident_url} if incident_url else {},
+        "links": {k: v for k, v in (("incident", incident_url), ("api", api_url)) if v},
     }
 
 
@@ -53,4 +53,5 @@ class WebhookSink(BaseSink):
     default_secret_env: ClassVar[str | None] = DEFAULT_SECRET_ENV
 
     def build_request(self, notification: Notification) -> HttpRequest:
-        return json_request(self.url, exposure_alert(notification, self.incident_url(notification)))
+        return json_request(self.url, exposure_alert(notification, self.incident_url(notification),
+                                                          self.incident_api_url(notification)))

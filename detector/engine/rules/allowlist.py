@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from detector.engine.config import EngineConfig
-from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, stored_records, tmin
+from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, stored_records, tmin, users
 from detector.expectations import Expectation
 
 ALLOWLIST_BIT = 2
@@ -34,8 +34,10 @@ class Allowlist(Rule):
             return None
         return self.finding(
             st, plan, new, tmin(new),
-            summary=f"{st.experiment}: {st.rule_count[self.name]} enrolled users not on the "
-                    f"allowlist of {len(al)} (first: {new[0][0]})")
+            # No user id here: summaries go to Slack, PagerDuty and read-only API callers; the ids
+            # are in the blast radius (sample_ids, CSV), behind the read:users scope.
+            summary=f"{st.experiment}: {users(st.rule_count[self.name], 'enrolled user')} not on the "
+                    f"allowlist of {len(al)}")
 
     def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
         """Exact against every enrolled id while exact; else the stored records, the pigeonhole

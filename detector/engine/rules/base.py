@@ -286,6 +286,11 @@ def constant(value: bool) -> Callable[[str], bool]:
     return _always if value else _never
 
 
+def users(n: int, what: str = "user") -> str:
+    """"1 enrolled user", "3 enrolled users": summaries are read by people (and name no user id)."""
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
 def tmin(new: list[tuple[str, int]]) -> int:
     return new[0][1] if len(new) == 1 else min(t for _, t in new)
 

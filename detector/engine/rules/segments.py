@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from detector.engine.config import EngineConfig
-from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, stored_records, tmin
+from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, stored_records, tmin, users
 from detector.events import Assignment
 from detector.expectations import Expectation
 
@@ -74,7 +74,7 @@ class Segments(Rule):
                 sa[u] = bad_first[u].attributes
         return self.finding(
             st, plan, new, tmin(new),
-            summary=f"{st.experiment}: {st.rule_count[self.name]} enrolled users outside "
+            summary=f"{st.experiment}: {users(st.rule_count[self.name], 'enrolled user')} outside "
                     f"segments {', '.join(f'{k}={sorted(v)}' for k, v in segs)}")
 
     def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from detector.engine.config import EngineConfig
-from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, tmin
+from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, tmin, users
 from detector.events import Assignment
 from detector.expectations import Expectation
 
@@ -80,7 +80,7 @@ class Window(Rule):
             return None
         return self.finding(
             st, plan, new, tmin(new),
-            summary=f"{st.experiment}: {st.rule_count[self.name]} users enrolled outside "
+            summary=f"{st.experiment}: {users(st.rule_count[self.name])} enrolled outside "
                     f"the declared window")
 
     def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:

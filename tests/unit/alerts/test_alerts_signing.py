@@ -23,7 +23,7 @@ def test_signature_verifies_with_standardwebhooks():
 
 
 def test_known_vector_and_secret_forms():
-    key = b"0123456789abcdef"
+    key = b"0123456789abcdef01234567"  # 24 bytes: the least a secret may hold
     secret = "whsec_" + base64.b64encode(key).decode()
     assert decode_secret(secret) == key == decode_secret(secret[len("whsec_"):])
     ref = Webhook(secret)

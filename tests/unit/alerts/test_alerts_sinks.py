@@ -72,7 +72,8 @@ def test_webhook_exposure_alert_v1(pair):
     assert doc["detected_at"] == "2021-02-09T17:59:59.500Z"
     assert doc["blast_radius"]["count"] == 250 and len(doc["blast_radius"]["sample_ids"]) == 10
     assert doc["owner"] == "subscriptions"
-    assert doc["links"]["incident"] == f"https://detector.example/v1/incidents/{firing.incident_id}"
+    assert doc["links"]["incident"] == f"https://detector.example/incidents/{firing.incident_id}"  # the console page
+    assert doc["links"]["api"] == f"https://detector.example/v1/incidents/{firing.incident_id}"
     done = body(sink("webhook").build_request(resolved))
     assert done["status"] == "resolved" and done["ended_at"] == "2021-02-09T18:01:00.000Z"
     assert done["resolved_by"] == "operator:alice"

@@ -1,6 +1,6 @@
 """Fuzzing the registration validator (issue 8, item 7), on every path a registration takes.
 
-`parse_expectation` (all sources), the HTTP body decoder (JSON/YAML by content type) and the YAML
+`parse_registration` (all sources), the HTTP body decoder (JSON/YAML by content type) and the YAML
 loader must return a result or raise their documented error only: `RegistrationError` with at
 least one (field, message), or the API's `HTTPProblem` (400/413/415). Hostile YAML (alias bombs,
 deep nesting, tags) is rejected quickly, never expanded or executed.
@@ -17,14 +17,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from detector.expectations import Expectation
-from detector.registration.model import (
-    POPULATION_FIELDS,
-    TOP_LEVEL_FIELDS,
-    RegistrationError,
-    expectation_to_dict,
-    load_yaml_documents,
-    parse_expectation,
-)
+from detector.registration import RegistrationError, load_yaml_documents, parse_registration, registration_to_dict
+from detector.registration.model import POPULATION_FIELDS, TOP_LEVEL_FIELDS
 from detector.web.expectations_api import HTTPProblem, decode_body
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -54,14 +48,14 @@ values = st.recursive(
 
 def check_parse(raw, path_experiment=None) -> Expectation | None:
     try:
-        e = parse_expectation(raw, path_experiment=path_experiment)
+        e = parse_registration(raw, path_experiment=path_experiment)
     except RegistrationError as exc:
         assert exc.errors, "a RegistrationError must say what is wrong"
         assert all(isinstance(err.field, str) and err.field and isinstance(err.message, str) and err.message
                    for err in exc.errors)
         return None
     assert isinstance(e, Expectation)
-    assert parse_expectation(expectation_to_dict(e)) == e  # canonical form round-trips
+    assert parse_registration(registration_to_dict(e)) == e  # canonical form round-trips
     if e.kill_url is not None:
         assert e.kill_url.startswith(("https://", "http://"))
     return e

@@ -6,7 +6,6 @@ import csv
 import io
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from detector.alerts.lifecycle import LifecycleConfig
@@ -17,6 +16,7 @@ from detector.settings import Topics
 from detector.shell.courier import fold_timeline
 from detector.shell.outbox import AlertPublisher
 from detector.web.incidents_api import add_routes
+from detector.web.middleware import secure_app
 
 T0 = 1_700_000_000_000
 EXP = Expectation("qa-exp", owner="crm", allowlist=frozenset({"qa-1", "qa-2"}), severity="critical")
@@ -68,12 +68,14 @@ async def api():
         "attempts": 1, "http_status": 200, "duration_ms": 12.5, "error": None, "finished_at": T0 + 350,
         "notification_status": "firing", "notification_kind": "firing"}})}
     table[inc.id]["incident"] = None  # the snapshot comes from the local lifecycle
-    app = web.Application()
+    app = secure_app(api_token="s3cret")
     clock = [T0 / 1000 + 10]
     add_routes(app.router, publisher=pub, incidents=table, ingest=Ingest({"qa-exp": st}),
-               registrations=Registrations({"qa-exp": EXP}), token="s3cret", clock=lambda: clock[0])
+               registrations=Registrations({"qa-exp": EXP}), clock=lambda: clock[0])
     client = TestClient(TestServer(app))
     await client.start_server()
+    _get = client.get
+    client.get = lambda path, **kw: _get(path, **{"headers": {"Authorization": "Bearer s3cret"}, **kw})
     client.incident_id = inc.id
     client.publisher = pub
     try:
@@ -143,8 +145,8 @@ async def test_ack_needs_token_and_who_then_resolve(api):
 
 
 async def test_writes_refused_when_no_token_configured():
-    app = web.Application()
-    add_routes(app.router, publisher=None, incidents={}, ingest=Ingest({}), registrations=Registrations({}), token=None)
+    app = secure_app()
+    add_routes(app.router, publisher=None, incidents={}, ingest=Ingest({}), registrations=Registrations({}))
     async with TestClient(TestServer(app)) as c:
         r = await c.post("/v1/incidents/x/ack", json={"who": "a"}, headers=AUTH)
         assert r.status == 503

@@ -53,7 +53,7 @@ def test_registration_changes_say_who_changed_what():
     change = [e for e in view["timeline"] if e["kind"] == "registration_change"][0]
     assert change["detail"]["who"] == "dana" and change["detail"]["source"] == "api"
     md = incident_markdown(view, "http://detector:6066")
-    assert "update by dana via api" in md
+    assert "`update` by `dana` via `api`" in md
     assert "http://detector:6066/v1/experiments/qa/blast-radius?format=csv&rule=allowlist_breach" in md
     assert view["detection_latency_ms"] == 400
 
@@ -73,3 +73,10 @@ def test_list_filters():
     assert not matches(v, {"status": "resolved"})
     assert matches(v, {"since": "2023-11-14T22:00:00Z"}) and not matches(v, {"since": "2023-11-15T00:00:00Z"})
     assert not matches(v, {"until": "2023-11-14T22:00:00Z"})
+
+
+def test_markdown_shows_times_not_epoch_milliseconds():
+    md = incident_markdown(incident_view(_inc(observed={"offenders": 3, "last_offending_event_at": T + 500}), {}))
+    observed = next(line for line in md.splitlines() if line.startswith("- Observed:"))
+    assert "2023-11-14T22:13:20.500Z" in observed and str(T + 500) not in observed
+    assert '"offenders":3' in observed

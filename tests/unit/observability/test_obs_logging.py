@@ -79,3 +79,34 @@ def test_setup_is_idempotent(log_stream):
     setup_logging("INFO", json=False, stream=log_stream)  # let the fixture remove it
     logging.getLogger("x").info("text", extra={"experiment": "e1"})
     assert log_stream.getvalue().rstrip().endswith("text [experiment=e1]")
+
+
+def test_transient_coordinator_error_is_one_info_line_then_error_if_it_persists(log_stream):
+    from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+    from detector.observability.logging import TransientCoordinatorFilter
+
+    log = logging.getLogger("aiokafka.consumer.group_coordinator")
+    [f] = [f for f in log.filters if isinstance(f, TransientCoordinatorFilter)]
+    now = [100.0]
+    f.clock = lambda: now[0]
+    for _ in range(3):  # what aiokafka logs while a new group's coordinator is elected
+        log.error("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
+    got = lines(log_stream)
+    assert [(r["level"], r["msg"][:40]) for r in got] == [("INFO", "Kafka group coordinator not available ye")]
+    now[0] += 31  # still failing after the grace period: a real problem, at ERROR
+    log.error("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
+    assert lines(log_stream)[-1]["level"] == "ERROR"
+    log.error("Group Coordinator Request failed: %s", "GroupAuthorizationFailed")  # never hidden
+    assert lines(log_stream)[-1]["level"] == "ERROR"
+
+
+def test_rebalance_heartbeat_warning_is_info(log_stream):
+    # A worker joining or leaving the group: routine in a fleet (the fleet test shows several per start).
+    log = logging.getLogger("aiokafka.consumer.group_coordinator")
+    log.warning("Heartbeat failed for group %s because it is rebalancing", "g1")
+    log.warning("Heartbeat session expired - marking coordinator dead")  # others stay warnings
+    got = lines(log_stream)
+    assert [(r["level"], r["msg"]) for r in got] == [
+        ("INFO", "Heartbeat failed for group g1 because it is rebalancing"),
+        ("WARNING", "Heartbeat session expired - marking coordinator dead")]

@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from detector.registration.service import InMemoryRegistrationService
-from regtest_helpers import VALID, make_app
+from regtest_helpers import VALID, make_app, reading
 
 
 @pytest.fixture
@@ -24,4 +24,4 @@ def service() -> InMemoryRegistrationService:
 @pytest.fixture
 async def client(service):
     async with TestClient(TestServer(make_app(service))) as c:
-        yield c
+        yield reading(c)

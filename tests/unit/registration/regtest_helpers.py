@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from detector.web.expectations_api import add_routes
+from detector.web.middleware import secure_app
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -29,10 +30,18 @@ VALID = {
 }
 
 
-def make_app(service, token=TOKEN) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)  # our handler must enforce 1 MiB itself
-    add_routes(app.router, service, token=token, clock=lambda: 1_700_000_000.0)
+def make_app(service, token=TOKEN, anonymous_read="status") -> web.Application:
+    # client_max_size: our handler must enforce 1 MiB itself
+    app = secure_app(api_token=token or "", anonymous_read=anonymous_read, client_max_size=64 * 1024 * 1024)
+    add_routes(app.router, service, clock=lambda: 1_700_000_000.0)
     return app
+
+
+def reading(client, token=TOKEN):
+    """`client` whose GETs carry the token unless a test passes its own headers (reads need `read`)."""
+    get = client.get
+    client.get = lambda path, **kw: get(path, **{"headers": {"Authorization": f"Bearer {token}"}, **kw})
+    return client
 
 
 TYPES = {

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from detector.registration.model import parse_expectation, valid_experiment_key
+from detector.registration.model import parse_registration, valid_experiment_key
 from regtest_helpers import AUTH, BAD_CASES, TOKEN, VALID, make_app
 
 URL = "/v1/expectations/subs-mvp-crm-qa"
@@ -119,22 +119,24 @@ async def test_auth_is_checked_before_the_body(client, service):
 
 async def test_no_token_configured_refuses_writes_with_503(service, monkeypatch):
     monkeypatch.delenv("DETECTOR_API_TOKEN", raising=False)
-    async with TestClient(TestServer(make_app(service, token=None))) as c:
+    async with TestClient(TestServer(make_app(service, token=None, anonymous_read="read"))) as c:
         resp = await put(c, VALID)
         assert resp.status == 503
         assert "DETECTOR_API_TOKEN" in (await resp.json())["error"]
+        # DETECTOR_ANONYMOUS_READ=read: reads without a token, user ids left out.
         assert (await c.get("/v1/expectations")).status == 200
     assert service.writes == 0
 
 
-async def test_token_from_environment_by_default(service, monkeypatch):
-    from aiohttp import web
-
+async def test_token_from_the_settings(service, monkeypatch):
+    from detector.settings import Settings
+    from detector.web.auth import load_tokens
     from detector.web.expectations_api import add_routes
+    from detector.web.middleware import secure_app
 
-    app = web.Application()
-    add_routes(app.router, service)
     monkeypatch.setenv("DETECTOR_API_TOKEN", "env-token")
+    app = secure_app(tokens=load_tokens(Settings().api_token))
+    add_routes(app.router, service)
     async with TestClient(TestServer(app)) as c:
         assert (await put(c, VALID, headers={"Authorization": "Bearer env-token"})).status == 201
         assert (await put(c, VALID, headers=AUTH)).status == 401
@@ -146,10 +148,10 @@ async def test_create_get_list_update_history(client, service):
     assert resp.headers["Location"] == URL
     body = await resp.json()
     assert body["action"] == "create" and body["active_rules"][0] == "allowlist_breach"
-    assert service.get("subs-mvp-crm-qa") == parse_expectation(VALID)
+    assert service.get("subs-mvp-crm-qa") == parse_registration(VALID)
 
     got = await (await client.get(URL)).json()
-    assert parse_expectation(got) == parse_expectation(VALID)
+    assert parse_registration(got) == parse_registration(VALID)
     listing = await (await client.get("/v1/expectations")).json()
     assert listing["count"] == 1 and listing["expectations"][0]["experiment"] == "subs-mvp-crm-qa"
 
@@ -184,7 +186,7 @@ async def test_yaml_body(client, service):
 
 
 async def test_dry_run_returns_diff_and_rules_without_writing(client, service):
-    await service.put(parse_expectation(VALID), "seed")
+    await service.put(parse_registration(VALID), "seed")
     writes = service.writes
     new = dict(VALID, population=dict(VALID["population"], max_users=2), variants=None)
     resp = await put(client, new, dry_run=True)
@@ -236,7 +238,7 @@ async def test_bad_query_flag(client, service):
 
 async def test_delete(client, service):
     assert (await client.delete(URL, headers=AUTH)).status == 404
-    await service.put(parse_expectation(VALID), "seed")
+    await service.put(parse_registration(VALID), "seed")
     service.observations["subs-mvp-crm-qa"] = {"enrolled_users": 3, "eligible_users": 300}
     resp = await client.delete(URL, headers=AUTH)
     assert resp.status == 409
@@ -253,7 +255,7 @@ async def test_delete(client, service):
 
 async def test_experiment_view_side_by_side(client, service):
     assert (await client.get("/v1/experiments/subs-mvp-crm-qa")).status == 404
-    await service.put(parse_expectation(VALID), "seed")
+    await service.put(parse_registration(VALID), "seed")
     view = await (await client.get("/v1/experiments/subs-mvp-crm-qa")).json()
     assert view["registered"] and not view["observed"]
     assert all(r["state"] == "no_data" for r in view["rules"])
@@ -298,7 +300,7 @@ async def test_openapi_covers_the_http_contract(client):
     }.items():
         for m in methods:
             assert m in paths[path], (path, m)
-    assert paths["/v1/expectations/{experiment}"]["put"]["security"] == [{"bearer": []}]
+    assert paths["/v1/expectations/{experiment}"]["put"]["security"] == [{"bearer": ["write"]}]
     refs = json.dumps(doc)
     for name in doc["components"]["schemas"]:
         assert f"#/components/schemas/{name}" in refs or name in ("Expectation",)
@@ -312,15 +314,16 @@ async def test_openapi_covers_the_http_contract(client):
 
 
 async def test_services_container_with_registrations_attribute(service):
-    from aiohttp import web
 
     from detector.web.expectations_api import add_routes
 
     class Services:
         registrations = service
 
-    app = web.Application()
-    add_routes(app.router, Services(), token=TOKEN)
+    from detector.web.middleware import secure_app
+
+    app = secure_app(api_token=TOKEN)
+    add_routes(app.router, Services())
     async with TestClient(TestServer(app)) as c:
         assert (await put(c, VALID)).status == 201
     assert service.get("subs-mvp-crm-qa") is not None

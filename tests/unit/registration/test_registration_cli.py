@@ -11,7 +11,7 @@ from aiohttp import web
 
 from detector import cli as top_cli
 from detector.registration import cli
-from detector.registration.model import parse_expectation
+from detector.registration.model import parse_registration
 from detector.registration.service import InMemoryRegistrationService
 from regtest_helpers import TOKEN, VALID, make_app
 
@@ -168,7 +168,7 @@ async def test_missing_path_is_invalid(tmp_path):
 
 async def test_expectations_list_show_history_status_delete(server, tmp_path):
     service, url = server
-    await service.put(parse_expectation(VALID), "seed")
+    await service.put(parse_registration(VALID), "seed")
     code, out, _ = await run("expectations", "list", url=url)
     assert code == 0 and "subs-mvp-crm-qa" in out
     code, out, _ = await run("expectations", "show", "subs-mvp-crm-qa", url=url)
@@ -192,7 +192,7 @@ async def test_expectations_list_show_history_status_delete(server, tmp_path):
 
 async def test_sync_with_prune(server, tmp_path):
     service, url = server
-    await service.put(parse_expectation(dict(VALID, experiment="old-exp")), "seed")
+    await service.put(parse_registration(dict(VALID, experiment="old-exp")), "seed")
     write(tmp_path, "qa.yaml", GOOD)
     write(tmp_path, "rollout.yaml", ROLLOUT)
     code, out, _ = await run("sync", str(tmp_path), url=url)

@@ -1,4 +1,4 @@
-"""Property tests: parse_expectation never raises anything but RegistrationError, and round-trips."""
+"""Property tests: parse_registration never raises anything but RegistrationError, and round-trips."""
 
 from __future__ import annotations
 
@@ -7,14 +7,8 @@ import copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.registration.model import (
-    POPULATION_FIELDS,
-    TOP_LEVEL_FIELDS,
-    RegistrationError,
-    expectation_to_dict,
-    load_yaml_documents,
-    parse_expectation,
-)
+from detector.registration import RegistrationError, load_yaml_documents, parse_registration, registration_to_dict
+from detector.registration.model import POPULATION_FIELDS, TOP_LEVEL_FIELDS
 from regtest_helpers import VALID
 
 scalars = st.one_of(
@@ -35,11 +29,11 @@ pop_keys = st.sampled_from(list(POPULATION_FIELDS) + ["junk"])
 
 def check(raw, path_experiment=None):
     try:
-        e = parse_expectation(raw, path_experiment=path_experiment)
+        e = parse_registration(raw, path_experiment=path_experiment)
     except RegistrationError as exc:
         assert exc.errors and all(err.field and err.message for err in exc.errors)
         return
-    assert parse_expectation(expectation_to_dict(e)) == e
+    assert parse_registration(registration_to_dict(e)) == e
     assert e.active_rules()
 
 

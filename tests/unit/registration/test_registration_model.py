@@ -1,4 +1,4 @@
-"""parse_expectation / expectation_to_dict / YAML loading / JSON Schema agreement."""
+"""parse_registration / registration_to_dict / YAML loading / JSON Schema agreement."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 from detector.expectations import Expectation
-from detector.registration.model import (
+from detector.registration import (
     RegistrationError,
-    expectation_to_dict,
-    format_timestamp,
     load_dir,
     load_file,
     load_yaml_documents,
-    parse_expectation,
-    parse_timestamp,
+    parse_registration,
+    registration_to_dict,
 )
+from detector.timestamps import format_timestamp
+from detector.timestamps import parse_rfc3339 as parse_timestamp
 from detector.registration.schema import expectation_json_schema
 from regtest_helpers import BAD_CASES, VALID, schema_errors
 
@@ -27,7 +27,7 @@ SCHEMA_FILE = ROOT / "config" / "expectation.schema.json"
 
 
 def test_valid_registration_parses_to_the_model():
-    e = parse_expectation(VALID)
+    e = parse_registration(VALID)
     assert e.experiment == "subs-mvp-crm-qa"
     assert e.allowlist == frozenset({"qa-001", "qa-002", "qa-003"})
     assert e.max_users == 3 and e.fraction == 0.01
@@ -44,20 +44,20 @@ def test_valid_registration_parses_to_the_model():
 
 
 def test_canonical_form_round_trips_and_is_stable():
-    e = parse_expectation(VALID)
-    d = expectation_to_dict(e)
-    assert parse_expectation(d) == e
+    e = parse_registration(VALID)
+    d = registration_to_dict(e)
+    assert parse_registration(d) == e
     assert list(d) == ["schema_version", "experiment", "owner", "description", "starts_at", "ends_at",
                        "population", "variants", "severity", "tolerance", "alpha"]
     shuffled = dict(reversed(list(VALID.items())))
     shuffled["population"] = dict(VALID["population"], allowlist=["qa-003", "qa-001", "qa-002"])
-    assert json.dumps(expectation_to_dict(parse_expectation(shuffled))) == json.dumps(d)
+    assert json.dumps(registration_to_dict(parse_registration(shuffled))) == json.dumps(d)
 
 
 @pytest.mark.parametrize("case_id,doc,field,_schema", BAD_CASES, ids=[c[0] for c in BAD_CASES])
 def test_bad_registration_names_the_field(case_id, doc, field, _schema):
     with pytest.raises(RegistrationError) as info:
-        parse_expectation(doc)
+        parse_registration(doc)
     fields = [e.field for e in info.value.errors]
     assert field in fields, (case_id, [str(e) for e in info.value.errors])
     for err in info.value.errors:
@@ -73,36 +73,36 @@ def test_json_schema_rejects_what_it_can_express(case_id, doc, field, schema_can
 
 def test_experiment_must_match_path():
     with pytest.raises(RegistrationError) as info:
-        parse_expectation(VALID, path_experiment="other-experiment")
+        parse_registration(VALID, path_experiment="other-experiment")
     assert info.value.errors[0].field == "experiment"
     assert "differs" in info.value.errors[0].message
     body = {k: v for k, v in VALID.items() if k != "experiment"}
-    assert parse_expectation(body, path_experiment="from-path").experiment == "from-path"
+    assert parse_registration(body, path_experiment="from-path").experiment == "from-path"
 
 
 def test_all_problems_reported_at_once():
     doc = dict(VALID, severity="loud", alpha=1, population={"fraction": 2, "max_users": -1})
     with pytest.raises(RegistrationError) as info:
-        parse_expectation(doc)
+        parse_registration(doc)
     assert {"severity", "alpha", "population.fraction", "population.max_users"} <= {e.field for e in info.value.errors}
 
 
 def test_hints():
     with pytest.raises(RegistrationError) as info:
-        parse_expectation(dict(VALID, max_users=3))
+        parse_registration(dict(VALID, max_users=3))
     assert "population.max_users" in info.value.errors[0].message
     with pytest.raises(RegistrationError) as info:
-        parse_expectation(dict(VALID, sevrity="info"))
+        parse_registration(dict(VALID, sevrity="info"))
     assert "'severity'" in info.value.errors[0].message
     with pytest.raises(RegistrationError) as info:
-        parse_expectation(dict(VALID, population={"fraction": 10}))
+        parse_registration(dict(VALID, population={"fraction": 10}))
     assert "0.1" in info.value.errors[0].message
 
 
 def test_not_a_mapping():
     for raw in (None, [], "x", 3, [VALID]):
         with pytest.raises(RegistrationError):
-            parse_expectation(raw)
+            parse_registration(raw)
 
 
 @pytest.mark.parametrize(
@@ -126,7 +126,7 @@ def test_yaml_booleans_get_a_hint_and_timestamps_stay_strings():
     )
     assert docs[0]["starts_at"] == "2021-02-09T18:00:00Z"
     with pytest.raises(RegistrationError) as info:
-        parse_expectation(docs[0])
+        parse_registration(docs[0])
     err = info.value.errors[0]
     assert err.field == "population.segments.country[0]" and "quote" in err.message
 
@@ -171,8 +171,8 @@ def test_examples_validate_with_parser_and_schema():
     for file in files:
         for raw in load_yaml_documents(file.read_bytes(), str(file)):
             assert schema_errors(schema, raw) == [], file
-            e = parse_expectation(raw)
-            assert schema_errors(schema, expectation_to_dict(e)) == []
+            e = parse_registration(raw)
+            assert schema_errors(schema, registration_to_dict(e)) == []
     qa = loaded["subs-mvp-crm-qa"]
     assert qa.ends_at is None or qa.ends_at > 4_000_000_000_000  # quick start must work today
     kinds = {r for e in loaded.values() for r in e.active_rules()}
@@ -191,5 +191,5 @@ def test_schema_file_is_generated_and_well_formed():
 
 
 def test_expectation_equality_is_value_based():
-    assert parse_expectation(VALID) == parse_expectation(json.loads(json.dumps(VALID)))
-    assert isinstance(parse_expectation(VALID), Expectation)
+    assert parse_registration(VALID) == parse_registration(json.loads(json.dumps(VALID)))
+    assert isinstance(parse_registration(VALID), Expectation)

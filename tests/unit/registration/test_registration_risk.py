@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from detector.registration.model import parse_expectation
+from detector.registration.model import parse_registration
 from detector.registration.risk import assess, diff
 from regtest_helpers import VALID
 
@@ -14,7 +14,7 @@ def codes(risks):
 
 
 def base():
-    return parse_expectation(VALID)
+    return parse_registration(VALID)
 
 
 def test_safe_registration_has_no_risk():
@@ -26,7 +26,8 @@ def test_allowlist_with_large_fraction():
     new = dataclasses.replace(base(), fraction=0.5)
     assert "allowlist_with_large_fraction" in codes(assess(None, new, None))
     assert "allowlist_with_large_fraction" not in codes(assess(None, dataclasses.replace(new, fraction=0.49), None))
-    assert assess(None, dataclasses.replace(new, allowlist=None), None) == []
+    not_qa = dict(description="checkout rollout", experiment="checkout-rollout")
+    assert assess(None, dataclasses.replace(new, allowlist=None, **not_qa), None) == []
 
 
 def test_large_max_users_with_allowlist():
@@ -81,3 +82,25 @@ def test_large_allowlist_diff_is_summarised():
     (change,) = diff(old, new)
     assert change["old"] == {"count": 5000} and change["new"] == {"count": 5001}
     assert change["added_count"] == 2 and change["removed_count"] == 1
+
+
+def test_test_only_registration_with_wide_population():
+    qa = dataclasses.replace(base(), description="QA of the CRM email flow, test accounts only")
+    wide = dataclasses.replace(qa, allowlist=None, max_users=None, fraction=1.0)
+    assert "test_only_with_wide_population" in codes(assess(None, wide, None))
+    # a QA experiment that names its accounts is fine; so is a wide rollout that says nothing of QA
+    assert "test_only_with_wide_population" not in codes(assess(None, qa, None))
+    plain = dataclasses.replace(wide, description="checkout redesign rollout", experiment="checkout-redesign")
+    assert "test_only_with_wide_population" not in codes(assess(None, plain, None))
+    # the key alone can say it, words only (no match inside "latest" or "contest")
+    keyed = dataclasses.replace(wide, description=None, experiment="crm-winback-email-qa")
+    assert "test_only_with_wide_population" in codes(assess(None, keyed, None))
+    contest = dataclasses.replace(wide, description="latest contest", experiment="contest-latest")
+    assert "test_only_with_wide_population" not in codes(assess(None, contest, None))
+
+
+def test_dropping_the_allowlist_is_a_risk():
+    old = base()
+    new = dataclasses.replace(old, allowlist=None, fraction=0.01)
+    assert "allowlist_dropped" in codes(assess(old, new, None))
+    assert "allowlist_dropped" not in codes(assess(old, old, None))

@@ -1,4 +1,4 @@
-"""apply_dir: the worker's start-up load of DETECTOR_EXPECTATIONS_DIR."""
+"""apply_dir: the one YAML directory sync (the worker applies DETECTOR_EXPECTATIONS_DIR with it at start)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.registration.gitops import apply_dir
-from detector.registration.model import RegistrationError, load_dir
+from detector.registration import RegistrationError, load_dir
+from detector.registration.sync import apply_dir
 from detector.registration.service import InMemoryRegistrationService
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "config" / "expectations"

@@ -1,0 +1,365 @@
+"""A fleet that answers as one: any worker answers every API call as the owner would.
+
+Why forwarding, not shared state. An experiment's engine state (observation, blast radius) and
+its incidents' lifecycle (the only place an incident can be acknowledged or resolved, and the
+freshest view of it) live in one process: the worker that owns the experiment's partition of
+the assignments topic in the `DETECTOR_APP_ID` group. Sharing that state would mean a second
+copy that lags the first (the tables folded from topics do lag, and Faust's global tables are
+only as complete as their standby replication), so a load balancer would get whichever copy it
+hit. Instead every request that concerns one experiment is answered by its owner, and the
+lists that span experiments are gathered from every owner, each contributing exactly the
+experiments of its partitions. One source of truth per experiment; nothing to reconcile.
+
+How a worker finds the owner. Each worker advertises its URL (`DETECTOR_ADVERTISED_URL`) in its
+consumer-group metadata (the `user_data` of the round-robin assignor, so the protocol and the
+assignment are unchanged). `DescribeGroups` then gives every member's URL and partitions, and
+the group's state. The partition of an experiment is Kafka's default partitioner over its key
+(murmur2, as producers keyed by experiment use).
+
+What never happens: a wrong or partial answer. The owner checks, on every forwarded request,
+that it still owns (and has restored) the partitions the sender thought it did; while the group
+rebalances, a member is unreachable (killed, not yet expired by the session timeout) or an
+owner disagrees, the answer is 503 with `Retry-After`. Forwarded requests keep the caller's
+`Authorization` header (and every other end-to-end header), so the owner applies the same
+access control.
+
+    fleet = Fleet(settings, ingest, experiment_of_incident=...)
+    fleet.install(app)      # its middleware, the X-Detector-Served-By header, cleanup
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
+from aiokafka.partitioner import murmur2
+
+log = logging.getLogger(__name__)
+
+FORWARDED = "X-Detector-Forwarded-Partitions"  # set by the sender: the partitions it believes the owner holds
+SERVED_BY = "X-Detector-Served-By"
+RETRY_AFTER_S = 2
+MEMBERSHIP_TTL_S = 1.0
+FORWARD_TIMEOUT_S = 30.0
+GATHER_LIMIT = 1000  # incidents.MAX_LIST: each owner returns all its matches up to this
+HOP_BY_HOP = frozenset(h.lower() for h in (
+    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
+    "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "Content-Encoding",
+))
+
+# Route templates and how they are answered. "experiment": by the owner of the path's experiment;
+# "incident": by the owner of the incident's experiment; "gather:<key>": merged from every owner,
+# each contributing the items (list under <key>, each with an "experiment") of its partitions.
+ROUTES: dict[str, str] = {
+    "/v1/expectations": "gather:expectations",
+    "/v1/expectations/{experiment}": "experiment",
+    "/v1/expectations/{experiment}/history": "experiment",
+    "/v1/experiments/{experiment}": "experiment",
+    "/v1/experiments/{experiment}/blast-radius": "experiment",
+    "/v1/incidents": "gather:incidents",
+    "/v1/incidents/{id}": "incident",
+    "/v1/incidents/{id}/ack": "incident",
+    "/v1/incidents/{id}/resolve": "incident",
+    "/v1/incidents/{id}/blast-radius": "incident",
+}
+
+
+def partition_of(experiment: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a record keyed by `experiment`."""
+    return (murmur2(experiment.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+def advertising_assignor(url: str) -> type:
+    """The round-robin assignor (same name, same assignment) carrying this worker's URL in its metadata."""
+
+    class AdvertisingRoundRobin(RoundRobinPartitionAssignor):
+        @classmethod
+        def metadata(cls, topics):
+            return ConsumerProtocolMemberMetadata(cls.version, list(topics), url.encode("utf-8"))
+
+    return AdvertisingRoundRobin
+
+
+def default_advertised_url(host: str, port: int) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://{host}:{port}"
+
+
+@dataclass
+class Membership:
+    """The group as DescribeGroups saw it."""
+
+    stable: bool
+    owners: dict[int, str] = field(default_factory=dict)  # partition -> owner URL
+    at: float = 0.0
+
+    def by_owner(self) -> dict[str, set[int]]:
+        out: dict[str, set[int]] = {}
+        for p, url in self.owners.items():
+            out.setdefault(url, set()).add(p)
+        return out
+
+
+class Unavailable(Exception):
+    """The fleet cannot give a complete, right answer now: 503 with Retry-After."""
+
+
+def _problem(status: int, title: str, detail: str, retry: bool = False) -> web.Response:
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if retry else {}
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/problem+json",
+                        headers=headers)
+
+
+class Fleet:
+    def __init__(self, settings, ingest=None, *, experiment_of_incident: Callable[[str], str | None],
+                 describe_group: Callable | None = None) -> None:
+        self.settings = settings
+        self.ingest = ingest  # detector.ingest.service.IngestService: partitions, rebalancing
+        self.experiment_of_incident = experiment_of_incident
+        self.url = settings.advertised_url or default_advertised_url(settings.web_host, settings.web_port)
+        self.assignor = advertising_assignor(self.url)
+        self._describe = describe_group or self._describe_group
+        self._membership: Membership | None = None
+        self._refresh_lock = asyncio.Lock()
+        self._admin: Any = None
+        self._session: aiohttp.ClientSession | None = None
+
+    # ---- membership ----------------------------------------------------------------------------
+    async def _describe_group(self) -> Membership:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(**self.settings.kafka.client_kwargs(), request_timeout_ms=5000)
+            await admin.start()
+            self._admin = admin
+        [resp] = await self._admin.describe_consumer_groups([self.settings.app_id])
+        group = resp.groups[0]
+        error_code, state, members = group[0], group[2], group[5]
+        if error_code:
+            raise Unavailable(f"the consumer group cannot be described (error {error_code})")
+        owners: dict[int, str] = {}
+        topic = self.settings.topics.assignments
+        for member in members:
+            meta, assignment = member[3], member[4]
+            url = ConsumerProtocolMemberMetadata.decode(meta).user_data.decode("utf-8", "replace") if meta else ""
+            if not assignment:
+                continue
+            for t, parts in ConsumerProtocolMemberAssignment.decode(assignment).assignment:
+                if t == topic:
+                    for p in parts:
+                        owners[p] = url
+        return Membership(stable=(state == "Stable"), owners=owners, at=time.monotonic())
+
+    async def membership(self) -> Membership:
+        m = self._membership
+        if m is not None and time.monotonic() - m.at < MEMBERSHIP_TTL_S:
+            return m
+        async with self._refresh_lock:
+            m = self._membership
+            if m is None or time.monotonic() - m.at >= MEMBERSHIP_TTL_S:
+                try:
+                    m = self._membership = await asyncio.wait_for(self._describe(), 5.0)
+                except Unavailable:
+                    raise
+                except Exception as exc:
+                    raise Unavailable(f"the consumer group cannot be described: {exc.__class__.__name__}") from None
+        assert m is not None
+        return m
+
+    def _owned_here(self, partitions: set[int]) -> bool:
+        """This worker holds (restored) every one of `partitions` and is not mid-rebalance."""
+        ing = self.ingest
+        return not getattr(ing, "rebalancing", False) and partitions <= set(ing.partitions)
+
+    # ---- the middleware ------------------------------------------------------------------------
+    @web.middleware
+    async def middleware(self, request: web.Request, handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        kind = ROUTES.get(resource.canonical) if resource is not None else None
+        if kind is None:
+            return await handler(request)
+        asked = request.headers.get(FORWARDED)
+        try:
+            if asked is not None:  # we are asked as the owner of these partitions
+                return await self._as_owner(request, handler, kind, asked)
+            if kind.startswith("gather:"):
+                return await self._gather(request, handler, kind.split(":", 1)[1])
+            return await self._route(request, handler, kind)
+        except Unavailable as exc:
+            return _problem(503, "the fleet is rebalancing or a worker is unreachable", str(exc), retry=True)
+
+    async def _as_owner(self, request, handler, kind: str, asked: str) -> web.StreamResponse:
+        try:
+            parts = {int(p) for p in asked.split(",") if p.strip()}
+        except ValueError:
+            return _problem(400, "invalid forwarding header", FORWARDED)
+        if not self._owned_here(parts):
+            raise Unavailable(f"{self.url} no longer owns partitions {sorted(parts)}")
+        if kind == "incident":
+            exp = self.experiment_of_incident(request.match_info["id"])
+            if exp is None or self._partition(exp) not in parts:
+                return _problem(404, "incident not held here", "ask the owner of its experiment")
+        if kind.startswith("gather:"):
+            return await self._owned_items(request, handler, kind.split(":", 1)[1], parts)
+        return await handler(request)
+
+    def _partition(self, experiment: str) -> int:
+        return partition_of(experiment, self.settings.partitions)
+
+    async def _owner_of(self, experiment: str) -> tuple[str, int]:
+        m = await self.membership()
+        if not m.stable:
+            raise Unavailable("the consumer group is rebalancing")
+        p = self._partition(experiment)
+        url = m.owners.get(p)
+        if not url:
+            raise Unavailable(f"partition {p} has no owner at the moment")
+        return url, p
+
+    async def _route(self, request, handler, kind: str) -> web.StreamResponse:
+        if kind == "experiment":
+            experiment = request.match_info["experiment"]
+        else:
+            experiment = self.experiment_of_incident(request.match_info["id"]) or await self._find_incident(
+                request.match_info["id"])
+            if experiment is None:
+                return await handler(request)  # nobody holds it: the handler's own 404
+        url, p = await self._owner_of(experiment)
+        if url == self.url:
+            if not self._owned_here({p}):
+                raise Unavailable(f"partition {p} is being restored here")
+            return await handler(request)
+        return await self._forward(request, url, {p})
+
+    async def _find_incident(self, iid: str) -> str | None:
+        """An incident this worker has not seen yet: ask every owner (each answers for its partitions)."""
+        m = await self.membership()
+        if not m.stable:
+            raise Unavailable("the consumer group is rebalancing")
+        owners = m.by_owner()
+
+        async def ask(url: str, parts: set[int]):
+            status, body = await self._fetch_json(url, f"/v1/incidents/{iid}", parts)
+            return body.get("experiment") if status == 200 and isinstance(body, dict) else None
+
+        found = await asyncio.gather(*(ask(u, ps) for u, ps in owners.items()))
+        return next((f for f in found if f), None)
+
+    # ---- forwarding ----------------------------------------------------------------------------
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S, connect=3))
+        return self._session
+
+    @staticmethod
+    def _headers(request: web.Request, parts: set[int]) -> dict[str, str]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers[FORWARDED] = ",".join(str(p) for p in sorted(parts))
+        return headers
+
+    async def _forward(self, request: web.Request, url: str, parts: set[int]) -> web.StreamResponse:
+        body = await request.read() if request.can_read_body else None
+        try:
+            upstream = await self._client().request(
+                request.method, url + request.rel_url.path_qs, data=body, headers=self._headers(request, parts),
+                allow_redirects=False)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise Unavailable(f"the owner {url} is unreachable ({exc.__class__.__name__})") from None
+        async with upstream:
+            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for k, v in upstream.headers.items():
+                if k.lower() not in HOP_BY_HOP:
+                    resp.headers.add(k, v)
+            await resp.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_chunked(64 * 1024):
+                    await resp.write(chunk)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                # Headers are out: the only honest thing left is to cut the response short.
+                log.warning("forwarding from %s broke off: %s", url, exc.__class__.__name__)
+                raise
+            await resp.write_eof()
+            return resp
+
+    async def _fetch_json(self, url: str, path_qs: str, parts: set[int], headers: dict | None = None):
+        h = dict(headers or {})
+        h[FORWARDED] = ",".join(str(p) for p in sorted(parts))
+        try:
+            async with self._client().get(url + path_qs, headers=h) as r:
+                return r.status, orjson.loads(await r.read() or b"null")
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError) as exc:
+            raise Unavailable(f"the owner {url} is unreachable ({exc.__class__.__name__})") from None
+
+    # ---- lists spanning experiments ------------------------------------------------------------
+    async def _owned_items(self, request, handler, key: str, parts: set[int]) -> web.Response:
+        """As an owner: the list, keeping only the experiments of `parts` (all of them, up to the cap)."""
+        if "limit" in request.query:
+            request = request.clone(rel_url=request.rel_url.update_query(limit=str(GATHER_LIMIT)))
+        resp = await handler(request)
+        if resp.status != 200:
+            return resp
+        body = orjson.loads(resp.body)
+        items = [i for i in body.get(key, []) if self._partition(str(i.get("experiment", ""))) in parts]
+        out = {**body, key: items, "count": len(items)}
+        if "total" in body:
+            out["total"] = len(items)
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+    async def _gather(self, request: web.Request, handler, key: str) -> web.Response:
+        m = await self.membership()
+        if not m.stable:
+            raise Unavailable("the consumer group is rebalancing")
+        owners = m.by_owner()
+        if set(m.owners) != set(range(self.settings.partitions)):
+            raise Unavailable("not every partition has an owner at the moment")
+        q = dict(request.query)
+        limit = q.get("limit")
+        if limit and not (limit.isdigit() and 1 <= int(limit) <= GATHER_LIMIT):
+            return await handler(request)  # its own 400 for an invalid limit
+        q["limit"] = str(GATHER_LIMIT)
+        path_qs = str(request.rel_url.with_query(q)) if key == "incidents" else request.rel_url.path_qs
+        fwd = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        answers = await asyncio.gather(*(self._fetch_json(u, path_qs, ps, fwd) for u, ps in owners.items()))
+        items: list[dict] = []
+        for status, body in answers:
+            if status != 200:
+                if status == 503:
+                    raise Unavailable("an owner is rebalancing")
+                return web.Response(status=status, body=orjson.dumps(body), content_type="application/problem+json")
+            items.extend(body.get(key, []))
+        if key == "incidents":
+            items.sort(key=lambda v: (v.get("started_at") or "", v["id"]), reverse=True)
+            total = len(items)
+            items = items[:int(limit) if limit else GATHER_LIMIT]
+            return web.json_response({"count": len(items), "total": total, "incidents": items},
+                                     dumps=lambda o: orjson.dumps(o).decode())
+        items.sort(key=lambda v: str(v.get("experiment")))
+        return web.json_response({"count": len(items), key: items}, dumps=lambda o: orjson.dumps(o).decode())
+
+    def install(self, app: web.Application) -> None:
+        app.middlewares.append(self.middleware)
+        app.on_response_prepare.append(self._served_by)
+        app.on_cleanup.append(self.close)
+
+    async def _served_by(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Which worker computed the answer (a forwarded answer keeps its owner's).
+        if SERVED_BY not in response.headers:
+            response.headers[SERVED_BY] = self.url
+
+    async def close(self, _app=None) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._admin is not None:
+            await self._admin.close()

@@ -1,0 +1,191 @@
+"""A fleet that answers as one (issue 17), on the real broker.
+
+Three workers in one group, the seed incident (`detector simulate incident`). Done when:
+- the blast-radius CSV fetched from each worker is identical and exact (the 250 offenders);
+- the incident list is the same through every worker;
+- an incident acknowledged through one worker shows as acknowledged through the others;
+- after SIGKILL of the owner, the two others give the same answers within the session timeout
+  plus restore time, and meanwhile answer either the right answer or 503 with Retry-After,
+  never a wrong or partial one;
+- a real Prometheus scraping all three sees each experiment's series exactly once, and still
+  exactly once (same values) after a fourth worker joins and partitions move.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from harness import ROOT, BOOTSTRAP, start_prometheus, wait_until
+
+pytestmark = [pytest.mark.kafka, pytest.mark.prometheus]
+
+TOKEN = "fleet-token"
+QA = "crm-winback-email-qa"
+SESSION_TIMEOUT_S = 6.0  # the broker's group.min.session.timeout.ms
+
+
+def fetch(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, b"", {}
+
+
+def csv_ids(raw: bytes) -> list[str]:
+    rows = list(csv.reader(io.StringIO(raw.decode())))
+    assert rows and rows[0][0] == "user_id", rows[:1]
+    return [r[0] for r in rows[1:]]
+
+
+def prom_query(prom: str, expr: str) -> list[dict]:
+    status, raw, _ = fetch(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    body = json.loads(raw)
+    assert status == 200 and body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
+    ns.partitions = 6
+    env = {"DETECTOR_WEBHOOK_URLS": receiver.url, "DETECTOR_API_TOKEN": TOKEN,
+           "DETECTOR_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S)}
+    fleet = [workers(env=env, name=f"w{i}", wait_ready=False) for i in range(3)]
+
+    def all_assigned():
+        parts = []
+        for w in fleet:
+            code, body = w.get("/readyz")
+            if code != 200:
+                return False
+            parts += body["partitions"]
+        return sorted(parts) == list(range(ns.partitions))
+
+    wait_until(all_assigned, 90, 0.5, "three ready workers sharing the six partitions")
+
+    run = subprocess.run([sys.executable, "-m", "detector", "simulate", "incident", "--bootstrap", BOOTSTRAP,
+                          "--prefix", ns.prefix, "--url", fleet[1].url, "--others", "250", "--json"],
+                         cwd=ROOT, env={**os.environ, **ns.env()}, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    truth = json.loads(run.stdout)
+    offenders = sorted(truth["offenders"])
+    assert len(offenders) == 250
+    receiver.wait_for(lambda b: b.get("experiment") == QA and b.get("rule") == "allowlist_breach", timeout=30)
+
+    # ---- the blast-radius CSV: identical and exact through every worker ----------------------
+    def csvs():
+        out = []
+        for w in fleet:
+            code, raw, headers = fetch(f"{w.url}/v1/experiments/{QA}/blast-radius?format=csv")
+            if code != 200:
+                return None
+            out.append((raw, headers.get("X-Detector-Served-By")))
+        return out
+
+    got = wait_until(lambda: (c := csvs()) and all(sorted(csv_ids(raw)) == offenders for raw, _ in c) and c,
+                     60, 0.5, "the exact blast radius through every worker")
+    assert len({raw for raw, _ in got}) == 1, "the CSV differs between workers"
+    owners = {served for _, served in got}
+    assert len(owners) == 1, owners
+    owner_url = owners.pop()
+    others = [w for w in fleet if w.url != owner_url]
+    reference_csv = got[0][0]
+    assert owner_url in {w.url for w in fleet}
+
+    # ---- incidents: the same list through every worker; ack through one shows on all ---------
+    def listing(w):
+        code, raw, _ = fetch(f"{w.url}/v1/incidents?experiment={QA}")
+        assert code == 200, raw
+        return json.loads(raw)["incidents"]
+
+    lists = [listing(w) for w in fleet]
+    assert lists[0] and all(ls == lists[0] for ls in lists), lists
+    iid = next(i["id"] for i in lists[0] if i["rule"] == "allowlist_breach")
+    code, raw, _ = fetch(f"{others[0].url}/v1/incidents/{iid}/ack", "POST", b'{"who": "alice"}',
+                         {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    assert code == 200, raw
+    for w in fleet:
+        code, raw, _ = fetch(f"{w.url}/v1/incidents/{iid}")
+        assert code == 200 and json.loads(raw)["acknowledged_by"] == "alice", (w.url, raw)
+    # without the token the forwarded write is refused by the owner, as it would be locally
+    code, _, _ = fetch(f"{others[1].url}/v1/incidents/{iid}/resolve", "POST", b'{"who": "mallory"}',
+                       {"Content-Type": "application/json"})
+    assert code in (401, 403), code
+
+    # ---- Prometheus over all three: each experiment's series exactly once --------------------
+    prom = start_prometheus([f"127.0.0.1:{w.port}" for w in fleet], tmp_path)
+    try:
+        experiments = {QA, *truth["healthy"]}
+
+        def once_each():
+            res = prom_query(prom.url, "count by (experiment) (exposure_detector_experiment_events_total)")
+            seen = {r["metric"]["experiment"]: float(r["value"][1]) for r in res}
+            return set(seen) == experiments and all(v == 1 for v in seen.values()) and seen
+
+        wait_until(once_each, 30, 0.5, "one series per experiment across the fleet")
+        total = prom_query(prom.url, f'sum(exposure_detector_experiment_events_total{{experiment="{QA}"}})')
+        events_before = float(total[0]["value"][1])
+        assert events_before > 0
+
+        # A fourth worker joins: partitions move; the old owners drop the series of the experiments
+        # they lost, the new owners export them after restoring: still exactly one series each.
+        late = workers(env=env, name="w3", wait_ready=False)
+        fleet.append(late)
+        prom.stop()
+        (tmp_path / "p2").mkdir()
+        prom = start_prometheus([f"127.0.0.1:{w.port}" for w in fleet], tmp_path / "p2")
+        wait_until(all_assigned, 60, 0.5, "four workers sharing the six partitions")
+        seen = wait_until(once_each, 30, 0.5, "one series per experiment after the rebalance")
+        total = prom_query(prom.url, f'sum(exposure_detector_experiment_events_total{{experiment="{QA}"}})')
+        assert float(total[0]["value"][1]) == events_before, (total, events_before, seen)
+    finally:
+        prom.stop()
+    # the blast radius after the rebalance: the same CSV from every worker, whoever owns it now
+    got = wait_until(lambda: (c := csvs()) and len({raw for raw, _ in c}) == 1 and c, 30, 0.5,
+                     "the same blast radius after the rebalance")
+    assert got[0][0] == reference_csv
+    owner_url = got[0][1]
+    owner = next(w for w in fleet if w.url == owner_url)
+    others = [w for w in fleet if w is not owner]
+
+    # ---- SIGKILL of the owner: the others answer the same, never a wrong answer meanwhile -----
+    owner.kill()
+    t0 = time.monotonic()
+    wrong = []
+
+    def survivors_agree():
+        ok = True
+        for w in others:
+            code, raw, headers = fetch(f"{w.url}/v1/experiments/{QA}/blast-radius?format=csv")
+            if code == 200:
+                if raw != reference_csv:
+                    wrong.append((w.url, raw[:200]))
+            elif code == 503:
+                assert headers.get("Retry-After"), headers
+                ok = False
+            else:
+                wrong.append((w.url, code, raw[:200]))
+                ok = False
+        return ok
+
+    wait_until(survivors_agree, SESSION_TIMEOUT_S + 30, 0.25, "the survivors to answer again")
+    took = time.monotonic() - t0
+    assert not wrong, wrong
+    for w in others:
+        code, raw, _ = fetch(f"{w.url}/v1/incidents/{iid}")
+        assert code == 200 and json.loads(raw)["acknowledged_by"] == "alice", raw
+    print(f"survivors answered the same {took:.1f} s after SIGKILL of the owner "
+          f"(session timeout {SESSION_TIMEOUT_S} s)")
