@@ -2,10 +2,10 @@
 
 An unregistered experiment keeps only what discovery and a later registration need, at a cost
 that does not grow with its users: the shared counts (eligible and enrolled users through the
-user set, variant counts, first/last event), a bounded sample of enrolled ids (`SAMPLE_IDS`),
-and the segment attributes seen on enrolled events (bounded: `SEGMENT_KEYS` keys x
-`SEGMENT_VALUES` values, from at most `SEGMENT_USERS` new users a batch). No per-user offender
-record: the blast radius is the enrolled-user count plus the sample.
+user set, variant counts, first/last event) and a bounded sample of enrolled ids (`SAMPLE_IDS`).
+The segment attributes seen are tallied once for every experiment by the partition
+(`detector.discovery.AttributeSample`), not here. No per-user offender record: the blast
+radius is the enrolled-user count plus the sample.
 
 A finding is built when a page would show something new: the first event, the enrolled or
 eligible count grown by more than `GROWTH` (10%) since the last finding, a new variant name,
@@ -24,9 +24,6 @@ from detector.engine.rules.base import NO_VARIANT, Batch, Finding, Plan, Rule, c
 from detector.expectations import Expectation
 
 SAMPLE_IDS = 100
-SEGMENT_KEYS = 16
-SEGMENT_VALUES = 32
-SEGMENT_USERS = 16
 GROWTH = 1.1
 REFRESH_MS = 60_000
 
@@ -36,22 +33,6 @@ class UnregisteredState(msgspec.Struct, array_like=True):
     reported_enrolled: int = 0  # enrolled users at the last finding
     reported_variants: int = 0  # variant names at the last finding
     reported_at: int | None = None  # event time of the last finding
-    segments: dict[str, dict[str, int]] = {}  # attribute -> value -> new enrolled users seen with it (sampled)
-
-
-def _note_segments(segments: dict[str, dict[str, int]], attrs_list) -> None:
-    for attrs in attrs_list:
-        if not attrs:
-            continue
-        for k, v in attrs.items():
-            values = segments.get(k)
-            if values is None:
-                if len(segments) >= SEGMENT_KEYS:
-                    continue
-                values = segments[k] = {}
-            v = str(v)
-            if v in values or len(values) < SEGMENT_VALUES:
-                values[v] = values.get(v, 0) + 1
 
 
 class Unregistered(Rule):
@@ -77,7 +58,6 @@ class Unregistered(Rule):
             room = min(SAMPLE_IDS, plan.config.sample_ids_limit) - len(samples)
             if room > 0:
                 samples.extend(new_enr[:room])
-            _note_segments(rs.segments, [enr_first[u].attributes for u in new_enr[:SEGMENT_USERS]])
         st.rule_count[name] = st.s  # the blast radius: every enrolled user
         if name not in st.rule_first:
             st.rule_first[name] = batch.bmin
@@ -94,8 +74,7 @@ class Unregistered(Rule):
             variants[NO_VARIANT] = st.variant_none
         return self.finding(
             st, plan, new_enr, det,
-            observed_extra={"variants": variants, "segments": {k: dict(v) for k, v in rs.segments.items()},
-                            "first_seen_at": st.first_ts, "last_seen_at": st.last_ts},
+            observed_extra={"variants": variants, "first_seen_at": st.first_ts, "last_seen_at": st.last_ts},
             summary=f"{st.experiment}: assignments with no registration: {s} enrolled of "
                     f"{n} eligible distinct users")
 
@@ -107,18 +86,10 @@ class Unregistered(Rule):
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:
         merged.rule_count[self.name] = merged.s
-        segments = {k: dict(v) for k, v in mine.segments.items()}
-        for k, values in other.segments.items():
-            for v, c in values.items():
-                if k in segments or len(segments) < SEGMENT_KEYS:
-                    cur = segments.setdefault(k, {})
-                    if v in cur or len(cur) < SEGMENT_VALUES:
-                        cur[v] = cur.get(v, 0) + c
         return UnregisteredState(max(mine.reported_users, other.reported_users),
                                  max(mine.reported_enrolled, other.reported_enrolled),
                                  max(mine.reported_variants, other.reported_variants),
-                                 max((t for t in (mine.reported_at, other.reported_at) if t is not None), default=None),
-                                 segments)
+                                 max((t for t in (mine.reported_at, other.reported_at) if t is not None), default=None))
 
 
 RULE = Unregistered()
