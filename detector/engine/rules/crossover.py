@@ -74,19 +74,24 @@ class VariantCrossover(Rule):
         offending: dict[str, Any] = {}
         if olds != vs:  # some user is new to the map, or crossed over (C-level passes, no per-user Python)
             limit = rs.limit
-            isnew = list(map(is_, olds, repeat(None)))
-            admit = isnew if limit == _ALL else list(
-                map(and_, isnew, map(limit.__gt__, map(_MASK.__and__, map(hash, uids)))))
-            first.update(compress(zip(uids, vs), admit))
+            allnew = olds.count(None) == len(olds)  # common: then nobody can have crossed over
+            isnew = olds if allnew else list(map(is_, olds, repeat(None)))
+            pairs = zip(uids, vs)
+            if limit == _ALL:
+                first.update(pairs if allnew else compress(pairs, isnew))
+            else:
+                admit = map(limit.__gt__, map(_MASK.__and__, map(hash, uids)))
+                first.update(compress(pairs, admit if allnew else map(and_, isnew, admit)))
             if None in vs:  # enrolled without a variant: not a first variant (missing_variant's case)
                 for uid in compress(uids, map(is_, vs, repeat(None))):
                     if first.get(uid, 0) is None:
                         del first[uid]
-            changed = list(map(and_, map(ne, olds, vs), map(not_, isnew)))
-            if any(changed):
-                for uid, v in compress(zip(uids, vs), changed):
-                    if v is not None:
-                        offending[uid] = enr_first[uid]
+            if not allnew:
+                changed = list(map(and_, map(ne, olds, vs), map(not_, isnew)))
+                if any(changed):
+                    for uid, v in compress(zip(uids, vs), changed):
+                        if v is not None:
+                            offending[uid] = enr_first[uid]
             if len(first) > TRACKED_USERS + TRACKED_USERS // 4:
                 rs.first, rs.limit = _trim(first, TRACKED_USERS)
         enr = batch.enr_events
