@@ -17,6 +17,7 @@ IncidentStatus = Literal["firing", "resolved"]
 
 # Timeline entry kinds, in the order they usually happen.
 TIMELINE_KINDS = (
+    "configuration_changed",  # a flag configuration change opened (or resolved) it: detector.flags
     "first_offending_event",
     "detection",
     "evidence",

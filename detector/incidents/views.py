@@ -26,6 +26,7 @@ import orjson
 from detector.alerts.times import rfc3339
 
 TITLES = {
+    "configuration_changed": "Configuration changed",
     "first_offending_event": "First offending event",
     "detection": "Detected",
     "evidence": "New evidence",
@@ -185,6 +186,8 @@ def describe(entry: Mapping[str, Any]) -> str:
     kind, d = entry["kind"], entry.get("detail") or {}
     if kind == "first_offending_event":
         return "the first enrollment outside the declared population"
+    if kind == "configuration_changed":
+        return f"flag {d.get('flag', '?')}: {d.get('before') or '(first seen)'} -> {d.get('after', '?')}"
     if kind == "detection":
         return f"{_code(d.get('summary', ''))} (blast radius {_code(d.get('blast_radius'))})"
     if kind == "notification_queued":

@@ -33,7 +33,8 @@ SNAPSHOT_EVERY_S = 5.0  # at most this often a view snapshot of an incident that
 class AlertPublisher:
     def __init__(self, config: LifecycleConfig, expectation_of: Callable, topics: Topics, metrics=None,
                  policy: NotificationPolicy | None = None, digest_store=None,
-                 exposure_of: Callable[[str], dict | None] | None = None) -> None:
+                 exposure_of: Callable[[str], dict | None] | None = None, engine_config=None) -> None:
+        self.engine_config = engine_config  # the worker's EngineConfig: re-judging reads the same knobs
         self.topics = topics
         self.config = config
         self.policy = policy
@@ -98,11 +99,18 @@ class AlertPublisher:
         now_ms = int(now_s * 1000)
         lc.record_registration_change(experiment, now_ms)
         expectation = self.expectation_of(experiment)
-        breaches = rule_breaches(state, expectation)
+        breaches = (rule_breaches(state, expectation) if self.engine_config is None
+                    else rule_breaches(state, expectation, self.engine_config))
         if expectation is not None:  # registered now: its `unregistered` incident is over
             breaches.setdefault("unregistered", False)
         notes = lc.on_rule_breaches(experiment, breaches, now_ms, reason="registration changed")
         await self._publish(lc, notes, (experiment,))
+
+    async def on_cleared(self, partition: int, experiment: str, rule: str, now_s: float, kind: str, by: str,
+                         **detail) -> None:
+        """The cause of an open incident went away (e.g. a flag configuration was fixed): resolve it."""
+        lc = self.lifecycle(partition)
+        await self._publish(lc, lc.on_cleared(experiment, rule, int(now_s * 1000), kind, by, **detail), (experiment,))
 
     # ---- operator actions (API) ----------------------------------------------------------
     def find(self, incident_id: str) -> tuple[Lifecycle, object] | None:

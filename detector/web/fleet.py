@@ -71,6 +71,11 @@ ROUTES: dict[str, str] = {
     "/v1/incidents/{id}/ack": "incident",
     "/v1/incidents/{id}/resolve": "incident",
     "/v1/incidents/{id}/blast-radius": "incident",
+    # The console's pages of one incident or experiment (the session cookie travels with the request).
+    "/incidents/{id}": "incident",
+    "/incidents/{id}/{action}": "incident",
+    "/incidents/{id}/blast-radius.csv": "incident",
+    "/experiments/{experiment}": "experiment",
 }
 
 

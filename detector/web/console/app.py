@@ -17,7 +17,7 @@ from detector.registration.errors import RegistrationError
 from detector.registration.files import yaml_load
 from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
 from detector.registration.risk import assess, diff
-from detector.web.auth import PUBLIC, Principal, add_route, declare_framework_route
+from detector.web.auth import PUBLIC, Principal, add_route, audit_user_read, declare_framework_route
 from detector.web.console import session as sess
 from detector.web.console.words import RULE_TITLES, explain, fraction_text, plural, wilson
 
@@ -203,6 +203,9 @@ class Console:
         users = "read:users" in p.scopes
         blast = view.get("blast_radius") or {}
         sample = list(blast.get("sample_ids") or []) if users else []
+        if sample:
+            audit_user_read(request, what="incident_sample_ids", experiment=view["experiment"],
+                            fields=("blast_radius.sample_ids",), count=len(sample), who=p)
         return aiohttp_jinja2.render_template("incident.html", request, self._ctx(
             request, p, inc=view, sample=sample, show_users=users, count=int(blast.get("count") or 0),
             sentence=_sentence(view), timeline=[_timeline_row(e, users) for e in view.get("timeline") or []],
@@ -232,8 +235,8 @@ class Console:
         state = self.ingest.state_of(experiment) if self.ingest is not None else None
         if state is None:
             raise _page_error(404, "The blast radius is held by the worker that owns this experiment.")
-        log.info("blast radius read", extra={"principal": p.name, "experiment": experiment, "rule": rule,
-                                             "via": "console"})
+        audit_user_read(request, what="blast_radius_csv", experiment=experiment, fields=("user_id",),
+                        count=int(getattr(state, "offender_count", 0) or 0), who=p)
         resp = web.StreamResponse(headers={
             "Content-Type": "text/csv; charset=utf-8",
             "Content-Disposition": f'attachment; filename="{_filename(experiment)}-blast-radius.csv"'})
@@ -259,6 +262,9 @@ class Console:
         if declared and not users and declared.get("population", {}).get("allowlist") is not None:
             al = declared["population"]["allowlist"]
             declared["population"]["allowlist"] = f"({plural(len(al), 'user')}; ids need the read:users scope)"
+        elif declared and declared.get("population", {}).get("allowlist"):
+            audit_user_read(request, what="registration_allowlist", experiment=name,
+                            fields=("population.allowlist",), count=len(declared["population"]["allowlist"]), who=p)
         expected = _expected_view(reg)
         rules = [{"rule": r, "title": RULE_TITLES.get(r, r), "state": v.get("state"),
                   "words": explain(r, v, expected, obs), "statistic": v.get("statistic"),

@@ -13,6 +13,7 @@ RULE_TITLES = {
     "segment_breach": "Segments",
     "outside_window": "Time window",
     "sample_ratio_mismatch": "Variant split (SRM)",
+    "config_exceeds_declaration": "Flag configuration",
 }
 
 

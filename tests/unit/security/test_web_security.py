@@ -131,7 +131,8 @@ def _bearer(token):
 
 
 def _concrete(path: str, client) -> str:
-    return path.replace("{experiment}", EXP).replace("{id}", client.incident_id)
+    return (path.replace("{experiment}", EXP).replace("{id}", client.incident_id).replace("{source}", "growthbook")
+            .replace("{format}", "posthog"))
 
 
 def _routes(app):
