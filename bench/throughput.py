@@ -357,7 +357,7 @@ Engine measured: {_engine_version()}.
 def _engine_version() -> str:
     """The last commit that changed detector/engine/ (the none and breach mixes depend on it)."""
     try:
-        out = subprocess.run(["git", "log", "-1", "--format=%h %ad %s", "--date=short", "--", "detector/engine"],
+        out = subprocess.run(["git", "log", "-1", "--no-merges", "--format=%h %ad %s", "--date=short", "--", "detector/engine"],
                              cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         out = ""
