@@ -194,7 +194,7 @@ def _nice_ceiling(x: float) -> int:
     mag = 10 ** math.floor(math.log10(x))
     for m in (1, 1.5, 2, 3, 5, 10):
         if m * mag >= x:
-            return int(math.ceil(m * mag))
+            return math.ceil(m * mag)
     return int(10 * mag)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
 from alerts_fixtures import finding
+
 from detector.alerts.digest import Digests
 from detector.alerts.lifecycle import Lifecycle, LifecycleConfig
 from detector.alerts.policy import NotificationPolicy
@@ -184,8 +184,9 @@ def test_rate_limit_holds_advisory_pages_never_breaches_and_summarises():
 
 
 def test_alerting_yaml_notifications_section_parses():
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     raw = yaml.safe_load(Path("config/alerting.yaml").read_text())
     cfg = parse_alerting(raw, env={})
