@@ -197,8 +197,9 @@ def wait_registered(url: str, experiments: list[str], timeout: float = 30.0, tok
     auth = {"Authorization": f"Bearer {token}"} if token else {}  # reads need the `read` scope
     while pending and time.time() < deadline:
         codes = {e: _http("GET", f"{base}/v1/expectations/{e}", headers=auth)[0] for e in pending}
-        if set(codes.values()) & {401, 403, 503}:
+        if set(codes.values()) & {401, 403}:
             return False  # no token that may read: cannot tell (the caller waits a little instead)
+        # 503: the worker is not ready yet, or its group is rebalancing (Retry-After): ask again
         pending = [e for e, code in codes.items() if code != 200]
         if pending:
             time.sleep(0.1)

@@ -38,7 +38,8 @@ def test_simulated_incident_end_to_end(workers, receiver, ns, tmp_path):
     # The command a user runs (README walkthrough), with the ground truth printed as JSON.
     run = subprocess.run([sys.executable, "-m", "detector", "simulate", "incident", "--bootstrap", BOOTSTRAP,
                           "--prefix", ns.prefix, "--url", w.url, "--qa-users", "5", "--others", "250", "--json"],
-                         cwd=ROOT, env={**os.environ, **ns.env()}, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, env={**os.environ, **ns.env(), "DETECTOR_API_TOKEN": TOKEN}, capture_output=True,
+                         text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     sc = SimpleNamespace(**json.loads(run.stdout))
     assert "someone sets the rollout of crm-winback-email-qa to 100%" in run.stderr
