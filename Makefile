@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install kafka-up kafka-down kafka-logs run simulate test test-unit test-integration system-deps bench clean deploy-check
+.PHONY: install kafka-up kafka-down kafka-logs run simulate test test-unit test-integration system-deps bench clean lint schema deploy-check
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python >= 3.11)"; exit 1; }
@@ -44,6 +44,13 @@ test: install ## every test; starts Kafka if needed and stops it again if it sta
 	if [ $$started = 1 ]; then scripts/kafka.sh down; fi; \
 	exit $$rc
 
+lint: install ## ruff (pycodestyle, pyflakes, bugbear; line length 140) and mypy (strict for engine and alerts)
+	$(BIN)/ruff check detector tests bench
+	$(BIN)/mypy
+
+schema: install ## regenerate config/expectation.schema.json from the registration model
+	$(BIN)/python -m detector.registration.schema > config/expectation.schema.json
+
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
@@ -51,6 +58,7 @@ deploy-check: install ## helm lint + template, schema-check the manifests, check
 	scripts/deploy-check.sh
 
 bench: install kafka-up
+	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python bench/throughput.py
 
 clean:

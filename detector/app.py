@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import faust
 import orjson
@@ -18,6 +19,8 @@ from detector import __version__
 from detector.alerts.outbound import KillUrlPolicy
 from detector.alerts.routing import load_alerting
 from detector.engine import observe
+from detector.flags.sources import parse_sources
+from detector.flags.watcher import FlagMetrics, FlagWatcher, owned_partition, users_per_day
 from detector.ingest.service import IngestService
 from detector.observability.metrics import DetectorMetrics
 from detector.settings import Settings
@@ -27,6 +30,7 @@ from detector.shell.observation import exposure_of, exposures, observation_view
 from detector.shell.outbox import AlertPublisher
 from detector.registration.store import KafkaRegistrationService, ParsedRegistrations, RegistrationFold
 from detector.shell.web import add_routes
+from detector.sources.metrics import SourceMetrics
 from detector.web.expectations_api import MAX_BODY_BYTES
 from detector.web.fleet import Fleet
 
@@ -68,7 +72,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None,
                              settings.environ, webhook_urls=settings.webhook_urls)
 
-    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
+    raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
     expectations_topic = app.topic(settings.topics.expectations, **raw)
     alerts_topic = app.topic(settings.topics.alerts, **raw)
     timeline_topic = app.topic(settings.topics.timeline, **raw)
@@ -91,23 +95,36 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     mirror = ChangelogMirror(settings, {name: f"{settings.faust_id}-{name}-changelog" for name in MIRRORED},
                              on_change=on_table_change, loop=app.loop)
-    app.service(mirror)
+    app.service(mirror)  # type: ignore[arg-type]
     parsed = ParsedRegistrations(mirror.table("registrations"))
     publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics, policy=alerting.policy,
-                               digest_store=dispatch)
+                               digest_store=dispatch, engine_config=settings.engine_config)
     fleet = Fleet(settings, experiment_of_incident=lambda iid: _experiment_of_incident(
         publisher, mirror.table("incidents"), iid))
+    source_metrics = SourceMetrics(metrics.registry)
     ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop,
-                           assignor=fleet.assignor)
+                           assignor=fleet.assignor, source_metrics=source_metrics)
     fleet.ingest = ingest
     publisher.exposure_of = exposure_of(ingest, parsed.get)  # the digest lists what the engine observed
-    app.service(ingest)
+    app.service(ingest)  # type: ignore[arg-type]  # faust accepts an instance; its stub says a class
     courier = Courier(alerting, parsed.get, settings.topics, metrics, kill_policy=KillUrlPolicy.from_settings(settings),
                       store=dispatch)
+    flag_specs = parse_sources(settings.flag_sources)
+    flags = None
+    if flag_specs:  # flag configurations compared with registrations (detector.flags)
+        flags = FlagWatcher(
+            flag_specs, registrations=parsed.all, publisher=publisher, lock=ingest.lock,
+            owner_of=lambda e: owned_partition(ingest, settings.topics.assignments, e),
+            rate_of=lambda e: users_per_day(ingest.state_of(e)), metrics=FlagMetrics(metrics.registry),
+            interval_s=settings.flag_poll_interval_s, timeout_s=settings.flag_fetch_timeout_s,
+            unleash_token=settings.unleash_api_token, flagd_token=settings.flagd_auth_token, loop=app.loop,
+        )
+        app.service(flags)  # type: ignore[arg-type]  # an instance, as for the ingest service
 
     def observation(experiment: str):
         state = ingest.state_of(experiment)
-        return None if state is None else observation_view(observe(state, parsed.get(experiment)))
+        return None if state is None else observation_view(observe(state, parsed.get(experiment),
+                                                                   settings.engine_config))
 
     async def send_registration(key: bytes, value: bytes) -> None:
         await expectations_topic.send(key=key, value=value)
@@ -154,11 +171,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
         for exp in ingest.take_changed():
             state = ingest.state_of(exp)
             if state is not None:
-                metrics.update_experiment(exp, observe(state, parsed.get(exp)))
-        metrics.replace_consumer_lags(await ingest.lags())
+                metrics.update_experiment(exp, observe(state, parsed.get(exp), settings.engine_config))
+        lags = await ingest.lags()
+        metrics.replace_consumer_lags(lags)
+        source_metrics.set_lags(lags, {t: s.format for t, s in ingest.sources.items()})
 
     add_routes(
-        app.web.web_app,
+        app.web.web_app,  # type: ignore[attr-defined]  # the aiohttp driver's application
         settings=settings,
         metrics=metrics,
         registrations=reg_service,
@@ -169,8 +188,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
         exposures=lambda include_registered=False: exposures(ingest, publisher, parsed.get,
                                                              include_registered=include_registered),
         fleet=fleet,
+        flags=flags,
+        source_metrics=source_metrics,
     )
-    app.detector = {"ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service}
+    app.detector = {  # type: ignore[attr-defined]
+        "ingest": ingest, "publisher": publisher, "metrics": metrics, "registrations": reg_service, "flags": flags,
+    }
     return app
 
 

@@ -12,8 +12,9 @@ import sys
 COMMANDS = {
     "worker": ("detector.worker", "run the detector worker (Faust app on Kafka)"),
     "replay": ("detector.replay", "run the engine over a JSON-lines file of events, no Kafka"),
-    "register": ("detector.registration.cli", "register expectations from a YAML file or directory"),
-    "expectations": ("detector.registration.cli", "list | show | delete registrations"),
+    "register": ("detector.registration.cli", "register experiments from a YAML file or directory"),
+    "registrations": ("detector.registration.cli", "list | show | status | history | delete | validate registrations"),
+    "expectations": ("detector.registration.cli", "the same as `registrations` (its historical name)"),
     "sync": ("detector.registration.cli", "push every YAML registration in a directory"),
     "simulate": ("detector.simulate", "produce a realistic scenario into Kafka"),
     "blast-radius": ("detector.incidents.cli", "out-of-target users of an experiment (CSV or JSON)"),
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"detector: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    # Modules serving several commands (register/expectations/sync) receive the command name first.
+    # Modules serving several commands (register/registrations/sync) receive the command name first.
     if getattr(module, "MULTI_COMMAND", False):
         return int(module.main([name, *rest]) or 0)
     return int(module.main(rest) or 0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from detector import discovery
+from detector.settings import env_default, worker_url_default
 
 EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 2, 4
 
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     fmt.add_argument("--csv", action="store_true", help="print CSV")
     p.add_argument("--write", metavar="DIR", help="write one draft registration per experiment into DIR")
     p.add_argument("--force", action="store_true", help="overwrite existing draft files")
-    p.add_argument("--url", default=os.environ.get("DETECTOR_URL") or "http://127.0.0.1:6066")
-    p.add_argument("--token", default=os.environ.get("DETECTOR_API_TOKEN") or None)
+    p.add_argument("--url", default=worker_url_default())
+    p.add_argument("--token", default=env_default("DETECTOR_API_TOKEN"))
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:

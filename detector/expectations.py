@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SEVERITIES = ("critical", "error", "warning", "info")
+# Relative excess the fraction rule ignores unless the registration says otherwise: covers a
+# logging asymmetry of up to ~9% between enrolled and not-enrolled evaluations (README "Statistics").
+DEFAULT_TOLERANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,11 @@ class Expectation:
     segments: dict[str, frozenset[str]] | None = None  # attribute -> allowed values
     variants: dict[str, float] | None = None  # declared split, sums to 1
     severity: str = "warning"
-    tolerance: float = 0.0  # fraction rule alerts on fraction * (1 + tolerance)
-    alpha: float = 1e-4  # lifetime false-alarm budget of each sequential test
+    tolerance: float = DEFAULT_TOLERANCE  # fraction rule alerts on fraction * (1 + tolerance)
+    alpha: float | None = None  # lifetime false-alarm budget of the statistical rules; None: the fleet share
+    # share of not-enrolled evaluations that reach the detector (1: all; q: sampled at rate q;
+    # 0: the SDK logs only enrolled users, which leaves the fraction rule nothing to judge)
+    unenrolled_logged: float = 1.0
     kill_url: str | None = None  # opt-in auto-mitigation (mitigation.kill_url)
     labels: dict[str, str] = field(default_factory=dict)
     schema_version: int = 1

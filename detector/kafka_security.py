@@ -167,7 +167,7 @@ async def preflight(conn: KafkaConnection, timeout_s: float = 20.0) -> None:
             raise KafkaSecurityError(
                 f"Kafka TLS handshake with {where} failed ({exc.reason or exc}): check "
                 "DETECTOR_KAFKA_SECURITY_PROTOCOL and DETECTOR_KAFKA_SSL_CERTFILE/KEYFILE") from None
-        except (errors.SaslAuthenticationFailed, errors.IllegalSaslStateError) as exc:
+        except (errors.SaslAuthenticationFailed, errors.IllegalSaslStateError):
             raise KafkaSecurityError(
                 f"Kafka SASL authentication failed at {where}: check DETECTOR_KAFKA_SASL_USERNAME and "
                 "DETECTOR_KAFKA_SASL_PASSWORD (or _FILE) and DETECTOR_KAFKA_SASL_MECHANISM") from None

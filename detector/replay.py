@@ -1,4 +1,4 @@
-"""`detector replay EVENTS.jsonl --expectations DIR [--format text|json] [--batch N]`
+"""`detector replay EVENTS.jsonl --registrations DIR [--format text|json] [--batch N]`
 
 Runs the detection engine over a JSON-lines file of assignment events, without Kafka.
 Lines are decoded in batches with `detector.events.decode_batch` (the same result as `decode` per line) (record time 0: events without `ts`
@@ -27,11 +27,13 @@ import sys
 import time
 from datetime import datetime, timezone
 from itertools import islice
+from collections.abc import Sequence
 from typing import TextIO
 
 from detector.engine import EngineConfig, ExperimentState, Finding, by_experiment, observe, process_batch
 from detector.events import decode_batch
 from detector.expectations import Expectation
+from detector.registration import load_dir
 
 
 def iso(ms: int | None) -> str:
@@ -48,42 +50,6 @@ def _delay(ms: int) -> str:
     if s < 3600:
         return f"+{int(s // 60)}m{int(s % 60):02d}s"
     return f"+{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-
-
-def load_expectations(path: str) -> dict[str, Expectation]:
-    """Registrations from a directory of YAML files (shared loader of detector.registration)."""
-    try:
-        from detector.registration import load_dir
-    except ImportError:  # pragma: no cover - the registration package is part of the tree
-        return _load_dir_minimal(path)
-    return load_dir(path)
-
-
-def _load_dir_minimal(path: str) -> dict[str, Expectation]:  # pragma: no cover - fallback only
-    import yaml
-
-    from detector.events import parse_ts
-
-    out = {}
-    for name in sorted(os.listdir(path)):
-        if not name.endswith((".yaml", ".yml")):
-            continue
-        with open(os.path.join(path, name)) as f:
-            for doc in yaml.safe_load_all(f):
-                if not doc:
-                    continue
-                pop = doc.get("population") or {}
-                ts = {k: (parse_ts(doc[k].isoformat() if hasattr(doc[k], "isoformat") else doc[k], 0)
-                          if doc.get(k) is not None else None) for k in ("starts_at", "ends_at")}
-                out[doc["experiment"]] = Expectation(
-                    experiment=doc["experiment"], owner=doc.get("owner"), description=doc.get("description"),
-                    starts_at=ts["starts_at"], ends_at=ts["ends_at"],
-                    allowlist=frozenset(map(str, pop["allowlist"])) if pop.get("allowlist") is not None else None,
-                    max_users=pop.get("max_users"), fraction=pop.get("fraction"),
-                    segments={k: frozenset(map(str, v if isinstance(v, list) else [v]))
-                              for k, v in pop["segments"].items()} if pop.get("segments") else None,
-                    variants=doc.get("variants"), severity=doc.get("severity", "warning"))
-    return out
 
 
 class _Printer:
@@ -107,7 +73,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     err = err or sys.stderr
     ap = argparse.ArgumentParser(prog="detector replay", description="run the engine over a JSON-lines file")
     ap.add_argument("events", help="JSON-lines file of assignment events ('-' for stdin)")
-    ap.add_argument("--expectations", metavar="DIR", help="directory of YAML registrations")
+    ap.add_argument("--registrations", "--expectations", dest="registrations", metavar="DIR",
+                    help="directory of YAML registrations (--expectations: its historical name)")
     ap.add_argument("--format", choices=("text", "json"), default="text")
     ap.add_argument("--batch", type=int, default=5000, help="lines per engine batch (default 5000)")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -118,15 +85,15 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     if args.batch < 1:
         err.write("detector replay: --batch must be >= 1\n")
         return 2
-    expectations: dict[str, Expectation] = {}
-    if args.expectations:
-        if not os.path.isdir(args.expectations):
-            err.write(f"detector replay: {args.expectations}: not a directory\n")
+    registrations: dict[str, Expectation] = {}
+    if args.registrations:
+        if not os.path.isdir(args.registrations):
+            err.write(f"detector replay: {args.registrations}: not a directory\n")
             return 1
         try:
-            expectations = load_expectations(args.expectations)
+            registrations = load_dir(args.registrations)
         except Exception as exc:  # invalid registrations are invalid input
-            err.write(f"detector replay: cannot load expectations from {args.expectations}: {exc}\n")
+            err.write(f"detector replay: cannot load registrations from {args.registrations}: {exc}\n")
             return 1
     try:
         fh = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")
@@ -155,7 +122,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
             st = states.get(exp_key)
             if st is None:
                 st = states[exp_key] = ExperimentState.new(exp_key)
-            for f in process_batch(st, expectations.get(exp_key), events, config):
+            for f in process_batch(st, registrations.get(exp_key), events, config):
                 printer.finding(f)
         engine_s += time.perf_counter() - te
 
@@ -177,6 +144,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
                 if not lines:
                     break
                 raws = list(filter(bytes.strip, lines))  # blank lines are skipped
+                linenos: Sequence[int]
                 if len(raws) == len(lines):
                     linenos = range(lineno + 1, lineno + 1 + len(lines))
                 else:
@@ -199,7 +167,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     if args.format == "text":
         out.write(f"\n# final state ({n_events:,} events, {len(states)} experiments)\n")
         for key, st in states.items():
-            o = observe(st, expectations.get(key), config)
+            o = observe(st, registrations.get(key), config)
             ob = o.observed
             rules = ", ".join(f"{r}={v.state}" for r, v in o.rules.items()) or "no rules declared"
             frac = "-" if ob.observed_fraction is None else f"{ob.observed_fraction:.4%}"

@@ -14,6 +14,7 @@ Areas add their settings as one contiguous block headed by a comment naming the 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -150,6 +151,36 @@ class Settings(BaseSettings):
     # The worker's public base URL (links in notifications and pages; never taken from Host).
     external_url: str = ""
     # --- end console ---
+    # --- statistics (README "Statistics") ---
+    # Expected false pages per month over the whole fleet, with at most `active_experiments`
+    # experiments active in a month: each experiment's lifetime alpha is their ratio (a
+    # registration's own alpha overrides it).
+    false_page_budget: float = Field(1.0, gt=0)
+    active_experiments: int = Field(10000, gt=0)
+    # outside_window: grace at both edges of a declared window (the accepted producer clock skew)
+    window_grace_s: float = Field(3600.0, ge=0, validation_alias="DETECTOR_WINDOW_GRACE")
+    # segment_breach: an enrolled event with no attributes is a breach (default: only counted)
+    segment_missing_breach: bool = False
+    # --- end statistics ---
+    # --- sources ---
+    # Which topics carry exposures, in which format: "topic=format[:option=value...],..." (README
+    # "Connecting your experimentation platform"); empty = exposure.assignments=native.
+    sources_spec: str = Field("", validation_alias="DETECTOR_SOURCES")
+    # HTTP collector (POST /v1/assignments, /v1/sources/{format}): requests per second per token
+    # (a token bucket holding `collector_burst` requests; 0: no limit), and records per request.
+    collector_rate: float = 20.0
+    collector_burst: int = 40
+    collector_max_records: int = 10000
+    # --- end sources ---
+    # --- flags ---
+    # Flag configurations compared with registrations (detector.flags): `kind=location,...`, kind
+    # growthbook|flagd|unleash, location a URL, a file or directory, or `webhook`.
+    flag_sources: str = ""
+    flag_poll_interval_s: float = Field(15.0, gt=0, validation_alias="DETECTOR_FLAG_POLL_INTERVAL")
+    flag_fetch_timeout_s: float = Field(10.0, gt=0, validation_alias="DETECTOR_FLAG_FETCH_TIMEOUT")
+    unleash_api_token: Secret = ""  # sent as Unleash's Authorization header
+    flagd_auth_token: Secret = ""  # bearer token for flagd URLs
+    # --- end flags ---
     # --- security (detector/web/auth.py, detector/alerts/outbound.py) ---
     # Bearer tokens with scopes: a YAML/JSON file of {name, token | sha256, scopes} (see README).
     api_tokens_file: str = ""
@@ -162,6 +193,14 @@ class Settings(BaseSettings):
     # The environment as read at start, with every `<NAME>_FILE` resolved into `<NAME>`: the
     # alerting config names the variables that hold its sinks' URLs and secrets.
     _environ: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("sources_spec")
+    @classmethod
+    def _check_sources(cls, value: str) -> str:
+        from detector.sources import parse_sources
+
+        parse_sources(value)  # ValueError naming every problem, at start
+        return value
 
     @field_validator("webhook_urls", "kill_url_allowed_hosts", mode="before")
     @classmethod
@@ -201,6 +240,16 @@ class Settings(BaseSettings):
         """The environment as read at start (secret files resolved), for config that names variables."""
         return self._environ
 
+    @functools.cached_property
+    def engine_config(self):
+        """The engine's knobs that come from the environment (detector.engine.EngineConfig)."""
+        from detector.engine import EngineConfig
+        from detector.engine.budget import fleet_alpha
+
+        return EngineConfig(alpha=fleet_alpha(self.false_page_budget, self.active_experiments),
+                            window_grace_ms=int(self.window_grace_s * 1000),
+                            segment_missing_breach=self.segment_missing_breach)
+
     @property
     def kafka(self) -> KafkaConnection:
         """How to reach the cluster (raises KafkaSecurityError naming the setting that is wrong)."""
@@ -218,6 +267,13 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix, self.app_id)
+
+    @property
+    def sources(self) -> list:
+        """The configured sources (detector.sources.Source), topic prefix applied."""
+        from detector.sources import parse_sources
+
+        return parse_sources(self.sources_spec, self.topic_prefix)
 
     @property
     def faust_id(self) -> str:

@@ -121,7 +121,7 @@ class _Population:
 
     def __init__(self, rng: random.Random, size: int) -> None:
         self.rng = rng
-        ids = set()
+        ids: set[str] = set()
         while len(ids) < size:
             ids.add(f"u-{rng.randrange(10**7, 10**8)}")
         self.users = sorted(ids)

@@ -32,6 +32,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         # Faust's table changelogs, created up front: letting Faust create them while the
         # group is assigning partitions leaves the assignment waiting for them.
         *(NewTopic(f"{settings.faust_id}-{t}-changelog", p, 1, topic_configs=COMPACT) for t in FAUST_TABLES),
+        # Source topics of other formats (DETECTOR_SOURCES), if the platform's exporter has not made them.
+        *(NewTopic(s.topic, p, 1) for s in settings.sources if s.topic != t.assignments),
     ]
 
 

@@ -83,7 +83,7 @@ class Digests:
         return min(times) if times else None
 
     def tick(self, folded: Iterable[Incident], now_ms: int,
-             exposure_of: Callable[[str], dict | None] = lambda _: None) -> list[Notification]:
+             exposure_of: Callable[[str], dict[str, Any] | None] = lambda _: None) -> list[Notification]:
         """Digests due at `now_ms`, given every open folded incident (`Incident.folded`)."""
         if not self._loaded:
             self._loaded = True
@@ -128,7 +128,7 @@ class Digests:
         return out
 
     def _notification(self, key: str, g: _GroupRecord, incs: list[Incident], new: list[str], now_ms: int,
-                      exposure_of: Callable[[str], dict | None], resolved: bool = False) -> Notification:
+                      exposure_of: Callable[[str], dict[str, Any] | None], resolved: bool = False) -> Notification:
         slug = group_slug(key)
         labels = _group_labels(key)
         incs = sorted(incs, key=lambda i: (i.experiment, i.id))

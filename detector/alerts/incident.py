@@ -7,7 +7,7 @@ caller's epoch milliseconds), and the scribe's timeline for the post-mortem.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
@@ -17,6 +17,7 @@ IncidentStatus = Literal["firing", "resolved"]
 
 # Timeline entry kinds, in the order they usually happen.
 TIMELINE_KINDS = (
+    "configuration_changed",  # a flag configuration change opened (or resolved) it: detector.flags
     "first_offending_event",
     "detection",
     "evidence",
@@ -72,4 +73,4 @@ class Incident(msgspec.Struct, kw_only=True):
         self.timeline.append(TimelineEntry(int(at), kind, detail))
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)
+        return cast("dict[str, Any]", msgspec.to_builtins(self))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -122,7 +122,7 @@ class Lifecycle:
         return cls(config, msgspec.json.decode(data, type=_State), policy)
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self._s)
+        return cast("dict[str, Any]", msgspec.to_builtins(self._s))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], config: LifecycleConfig | None = None) -> "Lifecycle":
@@ -159,6 +159,18 @@ class Lifecycle:
                 self._add(inc, now_ms, "registration_change", rule_in_breach=False, **detail)
                 out.extend(self._resolve(inc, now_ms, "registration_change"))
         return out
+
+    def on_cleared(self, experiment: str, rule: str, now_ms: int, kind: str, by: str, **detail: Any) -> list[Notification]:
+        """Resolve the open incident of (experiment, rule) because its cause went away.
+
+        `kind` names the timeline entry that says why (e.g. `configuration_changed` when a flag's
+        configuration is back within its declaration), `by` the resolution.
+        """
+        inc = self.open_incident(experiment, rule)
+        if inc is None:
+            return []
+        self._add(inc, now_ms, kind, **detail)
+        return self._resolve(inc, now_ms, by)
 
     def record_registration_change(self, experiment: str, now_ms: int, **detail: Any) -> None:
         """Note a registration change on every open incident of the experiment."""
@@ -290,7 +302,10 @@ class Lifecycle:
             )
             self._s.incidents[inc.id] = inc
             self._s.open[key] = inc.id
-            self._add(inc, first_at, "first_offending_event")
+            # An incident opens with its first offending event, or with what the finding names
+            # instead (a flag configuration change: `detector.flags.rule.ConfigFinding`).
+            opened_by = str(_field(finding, "timeline_kind", None) or "first_offending_event")
+            self._add(inc, first_at, opened_by, **dict(_field(finding, "timeline_detail", None) or {}))
             self._add(
                 inc, detected_at, "detection",
                 summary=finding.summary,

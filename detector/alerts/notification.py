@@ -13,7 +13,7 @@ Ids:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
@@ -59,7 +59,7 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
         return self.kind == "firing" and self.sequence == 1
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)
+        return cast("dict[str, Any]", msgspec.to_builtins(self))
 
     def to_bytes(self) -> bytes:
         """JSON for the outbox topic."""

@@ -100,7 +100,7 @@ class RateLimit:
     per_ms: int = 10 * 60_000
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> RateLimit | None:
+    def from_dict(cls, raw: Mapping[str, Any] | Literal[False] | None) -> RateLimit | None:
         if raw is None or raw is False:
             return None
         raw = dict(raw)

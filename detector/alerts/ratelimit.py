@@ -55,7 +55,15 @@ class RateLimiter:
         rec = self._sinks.get(sink)
         if rec is None:
             raw = self.store.get(STORE_PREFIX + sink)
-            rec = self._sinks[sink] = _dec.decode(raw) if raw else _SinkRecord()
+            # The store is the deliveries table: bytes as written here, or a dict once restored
+            # from its changelog on another worker (the table's value serializer decodes JSON).
+            if not raw:
+                rec = _SinkRecord()
+            elif isinstance(raw, (bytes, bytearray, str)):
+                rec = _dec.decode(raw)
+            else:
+                rec = msgspec.convert(raw, _SinkRecord)
+            self._sinks[sink] = rec
         return rec
 
     def _roll(self, sink: str, rec: _SinkRecord, now_ms: int, per_ms: int) -> None:

@@ -14,7 +14,10 @@ class EngineConfig:
     sample_ids_limit: int = 1000  # ids carried by a finding
     fraction_ratios: tuple[float, ...] = RATIOS
     srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
-    cusum_users_per_false_alarm: float = 1e8
+    # --- statistics (fraction / split rules; README "Statistics") ---
+    alpha: float = 1e-4  # per-experiment lifetime false-alarm budget when the registration sets none
+    window_grace_ms: int = 3_600_000  # outside_window: accepted clock skew at both edges of the window
+    segment_missing_breach: bool = False  # an enrolled event without attributes breaches declared segments
     unregistered_severity: str = "warning"
     fingerprint_bits: int = 30  # seen-set fingerprints: new-user false positive = keys / 2^bits
     small_batch_keys: int = 24  # batches with at most this many distinct users probe the user set in plain Python

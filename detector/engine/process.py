@@ -48,6 +48,9 @@ class Observed(msgspec.Struct):
     last_event_at: int | None = None
     counting: str = "exact"  # "exact" | "sketch"
     out_of_target_users: int = 0
+    # users enrolled at their first evaluation: what the fraction rule judges (README "Statistics")
+    first_evaluation_enrolled_users: int = 0
+    first_evaluation_fraction: float | None = None
 
 
 class Declared(msgspec.Struct):
@@ -155,8 +158,10 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
         deque(map(enr_first.setdefault, map(_user_of, enr_events), enr_events), maxlen=0)
         if len(enr_events) == nev:
             batch_users = enr_first.keys()
-        else:
-            batch_users = set(map(_user_of, events))
+        else:  # each user's first event in the batch: their first evaluation if they are new
+            first_any: dict = {}
+            deque(map(first_any.setdefault, map(_user_of, events), events), maxlen=0)
+            batch_users = first_any.keys()
     first_event_ever = st.events == 0
     st.events += nev
     if st.first_ts is None or bmin < st.first_ts:
@@ -175,20 +180,31 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
             st.enr_max_ts = etmax
 
     # ---- distinct users -----------------------------------------------------------------
+    # dx: new users whose FIRST evaluation is enrolled (the fraction rule's unit); ds: users
+    # enrolled for the first time (new, or seen not enrolled before: max_users, variants).
+    mixed = 0 < len(enr_events) < nev
     fs = st.fset
     if fs is None:
         seen = st.seen
         before = len(seen)
+        new_users = [u for u in batch_users if u not in seen] if mixed else None
         seen.update(batch_users)
         dn = len(seen) - before
         enr_map = st.enr
         new_enr = [u for u in enr_first if u not in enr_map]
         enr_map.update(zip(new_enr, map(_variant_of, map(enr_first.__getitem__, new_enr))))
     else:
-        dn, new_enr = _sketch_membership(fs, batch_users, enr_first, config)
+        dn, new_enr, new_users = _sketch_membership(fs, batch_users, enr_first, config, mixed)
     ds = len(new_enr)
+    if not enr_events:
+        dx = 0
+    elif mixed:
+        dx = sum(1 for u in new_users if first_any[u].enrolled)
+    else:
+        dx = dn
     st.n += dn
     st.s += ds
+    st.f_x += dx
     batch_vc: dict[str, int] = {}
     if ds:
         for v in map(_variant_of, map(enr_first.__getitem__, new_enr)):
@@ -204,7 +220,7 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
         return []  # nothing enrolled and no new eligible user: no rule can change
 
     # ---- the rules ----------------------------------------------------------------------
-    batch = Batch(events, enr_events, enr_first, new_enr, dn, ds, batch_vc, bmin, bmax, first_event_ever)
+    batch = Batch(events, enr_events, enr_first, new_enr, dn, ds, batch_vc, bmin, bmax, first_event_ever, dx)
     findings: list[Finding] = []
     for rule, plan in _plans(expectation, config).active:
         f = rule.judge(st, batch, plan)
@@ -213,8 +229,9 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
     return findings
 
 
-def _sketch_membership(fs, batch_users, enr_first, config) -> tuple[int, list[str]]:
-    """New eligible users (count) and new enrolled users (ids, batch order) against the user set.
+def _sketch_membership(fs, batch_users, enr_first, config, want_new=False):
+    """New eligible users (count), new enrolled users (ids, batch order) and, if `want_new`,
+    the new users' ids (else None), against the user set.
 
     One entry per user with an enrolled flag: one hash and one probe per distinct user of the
     batch. Few users: hashed and probed with plain Python and a handful of numpy calls; else
@@ -227,14 +244,15 @@ def _sketch_membership(fs, batch_users, enr_first, config) -> tuple[int, list[st
         new_user, newly = fs.upsert_small(fs.keys_list(hash64_list(cand)), flags)
         dn = sum(new_user)
     else:
-        nu, ne = fs.upsert(fs.keys(hash64(cand)), np.array(flags, bool))
-        dn = int(np.count_nonzero(nu))
+        new_user, ne = fs.upsert(fs.keys(hash64(cand)), np.array(flags, bool))
+        dn = int(np.count_nonzero(new_user))
         newly = ne.tolist()
+    new_users = list(compress(cand, new_user)) if want_new else None
     new = list(compress(cand, newly))
     if all_enr or len(new) <= 1:
-        return dn, new
+        return dn, new, new_users
     fresh = set(new)
-    return dn, [u for u in enr_first if u in fresh]  # in batch order
+    return dn, [u for u in enr_first if u in fresh], new_users  # in batch order
 
 
 # ---------------------------------------------------------------------------------------
@@ -242,8 +260,8 @@ def rule_breaches(state: ExperimentState, expectation: Expectation | None,
                   config: EngineConfig = DEFAULT_CONFIG) -> dict[str, bool]:
     """Re-judge the current state under a (possibly new) declaration; rule -> breached.
 
-    Each active rule's `breached` (exact where the state allows; the sequential tests as one
-    look at the lifetime distinct counts, a single look being a valid test).
+    Each active rule's `breached` (exact where the state allows; the statistical rules as
+    their alarm logic leaves them, re-judged on the users since their last alarm).
     """
     return {r.name: r.breached(state, expectation, config) for r in RULES if r.active(expectation)}
 
@@ -268,6 +286,8 @@ def observe(state: ExperimentState, expectation: Expectation | None,
         last_event_at=st.last_ts,
         counting="exact" if st.fset is None else "sketch",
         out_of_target_users=st.offender_count,
+        first_evaluation_enrolled_users=st.f_x,
+        first_evaluation_fraction=(st.f_x / st.n) if st.n else None,
     )
     rules = {r.name: r.observe(st, exp, config, r.breached(st, exp, config)) for r in RULES if r.active(exp)}
     return Observation(experiment=st.experiment, observed=observed, expected=declared(exp), rules=rules)

@@ -8,10 +8,12 @@ Two regimes for "have we seen this user?":
   fingerprint with an "enrolled" flag bit, upgraded in place when the user enrols;
   Elias-Fano coded in checkpoints (~2 bytes a user at 100k users, ~1.6 at 1M). Counts are
   lower bounds: a fingerprint collision makes a new user look seen. A new enrolled user that
-  collides with a not-enrolled entry still counts as enrolled, so S loses fewer users than n
-  and S/n reads high by at most ~n / 2^30 (0.1% at 1M users), far below the fraction test's
-  smallest alternative (+10%). The enrolled count S is therefore itself the lower bound that
-  max_users alerts on (since format 5; before, an HLL of enrolled ids kept a second, looser one).
+  collides with a not-enrolled entry still counts as enrolled (S is the number of distinct
+  fingerprints among enrolled users), so S is the lower bound max_users alerts on, and
+  `enrolled_estimate` inverts the collisions (linear counting). The fraction rule does NOT
+  use S/n: it counts each user once, at their first evaluation (f_x enrolled of n), and a
+  colliding user is dropped from both, whatever their status, so the ratio has no collision
+  bias at any size (since format 7).
 
 Offender records are [first seen ms, variant, rule bitmask] (each rule's `bit`, RULE_BITS).
 Each rule keeps its own state (its `State` struct) in `rules`, keyed by rule name.
@@ -30,12 +32,14 @@ from detector.engine.bloom import ScalableBloom
 from detector.engine.config import DEFAULT_CONFIG, EngineConfig
 from detector.engine.fpset import UserSet
 from detector.engine.hashing import hash64
+from detector.engine.stats import linear_count
 from detector.engine.rules import BY_NAME, MASK_RULES, RULE_BITS, RULE_NAMES
 
 RULES = RULE_NAMES  # the rule names, in registry order (detector.engine.rules.RULES holds the rules)
 __all__ = ["DEFAULT_CONFIG", "RULES", "RULE_BITS", "EngineConfig", "ExperimentState"]
 
-_FORMAT = 6  # 3: XXH3-64 ids; 4: one flagged fingerprint per user (UserSet); 5: no HLL; 6: per-rule states
+_FORMAT = 7  # 3: XXH3-64 ids; 4: one flagged fingerprint per user (UserSet); 5: no HLL; 6: per-rule states;
+# 7: first-evaluation counts (f_x) and the fraction rule's e-detector
 
 
 class _Snap(msgspec.Struct, array_like=True):
@@ -50,6 +54,7 @@ class _Snap(msgspec.Struct, array_like=True):
     enr_max_ts: int | None
     n: int
     s: int
+    f_x: int  # users enrolled at their FIRST evaluation (the fraction rule's unit), of n
     variants: dict[str, int]
     variant_none: int
     seen: list[str] | None
@@ -82,7 +87,7 @@ class ExperimentState:
         st.experiment = experiment
         st.events = 0
         st.first_ts = st.last_ts = st.enr_min_ts = st.enr_max_ts = None
-        st.n = st.s = 0
+        st.n = st.s = st.f_x = 0
         st.variants = {}
         st.variant_none = 0
         st.seen = set()
@@ -122,8 +127,8 @@ class ExperimentState:
         """Distinct enrolled users: exact, else the user set's count corrected for the collisions expected."""
         if self.fset is None:
             return float(len(self.enr))
-        # n users in 2^f fingerprints (f = bits - 1; the last bit is the flag) hide ~n / 2^(f+1) of them
-        return self.s * (1.0 + self.n / 2.0 ** self.fset.bits)
+        # S = distinct fingerprints among the enrolled users, in 2^(bits-1) slots (the last bit is the flag)
+        return linear_count(self.s, 2.0 ** (self.fset.bits - 1))
 
     # -- offenders --------------------------------------------------------------------------
     def offenders(self) -> Iterator[tuple[str, int, str | None, tuple[str, ...]]]:
@@ -194,8 +199,9 @@ class ExperimentState:
         their union gives n and s (a user on both sides counts once, enrolled if either side
         says so), while variant counts ADD, which assumes the two states saw disjoint users
         (true for user-partitioned streams). What cannot merge: the paths of the
-        sequential tests (mixture SPRT window, CUSUM): they restart at the merge point
-        on the merged counts, which keeps them valid. Offender records union (earliest
+        sequential tests: they restart at the merge point in a new segment of their alpha
+        budget (detector.engine.budget), which keeps the lifetime bound; the first-evaluation
+        enrolled counts add, like the variant counts. Offender records union (earliest
         first-seen, union of rules) up to blast_radius_limit.
         """
         if other.experiment != self.experiment:
@@ -210,6 +216,7 @@ class ExperimentState:
             for u, v in o.enr.items():
                 self.enr.setdefault(u, v)
             self.n, self.s = len(self.seen), len(self.enr)
+            self.f_x = min(self.f_x + o.f_x, self.s)  # disjoint users (user-partitioned streams)
             self.variants, self.variant_none = {}, 0
             for v in self.enr.values():
                 if v is None:
@@ -228,6 +235,7 @@ class ExperimentState:
             for v, c in o.variants.items():
                 self.variants[v] = self.variants.get(v, 0) + c
             self.variant_none += o.variant_none
+            self.f_x = min(self.f_x + o.f_x, self.s)  # disjoint users (user-partitioned streams)
         # offenders: stored records union; counts beyond the stored records add
         mine = self._off
         limit = config.blast_radius_limit

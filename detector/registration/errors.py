@@ -100,8 +100,6 @@ def path_of(loc: tuple[Any, ...], doc: Any) -> str:
     """The dotted path of a pydantic location, walking the document to tell list indexes from keys."""
     path, node = "", doc
     for part in loc:
-        if part == "[key]":
-            continue
         if isinstance(node, list) and isinstance(part, int):
             path += f"[{part}]"
             node = node[part] if 0 <= part < len(node) else None
@@ -221,28 +219,37 @@ MESSAGES: dict[tuple[str, str], Message] = {
 _KEY_ERROR = {"string_type": lambda v, c: f"field names must be strings, {got(v)}"}
 
 
+_MAPS = ("population.segments", "variants", "labels")  # mappings whose keys are data, not fields
+
+
 def _pattern(loc: tuple[Any, ...]) -> str:
+    """The `MESSAGES` key of a location: list indexes as `[]`, keys of data mappings as `*`."""
     out = ""
     for part in loc:
-        if part == "[key]":
-            continue
-        out += "[]" if isinstance(part, int) else ("." if out else "") + ("*" if _is_key(out, part) else str(part))
+        out += "[]" if isinstance(part, int) else ("." if out else "") + ("*" if out in _MAPS else str(part))
     return out
 
 
-_MAPS = ("population.segments", "variants", "labels")
+def _split_key(loc: tuple[Any, ...], doc: Any) -> tuple[tuple[Any, ...], bool]:
+    """`loc` without pydantic's trailing `[key]` marker, and whether the error is about a mapping
+    key. (A document may have a field literally named "[key]": then it is a field, not a marker.)"""
+    if not loc or loc[-1] != "[key]":
+        return loc, False
+    node = doc
+    for part in loc[:-1]:
+        node = node[part] if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node) else (
+            node.get(part) if isinstance(node, dict) else None)
+    if isinstance(node, dict) and "[key]" in node:
+        return loc, False
+    return loc[:-1], True
 
 
-def _is_key(prefix: str, part: Any) -> bool:
-    return prefix in _MAPS
-
-
-def _message(err: ErrorDetails) -> str:
-    kind, loc, value = err["type"], err["loc"], err.get("input")
+def _message(err: ErrorDetails, loc: tuple[Any, ...], is_key: bool) -> str:
+    kind, value = err["type"], err.get("input")
     ctx = dict(err.get("ctx") or {})
     if "expected" in ctx:
         ctx["expected_plain"] = ctx["expected"].replace("'", "").replace(" or ", ", ")
-    if loc and loc[-1] == "[key]" and kind in _KEY_ERROR:
+    if is_key and kind in _KEY_ERROR:
         return _KEY_ERROR[kind](value, ctx)
     fn = MESSAGES.get((kind, _pattern(loc))) or MESSAGES.get((kind, ""))
     return fn(value, ctx) if fn else err["msg"]
@@ -255,10 +262,10 @@ def translate(exc: ValidationError, doc: Any, known_fields: Callable[[str], tupl
     out: list[FieldError] = []
     per_list: dict[str, int] = {}
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        loc, is_key = _split_key(tuple(err["loc"]), doc)
         ctx = err.get("ctx") or {}
         if not loc and "field" in ctx:
-            out.append(FieldError(str(ctx["field"]), _message(err)))
+            out.append(FieldError(str(ctx["field"]), _message(err, loc, is_key)))
             continue
         if err["type"] in ("model_type", "dict_type") and not loc:
             out.append(FieldError("(document)", f"a registration must be a mapping, {got(err.get('input'))}"))
@@ -268,8 +275,6 @@ def translate(exc: ValidationError, doc: Any, known_fields: Callable[[str], tupl
             parent = path_of(loc[:-1], doc)
             out.append(FieldError(path, unknown_field(parent, str(loc[-1]), known_fields(parent))))
             continue
-        if loc and loc[-1] == "[key]" and err["type"] == "string_type":
-            path = key_path(path_of(loc[:-2], doc), loc[-2])
         list_at = next((path_of(loc[:i], doc) for i, p in enumerate(loc) if isinstance(p, int) and i), None)
         if list_at is not None:
             per_list[list_at] = per_list.get(list_at, 0) + 1
@@ -277,5 +282,5 @@ def translate(exc: ValidationError, doc: Any, known_fields: Callable[[str], tupl
                 out.append(FieldError(list_at, f"too many invalid entries; stopped after {MAX_REPORTED_PER_LIST}"))
             if per_list[list_at] > MAX_REPORTED_PER_LIST:
                 continue
-        out.append(FieldError(path, _message(err)))
+        out.append(FieldError(path, _message(err, loc, is_key)))
     return out

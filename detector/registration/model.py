@@ -55,7 +55,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from detector.expectations import Expectation, Flag
+from detector.expectations import DEFAULT_TOLERANCE, Expectation, Flag
 from detector.registration.errors import MESSAGES, FieldError, RegistrationError, got, translate
 from detector.timestamps import EXAMPLE, RFC3339_PATTERN, format_timestamp, parse_rfc3339
 
@@ -69,7 +69,6 @@ MAX_ALLOWLIST = 100_000
 MAX_ID_LENGTH = 1024
 MAX_MAX_USERS = 2**63 - 1
 MAX_ALPHA = 0.05
-DEFAULT_ALPHA = 1e-4
 VARIANT_SUM_TOLERANCE = 1e-6
 MAX_VARIANTS = 100
 MAX_SEGMENT_ATTRIBUTES = 32
@@ -168,6 +167,10 @@ class Population(_Strict):
         Field(None, min_length=1, max_length=MAX_SEGMENT_ATTRIBUTES,
               description="Attribute -> allowed values, e.g. {country: [US]} (rule segment_breach).")
     )
+    unenrolled_logged: Unit | None = Field(
+        None, description="Share of not-enrolled evaluations your SDK logs: 1 (default) all, q sampled at "
+        "rate q, 0 only enrolled users are logged (no fraction rule then)."
+    )
 
 
 class Mitigation(_Strict):
@@ -215,9 +218,14 @@ class Registration(_Strict):
         description="Declared split, weights summing to 1 (rule sample_ratio_mismatch).",
     )
     severity: Literal["critical", "error", "warning", "info"] = "warning"
-    tolerance: float = Field(0.0, ge=0, description="The fraction rule alerts above fraction * (1 + tolerance).")
-    alpha: float = Field(
-        DEFAULT_ALPHA, gt=0, le=MAX_ALPHA, description="Lifetime false-alarm budget of each sequential test."
+    tolerance: float = Field(
+        DEFAULT_TOLERANCE, ge=0, description="The fraction rule alerts above fraction * (1 + tolerance); the "
+        "default absorbs a logging gap of a few percent between enrolled and not-enrolled evaluations."
+    )
+    alpha: float | None = Field(
+        None, gt=0, le=MAX_ALPHA, description="Lifetime false-alarm budget of the experiment's statistical rules "
+        "(fraction and split together); default: the fleet share DETECTOR_FALSE_PAGE_BUDGET / "
+        "DETECTOR_ACTIVE_EXPERIMENTS (1e-4 by default)."
     )
     mitigation: Mitigation | None = None
     labels: dict[LabelName, Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]] | None = Field(
@@ -287,7 +295,8 @@ def compile_registration(doc: Registration) -> Expectation:
         variants=None if doc.variants is None else {k: float(v) for k, v in doc.variants.items()},
         severity=doc.severity,
         tolerance=float(doc.tolerance),
-        alpha=float(doc.alpha),
+        alpha=None if doc.alpha is None else float(doc.alpha),
+        unenrolled_logged=1.0 if pop.unenrolled_logged is None else float(pop.unenrolled_logged),
         kill_url=doc.mitigation.kill_url if doc.mitigation else None,
         labels=dict(doc.labels or {}),
         schema_version=doc.schema_version,
@@ -355,13 +364,16 @@ def registration_to_dict(e: Expectation) -> dict[str, Any]:
         population["fraction"] = e.fraction
     if e.segments is not None:
         population["segments"] = {k: sorted(e.segments[k]) for k in sorted(e.segments)}
+    if e.unenrolled_logged != 1.0:
+        population["unenrolled_logged"] = e.unenrolled_logged
     if population:
         out["population"] = population
     if e.variants is not None:
         out["variants"] = {k: e.variants[k] for k in sorted(e.variants)}
     out["severity"] = e.severity
     out["tolerance"] = e.tolerance
-    out["alpha"] = e.alpha
+    if e.alpha is not None:
+        out["alpha"] = e.alpha
     if e.kill_url is not None:
         out["mitigation"] = {"kill_url": e.kill_url}
     if e.labels:

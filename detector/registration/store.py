@@ -13,8 +13,8 @@ works, which is how the unit tests run the fold without Kafka.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 
@@ -28,6 +28,15 @@ from detector.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
+
+class TableView(Protocol):
+    """What the registration services read from a table: a Faust table, its changelog mirror, a dict."""
+
+    def get(self, key: str, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
 HISTORY_LIMIT = 100  # changes kept per experiment
 
 
@@ -35,7 +44,7 @@ class ParsedRegistrations:
     """Compiled `Expectation`s over a table of canonical registration documents; a document is
     compiled only when its value changes (or `remember` was told the result)."""
 
-    def __init__(self, table: Mapping[str, dict]) -> None:
+    def __init__(self, table: TableView) -> None:
         self.table = table
         self._cache: dict[str, tuple[dict, Expectation]] = {}
 
@@ -114,7 +123,7 @@ class KafkaRegistrationService:
         self,
         send: Callable[[bytes, bytes], Awaitable[Any]],
         parsed: ParsedRegistrations,
-        history: Mapping[str, list],
+        history: TableView,
         observe: Callable[[str], dict[str, Any] | None],
         metrics: Any = None,
         source: str = "api",

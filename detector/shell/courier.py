@@ -78,7 +78,8 @@ class Courier:
                 log.info("notification %s held back by the rate limit of %s", n.id, sink.name,
                          extra={"experiment": n.experiment, "incident_id": n.incident_id})
                 continue
-            outcome = await deliver(n, sink, self.session, self.config.delivery, deadline_at=n.created_at / 1000 + self.config.delivery.deadline_s if n.created_at else None)
+            deadline_at = n.created_at / 1000 + self.config.delivery.deadline_s if n.created_at else None
+            outcome = await deliver(n, sink, self.session, self.config.delivery, deadline_at=deadline_at)
             deliveries[key] = outcome.status
             await self._record(n, outcome, send)
         kill_url = getattr(self.expectation_of(n.experiment), "kill_url", None)

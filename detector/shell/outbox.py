@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
@@ -35,7 +36,8 @@ SNAPSHOT_EVERY_S = 15.0
 class AlertPublisher:
     def __init__(self, config: LifecycleConfig, expectation_of: Callable, topics: Topics, metrics=None,
                  policy: NotificationPolicy | None = None, digest_store=None,
-                 exposure_of: Callable[[str], dict | None] | None = None) -> None:
+                 exposure_of: Callable[[str], dict | None] | None = None, engine_config=None) -> None:
+        self.engine_config = engine_config  # the worker's EngineConfig: re-judging reads the same knobs
         self.topics = topics
         self.config = config
         self.policy = policy
@@ -44,13 +46,13 @@ class AlertPublisher:
         self.exposure_of = exposure_of or (lambda _: None)
         self._digest_seen = -1  # sum of the lifecycles' digest_changes at the last digest tick
         self._snapped: dict[str, float] = {}  # incident id -> monotonic time of its last view snapshot
-        self._unsnapped: dict[str, object] = {}  # folded incidents changed since their last snapshot
+        self._unsnapped: dict[str, Any] = {}  # folded incidents changed since their last snapshot
         self.expectation_of = expectation_of
         self.metrics = metrics
         self.lifecycles: dict[int, Lifecycle] = {}
         self._written: dict[int, bytes] = {}  # last checkpointed lifecycle bytes per partition
         self.lock = asyncio.Lock()  # the ingest service shares its lock (operator actions vs checkpoints)
-        self.producer = None  # set by the ingest service: its AckedSends (settled before each checkpoint)
+        self.producer: Any = None  # set by the ingest service: its AckedSends (settled before each checkpoint)
 
     def lifecycle(self, partition: int) -> Lifecycle:
         lc = self.lifecycles.get(partition)
@@ -73,8 +75,8 @@ class AlertPublisher:
                 await self._publish(lc, lc.tick(now_ms), ())
         await self._tick_digests(now_ms)
         if self._unsnapped:
-            due = time.monotonic() - SNAPSHOT_EVERY_S
-            ready = [inc for iid, inc in self._unsnapped.items() if self._snapped.get(iid, -1e9) <= due]
+            cutoff = time.monotonic() - SNAPSHOT_EVERY_S
+            ready = [inc for iid, inc in self._unsnapped.items() if self._snapped.get(iid, -1e9) <= cutoff]
             for inc in ready:
                 self._unsnapped.pop(inc.id, None)
                 self._snapped[inc.id] = time.monotonic()
@@ -100,11 +102,18 @@ class AlertPublisher:
         now_ms = int(now_s * 1000)
         lc.record_registration_change(experiment, now_ms)
         expectation = self.expectation_of(experiment)
-        breaches = rule_breaches(state, expectation)
+        breaches = (rule_breaches(state, expectation) if self.engine_config is None
+                    else rule_breaches(state, expectation, self.engine_config))
         if expectation is not None:  # registered now: its `unregistered` incident is over
             breaches.setdefault("unregistered", False)
         notes = lc.on_rule_breaches(experiment, breaches, now_ms, reason="registration changed")
         await self._publish(lc, notes, (experiment,))
+
+    async def on_cleared(self, partition: int, experiment: str, rule: str, now_s: float, kind: str, by: str,
+                         **detail) -> None:
+        """The cause of an open incident went away (e.g. a flag configuration was fixed): resolve it."""
+        lc = self.lifecycle(partition)
+        await self._publish(lc, lc.on_cleared(experiment, rule, int(now_s * 1000), kind, by, **detail), (experiment,))
 
     # ---- operator actions (API) ----------------------------------------------------------
     def find(self, incident_id: str) -> tuple[Lifecycle, object] | None:

@@ -12,9 +12,12 @@ import time
 from aiohttp import web
 
 from detector.alerts.outbound import KillUrlPolicy
+from detector.flags.http import add_routes as add_flag_routes
+from detector.flags.sources import unconfigured_flag_source
 from detector.observability.dashboards import experiment_dashboard
 from detector.web import auth
 from detector.web.auth import PUBLIC, STATUS, add_route
+from detector.web.collector import add_collector_routes
 from detector.web.console import Console, add_console_routes
 from detector.web.discovery_api import add_routes as add_discovery_routes
 from detector.web.expectations_api import add_routes as add_expectation_routes
@@ -23,7 +26,7 @@ from detector.web.middleware import install
 
 
 def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at,
-               exposures=None, fleet=None):
+               exposures=None, fleet=None, flags=None, source_metrics=None):
     app.middlewares.append(metrics.aiohttp_middleware())
     tokens = auth.load_tokens(settings.api_token, settings.api_tokens_file)
     install(app, tokens=tokens, anonymous_read=settings.anonymous_read, registry=metrics.registry)
@@ -43,6 +46,8 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
         body = {"ready": ready, "kafka": "connected" if ingest.connected else "unreachable",
                 "partitions": sorted(ingest.partitions), "rebalancing": rebalancing,
                 "last_batch_at": ingest.last_batch_at or None}
+        if flags is not None:  # a flag source outage is a detail, not unreadiness: detection goes on
+            body["flag_sources"] = flags.sources_view()
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(request: web.Request) -> web.Response:
@@ -57,7 +62,9 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     add_route(r, "GET", "/metrics", metrics_view, access=STATUS)
     add_route(r, "GET", "/v1/experiments/{experiment}/dashboard.json", dashboard, access=STATUS)
     kill_policy = KillUrlPolicy.from_settings(settings)
-    add_expectation_routes(r, registrations, kill_url_problem=kill_policy.url_problem)
+    specs = [st.spec for st in flags.states.values()] if flags is not None else []
+    add_expectation_routes(r, registrations, kill_url_problem=kill_policy.url_problem,
+                           extra_risks=lambda new: unconfigured_flag_source(new, specs))
     # Incidents (list, timeline JSON/Markdown, ack, resolve) and blast radius: detector/web/incidents_api.py
     incidents_api = add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest,
                                         registrations=registrations, base_url=settings.external_url or None)
@@ -68,6 +75,10 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
                                     external_url=settings.external_url or None))
     # What was observed, for drafting registrations (detector discover): detector/web/discovery_api.py
     add_discovery_routes(r, exposures=exposures)
+    # Flag configurations: the push webhook and GET /v1/flags (detector/flags/http.py).
+    add_flag_routes(r, flags)
+    # The HTTP collector: POST /v1/assignments and /v1/sources/{format} (detector/web/collector.py).
+    add_collector_routes(r, settings=settings, ingest=ingest, metrics=source_metrics)
     # Faust adds its own index page at "/" ({"status": "OK"}) after this (the console's "/" wins).
     auth.declare_framework_route(app, "GET", "/", PUBLIC)
     auth.check_routes(app)

@@ -230,6 +230,8 @@ def add_route(router: web.UrlDispatcher, method: str, path: str, handler: Handle
     """Register a route with its access rule (`public`, `status` or a scope) and, for bodies, a limit."""
     if access not in ACCESS_RULES:
         raise ValueError(f"route {method} {path}: access must be one of {', '.join(ACCESS_RULES)}, got {access!r}")
+    if method == "GET":  # with HEAD, as aiohttp's add_get (load balancers probe with HEAD)
+        return router.add_get(path, declared(handler, access, max_body))
     return router.add_route(method, path, declared(handler, access, max_body))
 
 
@@ -291,13 +293,13 @@ AUDIT_COUNTER_KEY: web.AppKey[Any] = web.AppKey("detector.auth.user_id_reads", o
 
 
 def audit_user_read(request: web.Request, *, what: str, experiment: str | None = None,
-                    fields: Iterable[str] = (), count: int | None = None) -> None:
+                    fields: Iterable[str] = (), count: int | None = None, who: Principal | None = None) -> None:
     """Record that `request`'s caller read user ids: one INFO record on `detector.audit` and a count.
 
     The record names who (the token's name), what (the view), the experiment, the route and the
     fields or number of ids returned; never the ids themselves.
     """
-    who = principal(request)
+    who = who or principal(request)  # the console passes its session's principal
     route = getattr(request.match_info.route.resource, "canonical", "?") if request.match_info.route else "?"
     audit_log.info(
         "user ids read by %s: %s of %s", who.name, what, experiment or "(all)",

@@ -31,7 +31,6 @@ from detector.expectations import Expectation
 from detector.registration.errors import RegistrationError
 from detector.registration.files import yaml_load
 from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
-from detector.timestamps import format_timestamp
 from detector.registration.risk import Risk, assess, diff
 from detector.registration.service import RegistrationService
 from detector.web.auth import PUBLIC, READ, WRITE, add_route
@@ -222,8 +221,10 @@ def side_by_side(experiment: str, e: Expectation | None, obs: dict[str, Any] | N
 # --------------------------------------------------------------------------------------- handlers
 class ExpectationsAPI:
     def __init__(self, service: RegistrationService, clock: Callable[[], float],
-                 kill_url_problem: Callable[[str], str | None] | None = None):
+                 kill_url_problem: Callable[[str], str | None] | None = None,
+                 extra_risks: Callable[[Any], list] | None = None):
         self.service, self.clock, self.kill_url_problem = service, clock, kill_url_problem
+        self.extra_risks = extra_risks  # risks other areas add (e.g. detector.flags: an unknown flag source)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -244,6 +245,8 @@ class ExpectationsAPI:
         old = self.service.get(experiment)
         changes = diff(old, new)
         risks = assess(old, new, self.service.observation(experiment), now_ms=self._now_ms())
+        if self.extra_risks is not None:
+            risks += self.extra_risks(new)
         action = "create" if old is None else ("update" if changes else "unchanged")
         result = {
             "experiment": experiment,
@@ -347,6 +350,7 @@ def add_routes(
     *,
     clock: Callable[[], float] = time.time,
     kill_url_problem: Callable[[str], str | None] | None = None,
+    extra_risks: Callable[[Any], list] | None = None,
 ) -> ExpectationsAPI:
     """Register the registration routes on `router`, each with its access rule.
 
@@ -355,7 +359,7 @@ def add_routes(
     `kill_url_problem(url)` says why a registration's kill URL is refused (None: allowed).
     """
     service = getattr(services, "registrations", services)
-    api = ExpectationsAPI(service, clock, kill_url_problem)
+    api = ExpectationsAPI(service, clock, kill_url_problem, extra_risks)
     add_route(router, "GET", "/v1/expectations", api.list, access=READ)
     add_route(router, "PUT", "/v1/expectations/{experiment}", api.put, access=WRITE, max_body=MAX_BODY_BYTES)
     add_route(router, "GET", "/v1/expectations/{experiment}", api.get, access=READ)

@@ -35,6 +35,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
@@ -70,6 +71,11 @@ ROUTES: dict[str, str] = {
     "/v1/incidents/{id}/ack": "incident",
     "/v1/incidents/{id}/resolve": "incident",
     "/v1/incidents/{id}/blast-radius": "incident",
+    # The console's pages of one incident or experiment (the session cookie travels with the request).
+    "/incidents/{id}": "incident",
+    "/incidents/{id}/{action}": "incident",
+    "/incidents/{id}/blast-radius.csv": "incident",
+    "/experiments/{experiment}": "experiment",
 }
 
 
@@ -132,7 +138,7 @@ class Fleet:
         self._describe = describe_group or self._describe_group
         self._membership: Membership | None = None
         self._refresh_lock = asyncio.Lock()
-        self._admin = None
+        self._admin: Any = None
         self._session: aiohttp.ClientSession | None = None
 
     # ---- membership ----------------------------------------------------------------------------
@@ -174,6 +180,7 @@ class Fleet:
                     raise
                 except Exception as exc:
                     raise Unavailable(f"the consumer group cannot be described: {exc.__class__.__name__}") from None
+        assert m is not None
         return m
 
     def _owned_here(self, partitions: set[int]) -> bool:

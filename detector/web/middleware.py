@@ -75,10 +75,10 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         if exc.status < 400 or (request.match_info.http_exception is None and not request.path.startswith("/v1/")):
             raise  # redirects, and the console's own HTML error pages
         reason = {404: "not found", 405: "method not allowed", 413: "request body too large"}.get(exc.status, exc.reason)
-        problem = HTTPProblem(exc.status, reason, [{"field": "(request)", "message": reason}])
-        problem.headers.update({k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")})
+        answer = HTTPProblem(exc.status, reason, [{"field": "(request)", "message": reason}])
+        answer.headers.update({k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")})
         _refused(request, exc.status, reason)
-        return problem.response()
+        return answer.response()
     except (ConnectionResetError, web.HTTPClientError):
         raise
     except Exception:

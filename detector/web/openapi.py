@@ -17,12 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from detector.engine.rules import RULE_NAMES
+from detector.flags.rule import RULE as FLAG_RULE
 from detector.registration.model import Registration
 from detector.registration.schema import expectation_json_schema, model_schema
 
 API_VERSION = "1.0.0"
 COMPONENTS = "#/components/schemas/"
 Rule = Literal[RULE_NAMES]  # type: ignore[valid-type]
+IncidentRule = Literal[(*RULE_NAMES, FLAG_RULE)]  # type: ignore[valid-type]  # + the flag configuration rule
 Severity = Literal["critical", "error", "warning", "info"]
 
 
@@ -149,7 +151,7 @@ class Incident(_Open):
     id: str
     status: Literal["firing", "resolved"]
     experiment: str
-    rule: Rule
+    rule: IncidentRule
     severity: Severity
     summary: str
     started_at: str = Field(json_schema_extra={"format": "date-time"})
@@ -414,6 +416,29 @@ def _document() -> dict[str, Any]:
                     "responses": {"200": _json(_ref("Incident"), "The incident."), "404": _error("Unknown incident.")},
                 },
             },
+            "/v1/flags": {
+                "get": {
+                    "summary": "Flag sources and each registration's flag configuration judgement",
+                    "operationId": "getFlags",
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "sources": {"type": "object", "additionalProperties": {"type": "object"}},
+                        "experiments": {"type": "object", "additionalProperties": {"type": "object"}}}},
+                        "Per source: status, error, last success; per registration: source, key, state "
+                        "(within, exceeds, cannot_tell, unknown, unknown_source), configuration, reasons.")},
+                }
+            },
+            "/v1/flag-sources/{source}/webhook": {
+                "parameters": [{"name": "source", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "post": {
+                    "summary": "Push a flag configuration (GrowthBook SDK webhook, flagd document, Unleash client "
+                               "features) or signal a change (Unleash webhook addon): the source is re-read",
+                    "operationId": "pushFlagConfiguration",
+                    "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}},
+                    "responses": {"202": _json({"type": "object"}, "Applied, or a poll of the source scheduled."),
+                                  "404": _json({"type": "object"}, "No such flag source."),
+                                  "422": _json({"type": "object"}, "A push-only source got no configuration.")},
+                },
+            },
             "/v1/incidents/{id}/ack": _incident_action("Acknowledge an incident (stops repeat pages)", "ackIncident"),
             "/v1/incidents/{id}/resolve": _incident_action("Resolve an incident by hand", "resolveIncident"),
             "/v1/incidents/{id}/blast-radius": {
@@ -448,6 +473,16 @@ def _document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "Grafana dashboard JSON.")},
                 },
             },
+            # --- sources: the HTTP collector (detector/web/collector.py) ---
+            "/v1/assignments": _collect("Write native assignment events (JSON array, NDJSON or one object)",
+                                        "postAssignments"),
+            "/v1/sources/{format}": {
+                "parameters": [{"name": "format", "in": "path", "required": True, "schema": {"type": "string"},
+                                "description": "segment, posthog, launchdarkly, statsig, unleash, amplitude, "
+                                               "optimizely, openfeature (otel), native"}],
+                **_collect("Write a platform's exposure events (a Segment webhook body too)", "postSourceEvents"),
+            },
+            # --- end sources ---
             "/readyz": {
                 "get": {
                     "summary": "Readiness: Kafka reachable and partitions assigned",
@@ -456,6 +491,34 @@ def _document() -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def _collect(summary: str, operation_id: str) -> dict[str, Any]:
+    """A collector route: needs a token with the `ingest` scope; 202 once Kafka acknowledged."""
+    result = {"type": "object", "properties": {
+        "accepted": {"type": "integer"},
+        "rejected": {"type": "array", "items": {"type": "object", "properties": {
+            "index": {"type": "integer"}, "kind": {"type": "string"}, "reason": {"type": "string"}}}},
+        "not_exposure": {"type": "array", "items": {"type": "integer"}},
+        "no_identity": {"type": "array", "items": {"type": "integer"}}}}
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": operation_id,
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"type": ["array", "object"]}},
+                "application/x-ndjson": {"schema": {"type": "string"}}}},
+            "responses": {
+                "202": _json(result, "Written to exposure.assignments (acks=all); rejects listed by index."),
+                "401": _error("Missing or invalid token."),
+                "413": _error("Body over 1 MiB, or too many records."),
+                "422": _json(result, "No record was valid."),
+                "429": _error("Rate limit of this token (Retry-After)."),
+                "503": _error("Kafka did not acknowledge: send again."),
+            },
+        }
     }
 
 

@@ -3,7 +3,8 @@
 User ids reach responses in a few known shapes, all handled here (one place, so a new view that
 embeds one of them is covered): a registration's `population.allowlist` (also inside
 `declaration` and `expectation`), the diff of that field in a write result or the history
-(`old`, `new`, `added`, `removed`), and a blast radius's `sample_ids` / `sample_user_ids`, and the first offender an allowlist summary names.
+(`old`, `new`, `added`, `removed`), and a blast radius's `sample_ids` / `sample_user_ids`, and the
+first offender an allowlist summary names.
 Without `read:users` they are replaced by their counts and the body says what was left out
 (`"redacted": [...]`); with it, the read is audited (`detector.web.auth.audit_user_read`).
 The blast-radius routes return nothing but user ids and require `read:users` outright.

@@ -9,15 +9,13 @@ variables (`RELIABILITY_RECEIVER_OUTAGE_S`, default 20 s in CI; the issue's 5 mi
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from harness import BOOTSTRAP, Namespace, Receiver, Worker, now_ms, wait_until
+from harness import BOOTSTRAP, Namespace, Receiver, Worker, wait_until
 
 from detector.alerts.signing import generate_secret
 

@@ -20,7 +20,8 @@ MIN = 60_000
 
 
 def test_late_and_out_of_order_events_neither_false_nor_missed(workers, receiver, ns, tmp_path):
-    w = workers(env=worker_env(tmp_path, receiver), name="time")
+    # event time, not the edge grace (DETECTOR_WINDOW_GRACE, 1 h by default) is what this test is about
+    w = workers(env={**worker_env(tmp_path, receiver), "DETECTOR_WINDOW_GRACE": "0"}, name="time")
     T = now_ms()
     for exp in ("rel-window", "rel-window-quiet"):
         put_registration(w, {"schema_version": 1, "experiment": exp, "owner": "reliability",

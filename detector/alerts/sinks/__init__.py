@@ -7,7 +7,7 @@ To add a sink, write its module and add its class to `SINK_TYPES` below; the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from ..http import BaseSink, sink_from_spec
 from .alertmanager import AlertmanagerSink
@@ -30,7 +30,7 @@ def build_sink(name: str, spec: Mapping[str, Any], env: Mapping[str, str], exter
         raise ValueError(f"sink {name!r}: unknown type {kind!r} (known: {', '.join(sorted(SINK_TYPES))})")
     custom = getattr(cls, "from_spec", None)
     if custom is not None:
-        return custom(name, spec, env, external_url)
+        return cast(BaseSink, custom(name, spec, env, external_url))
     return sink_from_spec(cls, name, spec, env, external_url)
 
 

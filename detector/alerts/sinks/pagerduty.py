@@ -54,7 +54,8 @@ class PagerDutySink(BaseSink):
     type: ClassVar[str] = "pagerduty"
 
     @classmethod
-    def from_spec(cls, name: str, spec: Mapping[str, Any], env: Mapping[str, str], external_url: str | None = None):
+    def from_spec(cls, name: str, spec: Mapping[str, Any], env: Mapping[str, str],
+                  external_url: str | None = None) -> BaseSink:
         key_env = str(spec.get("routing_key_env", "PAGERDUTY_ROUTING_KEY"))
         if not env.get(key_env):
             raise SinkUnavailable(f"sink {name!r}: environment variable {key_env} is unset")

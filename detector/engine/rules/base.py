@@ -64,9 +64,9 @@ class RuleState(msgspec.Struct, omit_defaults=True):
     offenders: int = 0
     first_offending_event_at: int | None = None
     last_offending_event_at: int | None = None
-    cusum: float | None = None
-    cusum_threshold: float | None = None
     alarms: int | None = None
+    segment: int | None = None  # statistical rules: the running segment of the alpha budget
+    missing_attributes: int | None = None  # segment_breach: enrolled events without attributes
 
 
 class Batch:
@@ -75,15 +75,18 @@ class Batch:
     events: the batch in input order; enr_events: its enrolled events; enr_first: user ->
     first enrolled event of the batch (batch order); new_enr: users enrolled for the first time
     ever (batch order); dn / ds: new eligible / enrolled distinct users; new_variants: variant
-    -> users among new_enr (None excluded); bmin / bmax: event time span.
+    -> users among new_enr (None excluded); bmin / bmax: event time span; dx: new users whose
+    first evaluation is enrolled (the fraction rule's trials: dn, of which dx enrolled).
     """
 
     __slots__ = ("events", "enr_events", "enr_first", "new_enr", "dn", "ds", "new_variants",
-                 "bmin", "bmax", "first_event_ever", "_variants")
+                 "bmin", "bmax", "first_event_ever", "_variants", "dx")
 
     def __init__(self, events: list[Assignment] | tuple[Assignment, ...], enr_events: list[Assignment],
                  enr_first: dict[str, Assignment], new_enr: list[str], dn: int, ds: int,
-                 new_variants: dict[str, int], bmin: int, bmax: int, first_event_ever: bool) -> None:
+                 new_variants: dict[str, int], bmin: int, bmax: int, first_event_ever: bool,
+                 dx: int = 0) -> None:
+        self.dx = dx
         self.events = events
         self.enr_events = enr_events
         self.enr_first = enr_first

@@ -1,8 +1,16 @@
 """`fraction_exceeded`: more of the eligible traffic enrolled than the declared fraction.
 
-Mixture SPRT on the distinct counts since the test (re)started, plus a CUSUM for a late onset
-(detector.engine.stats). One look per batch that changed the distinct counts; the test restarts
-at each alarm and at each new declared p0 = fraction * (1 + tolerance).
+The unit is a distinct user at their FIRST evaluation (`Batch.dn` new users, `Batch.dx` of them
+enrolled then): a returning user whose status changes later (a ramp upgrading them) is not a
+new trial, and a fingerprint collision drops a user from both counts, whatever their status.
+Each trial is judged against the p0 in force when its batch is processed,
+p0 = stats.effective_p0(fraction, tolerance, unenrolled_logged), so a registration change is
+a new null from the next batch on and nothing restarts.
+
+The statistic is the weighted Shiryaev-Roberts e-detector of detector.engine.stats (the
+mixture SPRT from the segment's start plus the same test from every later start point, so a
+late onset is judged on the users since the onset). An alarm (or a state merge) starts a new
+segment with its own share of the experiment's lifetime alpha (detector.engine.budget).
 """
 
 from __future__ import annotations
@@ -12,37 +20,44 @@ from typing import Any
 
 import msgspec
 
-from detector.engine import stats
+from detector.engine import budget, stats
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import FIRING, OK, Batch, Finding, Plan, Rule, RuleState
 from detector.expectations import Expectation
 
 _INF = float("inf")
+_LOG_W0 = math.log(budget.START_WEIGHT)
+# A rule that fired reads "firing" until the users since its last alarm favour the declaration
+# by at least 20:1 (mixture e-value <= 1/20): see Fraction.breached.
+RESOLVE_LOG_E = -math.log(20.0)
 
 
 class FractionState(msgspec.Struct, array_like=True):
-    p0: float | None = None  # the p0 the running test is for (None: restart at the next look)
-    n0: int = 0  # eligible / enrolled counts at the test's start
-    s0: int = 0
-    w: float = 0.0  # CUSUM
-    onset: int | None = None  # when the CUSUM last left 0
-    start: int | None = None  # when the running test started
+    p0: float | None = None  # p0 of the last look
+    lr: list[float] | None = None  # ln R_j of the running segment (None: starts at the next look)
+    seg: int = 1  # segment of the alpha budget (1: no alarm, no merge yet)
+    sn: int = 0  # trials / enrolled trials in the running segment
+    sx: int = 0
+    onset: int | None = None  # where the running segment's evidence last started rising
+    start: int | None = None  # when the running segment started
     alarms: int = 0
-    stat: float | None = None  # last ln M
+    stat: float | None = None  # last ln mean_j R_j
 
 
 class FractionPlan(Plan):
-    __slots__ = ("p0", "thr", "alts", "cusum", "cusum_h")
+    __slots__ = ("p0", "alpha", "alts")
 
     def __init__(self, rule: Rule, exp: Expectation, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
-        self.thr = math.log(1.0 / exp.alpha)
-        self.cusum_h = stats.cusum_threshold(config.cusum_users_per_false_alarm)
-        self.alts = self.cusum = None
-        p0 = self.p0 = exp.fraction * (1.0 + exp.tolerance)
-        if 0.0 < p0 < 1.0:
-            self.alts = stats.fraction_alternatives(p0, config.fraction_ratios)
-            self.cusum = stats.cusum_params(p0)
+        self.alpha = exp.alpha if exp.alpha is not None else config.alpha
+        p0 = self.p0 = stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
+        self.alts = stats.fraction_alternatives(p0, config.fraction_ratios) if 0.0 < p0 < 1.0 else None
+
+
+def start_log_weight(n_before: int, n_after: int) -> float:
+    """ln of the change detector's weight on start points among trials n_before+1..n_after."""
+    w = (1.0 - budget.START_WEIGHT) * (budget.start_cdf(n_after) - budget.start_cdf(n_before))
+    return math.log(w) if w > 0.0 else -_INF
 
 
 class Fraction(Rule):
@@ -51,53 +66,52 @@ class Fraction(Rule):
     plan_type = FractionPlan
 
     def active(self, exp: Expectation | None) -> bool:
-        return exp is not None and exp.fraction is not None
+        return exp is not None and exp.fraction is not None and exp.unenrolled_logged > 0
 
     def expected(self, exp: Expectation | None) -> dict:
         return {"fraction": exp.fraction, "tolerance": exp.tolerance, "alpha": exp.alpha,
+                "unenrolled_logged": exp.unenrolled_logged,
                 "alert_above": exp.fraction * (1 + exp.tolerance)}
 
     def judge(self, st: Any, batch: Batch, plan: FractionPlan) -> Finding | None:
         dn = batch.dn
-        if not dn:
+        p0 = plan.p0
+        if not dn and not (p0 <= 0.0 and batch.ds):
             return None
-        ds, bmin, bmax = batch.ds, batch.bmin, batch.bmax
+        dx, bmin, bmax = batch.dx, batch.bmin, batch.bmax
         exp = plan.exp
         fs = self.state(st)
-        p0 = plan.p0
-        if fs.p0 != p0:  # new declaration (or first look): restart the test at this batch
-            fs.p0 = p0
-            fs.n0, fs.s0 = st.n - dn, st.s - ds
-            fs.w = 0.0
-            fs.onset = None
-            fs.start = bmin
+        fs.p0 = p0
         if fs.start is None:
             fs.start = bmin
-        thr = plan.thr
-        h = plan.cusum_h
-        n, s = st.n - fs.n0, st.s - fs.s0
         if p0 >= 1.0:
             fs.stat = 0.0
             return None
-        if p0 <= 0.0:
-            lm = _INF if s > 0 else 0.0
-            w = lm
+        if fs.lr is None:  # a new segment starts with this batch
+            fs.lr = [_LOG_W0] * len(plan.alts or (0,))
+            fs.sn = fs.sx = 0
+            fs.start = bmin
+            fs.onset = None
+        prev = fs.stat if fs.stat is not None else 0.0
+        if p0 <= 0.0:  # declared 0%: any new enrolment now (new or returning user) is a breach, at no
+            fs.sn += dn  # alpha cost (it cannot happen under the null); the e-process is left as it is
+            fs.sx += dx
+            lm = _INF if batch.ds else prev
         else:
-            lm = stats.log_mixture(s, n, plan.alts)
-            a, b = plan.cusum
-            w = fs.w + ds * a + (dn - ds) * b
-            if w <= 0.0:
-                w = 0.0
-                fs.onset = None
-            elif fs.w == 0.0 or fs.onset is None:
-                fs.onset = bmin
-        fs.w = w
+            fs.lr = stats.sr_update(fs.lr, start_log_weight(fs.sn, fs.sn + dn), dx, dn, plan.alts)
+            fs.sn += dn
+            fs.sx += dx
+            lm = stats.log_mean_exp(fs.lr)
+        if lm <= prev:
+            fs.onset = None
+        elif fs.onset is None:
+            fs.onset = bmin  # the evidence started rising here: the estimated onset
         fs.stat = lm
-        if lm < thr and w < h:
+        thr = budget.log_threshold(plan.alpha, self.name, fs.seg)
+        if lm < thr:
             return None
         name = self.name
-        by = "mixture SPRT" if lm >= thr else "CUSUM"
-        stat = lm if lm >= thr else w
+        n, s = fs.sn, fs.sx
         onset = fs.onset if fs.onset is not None else fs.start
         est = s / n if n else 0.0
         excess = max(0, int(round(s - p0 * n)))
@@ -108,47 +122,57 @@ class Fraction(Rule):
         fs.alarms += 1
         observed = {
             "enrolled_users": st.s, "eligible_users": st.n,
-            "observed_fraction": st.s / st.n if st.n else None,
+            "observed_fraction": st.f_x / st.n if st.n else None,
             "window_enrolled_users": s, "window_eligible_users": n, "window_fraction": est,
             "excess_enrolled_users": excess,
-            "log_e_value": lm, "cusum": w, "cusum_threshold": h, "threshold": thr,
-            "detected_by": by, "alarms": fs.alarms,
+            "log_e_value": lm, "threshold": thr, "segment": fs.seg,
+            "alarms": fs.alarms, "onset_estimate": onset,
         }
         f = Finding(
             experiment=st.experiment, rule=name, severity=exp.severity,
             observed=observed, expected=plan.expected(),
             first_offending_event_at=onset, detected_at=bmax, blast_radius=excess, sample_ids=(),
-            statistic=stat,
-            summary=f"{st.experiment}: {s} of {n} eligible users enrolled ({est:.4%}) vs declared "
-                    f"{exp.fraction:.4%} ({by}, ln stat {stat:.1f} >= {thr if by != 'CUSUM' else h:.1f})")
-        # restart the tests from here
-        fs.n0, fs.s0 = st.n, st.s
-        fs.w = 0.0
-        fs.onset = None
+            statistic=lm,
+            summary=f"{st.experiment}: {s} of {n} new eligible users enrolled at first evaluation ({est:.4%}) "
+                    f"vs declared {exp.fraction:.4%} (ln e-value {lm:.1f} >= {thr:.1f})")
+        # the next segment starts with the next batch, with its own share of alpha
+        fs.seg += 1
+        fs.lr = None
+        fs.sn = fs.sx = 0
         fs.start = bmax
+        fs.onset = None
+        fs.stat = 0.0
         return f
 
     def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
-        """One look at the lifetime distinct counts (a single look is a valid test)."""
-        p0 = exp.fraction * (1 + exp.tolerance)
-        if p0 <= 0:
-            return st.s > 0
+        """The alarm state, judged against `exp` (possibly a newer declaration): "firing" from an
+        alarm until the users since that alarm favour the declaration 20:1. A registration that
+        catches up with a legitimate ramp resolves the page; one that does not keeps it."""
+        fs = st.rules.get(self.name)
+        if fs is None or fs.alarms == 0 or exp.unenrolled_logged <= 0:
+            return False
+        p0 = stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
+        if p0 >= 1.0:
+            return False
+        if p0 <= 0.0:
+            return True
         alts = stats.fraction_alternatives(p0, config.fraction_ratios)
-        return stats.log_mixture(st.s, st.n, alts) >= math.log(1 / exp.alpha)
+        return stats.log_mixture(fs.sx, fs.sn, alts) > RESOLVE_LOG_E
 
     def observe(self, st: Any, exp: Expectation | None, config: EngineConfig, breached: bool) -> RuleState:
         fs = st.rules.get(self.name) or FractionState()
-        return RuleState(state=FIRING if breached else OK, statistic=fs.stat, threshold=math.log(1 / exp.alpha),
+        alpha = exp.alpha if exp.alpha is not None else config.alpha
+        return RuleState(state=FIRING if breached else OK, statistic=fs.stat,
+                         threshold=budget.log_threshold(alpha, self.name, fs.seg),
                          offenders=st.rule_count.get(self.name, 0),
                          first_offending_event_at=st.rule_first.get(self.name),
-                         last_offending_event_at=st.rule_last.get(self.name), cusum=fs.w,
-                         cusum_threshold=stats.cusum_threshold(config.cusum_users_per_false_alarm),
-                         alarms=fs.alarms)
+                         last_offending_event_at=st.rule_last.get(self.name),
+                         alarms=fs.alarms, segment=fs.seg)
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:
-        """The test's path cannot merge: it restarts at the merge point on the merged counts."""
-        return FractionState(p0=None, n0=mine.n0, s0=mine.s0, w=0.0, onset=None, start=mine.start,
-                             alarms=mine.alarms + other.alarms, stat=mine.stat)
+        """The path cannot merge: a new segment starts (each side's spent segments stay spent)."""
+        return FractionState(p0=None, lr=None, seg=max(mine.seg, other.seg) + 1, start=mine.start,
+                             alarms=mine.alarms + other.alarms, stat=None)
 
 
 RULE = Fraction()

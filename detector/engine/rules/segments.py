@@ -1,6 +1,7 @@
 """`segment_breach`: an enrolled user whose attributes fall outside the declared segments.
 
-An enrolled event with no attributes at all counts as outside. The offending attributes of
+An enrolled event with no attributes at all is counted (`missing`, reported by `observe()`),
+and is a breach only with `EngineConfig.segment_missing_breach`. The offending attributes of
 each stored offender are kept (rule state), so a later declaration can re-judge them.
 """
 
@@ -11,7 +12,7 @@ from typing import Any
 import msgspec
 
 from detector.engine.config import EngineConfig
-from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, stored_records, tmin, users
+from detector.engine.rules.base import Batch, Finding, Plan, Rule, RuleState, constant, stored_records, tmin, users
 from detector.events import Assignment
 from detector.expectations import Expectation
 
@@ -20,6 +21,7 @@ SEGMENT_BIT = 4
 
 class SegmentState(msgspec.Struct, array_like=True):
     attrs: dict[str, dict[str, str] | None] = {}  # stored offender -> its offending attributes
+    missing: int = 0  # enrolled events seen without attributes
 
 
 class SegmentPlan(Plan):
@@ -30,8 +32,10 @@ class SegmentPlan(Plan):
         self.segs = tuple(exp.segments.items())
 
 
-def _outside(a: dict | None, segs) -> bool:
-    return a is None or any(a.get(k) not in allowed for k, allowed in segs)
+def _outside(a: dict | None, segs, missing_breach: bool = True) -> bool:
+    if not a:
+        return missing_breach
+    return any(a.get(k) not in allowed for k, allowed in segs)
 
 
 class Segments(Rule):
@@ -51,10 +55,13 @@ class Segments(Rule):
             return None
         segs = plan.segs
         bad_first: dict[str, Assignment] = {}
+        missing_breach = plan.config.segment_missing_breach
+        missing = 0
         for e in batch.enr_events:
             a = e.attributes
-            if a is None:
-                if e.user_id not in bad_first:
+            if not a:  # no attributes at all: counted; a breach only if configured so
+                missing += 1
+                if missing_breach and e.user_id not in bad_first:
                     bad_first[e.user_id] = e
                 continue
             for k, allowed in segs:
@@ -62,6 +69,8 @@ class Segments(Rule):
                     if e.user_id not in bad_first:
                         bad_first[e.user_id] = e
                     break
+        if missing:
+            self.state(st).missing += missing
         if not bad_first:
             return None
         new = self.record(st, bad_first.values(), plan.config)
@@ -80,9 +89,16 @@ class Segments(Rule):
     def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
         segs = tuple(exp.segments.items())
         rs = st.rules.get(self.name)
-        if rs is not None and any(_outside(a, segs) for a in rs.attrs.values()):
+        mb = config.segment_missing_breach
+        if rs is not None and any(_outside(a, segs, mb) for a in rs.attrs.values()):
             return True
         return st.rule_count.get(self.name, 0) > stored_records(st, self.bit)
+
+    def observe(self, st: Any, exp: Expectation | None, config: EngineConfig, breached: bool) -> RuleState:
+        rs = super().observe(st, exp, config, breached)
+        seg = st.rules.get(self.name)
+        rs.missing_attributes = seg.missing if seg is not None else 0
+        return rs
 
     def still_holds(self, st: Any, exp: Expectation | None):
         if exp is None or not exp.segments:
@@ -103,7 +119,7 @@ class Segments(Rule):
         for uid, a in other.attrs.items():
             if uid in offs:
                 out.setdefault(uid, a)
-        return SegmentState(out)
+        return SegmentState(out, mine.missing + other.missing)
 
 
 RULE = Segments()

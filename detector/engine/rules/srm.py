@@ -2,7 +2,9 @@
 
 Lindon & Malek's Dirichlet-multinomial Bayes factor averaged over concentrations
 (detector.engine.stats), with its per-declaration constants hoisted (same floats). Counts are
-distinct enrolled users by their first variant; the test restarts at each alarm and each new split.
+distinct enrolled users by their first variant; the test restarts at each alarm, each new split
+and each state merge, each time in a new segment of the experiment's alpha budget
+(detector.engine.budget), so the lifetime bound holds across restarts.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from typing import Any
 
 import msgspec
 
-from detector.engine import stats
+from detector.engine import budget, stats
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import FIRING, OK, Batch, Finding, Plan, Rule, RuleState
 from detector.expectations import Expectation
 
 _lgamma = math.lgamma
+SRM_RESOLVE_MIN_USERS = 100  # the alarm state is judged on at least this many users since the alarm
 
 
 class SrmState(msgspec.Struct, array_like=True):
@@ -26,6 +29,7 @@ class SrmState(msgspec.Struct, array_like=True):
     start: int | None = None
     alarms: int = 0
     stat: float | None = None  # last ln BF
+    seg: int = 1  # segment of the alpha budget
 
 
 def srm_key(exp: Expectation) -> list:
@@ -34,11 +38,11 @@ def srm_key(exp: Expectation) -> list:
 
 
 class SrmPlan(Plan):
-    __slots__ = ("key", "probs", "consts", "thr")
+    __slots__ = ("key", "probs", "consts", "alpha")
 
     def __init__(self, rule: Rule, exp: Expectation, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
-        self.thr = math.log(1.0 / exp.alpha)
+        self.alpha = exp.alpha if exp.alpha is not None else config.alpha
         key = self.key = srm_key(exp)
         probs = [p for _, p in key]
         tot = sum(probs)
@@ -89,6 +93,8 @@ class Srm(Rule):
         rs = self.state(st)
         key = plan.key
         if rs.key is not key and rs.key != key:  # new declaration (or first look): the test starts here
+            if rs.key is not None:  # a new split: a new segment of the budget
+                rs.seg += 1
             rs.key = key
             batch_vc = batch.new_variants
             rs.base = {v: c - batch_vc.get(v, 0) for v, c in st.variants.items()}
@@ -103,7 +109,7 @@ class Srm(Rule):
         probs = plan.probs
         lbf = _srm_log_mixture(counts, plan.consts)
         rs.stat = lbf
-        thr = plan.thr
+        thr = budget.log_threshold(plan.alpha, self.name, rs.seg)
         if lbf < thr:
             return None
         name = self.name
@@ -127,28 +133,36 @@ class Srm(Rule):
                     + "/".join(f"{p:g}" for p in probs) + f" (ln BF {lbf:.1f} >= {thr:.1f})")
         rs.base = dict(vc)
         rs.start = bmax
+        rs.seg += 1
         return f
 
     def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
+        """The alarm state, judged against `exp` on the users since the last alarm: "firing" until
+        at least SRM_RESOLVE_MIN_USERS users since it no longer favour a mismatch (BF <= 1; the
+        Dirichlet mixture's BF falls only like sqrt(k / n) on a balanced split)."""
+        rs = st.rules.get(self.name)
         key = srm_key(exp)
-        counts = [st.variants.get(v, 0) for v, _ in key]
-        if len(key) < 2 or sum(counts) == 0:
+        if rs is None or rs.alarms == 0 or len(key) < 2:
             return False
+        counts = [st.variants.get(v, 0) - rs.base.get(v, 0) for v, _ in key]
+        if sum(counts) < SRM_RESOLVE_MIN_USERS:
+            return True
         tot = sum(p for _, p in key)
-        lbf = stats.srm_log_mixture(counts, [p / tot for _, p in key], config.srm_concentrations)
-        return lbf >= math.log(1 / exp.alpha)
+        return stats.srm_log_mixture(counts, [p / tot for _, p in key], config.srm_concentrations) > 0.0
 
     def observe(self, st: Any, exp: Expectation | None, config: EngineConfig, breached: bool) -> RuleState:
         rs = st.rules.get(self.name) or SrmState()
-        return RuleState(state=FIRING if breached else OK, statistic=rs.stat, threshold=math.log(1 / exp.alpha),
+        alpha = exp.alpha if exp.alpha is not None else config.alpha
+        return RuleState(state=FIRING if breached else OK, statistic=rs.stat,
+                         threshold=budget.log_threshold(alpha, self.name, rs.seg),
                          offenders=st.rule_count.get(self.name, 0),
                          first_offending_event_at=st.rule_first.get(self.name),
-                         last_offending_event_at=st.rule_last.get(self.name), alarms=rs.alarms)
+                         last_offending_event_at=st.rule_last.get(self.name), alarms=rs.alarms, segment=rs.seg)
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:
         """The test restarts at the merge point on the merged counts."""
         return SrmState(key=None, base=mine.base, start=mine.start, alarms=mine.alarms + other.alarms,
-                        stat=mine.stat)
+                        stat=mine.stat, seg=max(mine.seg, other.seg) + 1)
 
 
 RULE = Srm()

@@ -1,5 +1,8 @@
 """`outside_window`: a user enrolled before `starts_at` or at/after `ends_at`.
 
+Both edges get a grace of `EngineConfig.window_grace_ms` (default one hour: the producer clock
+skew the decoder accepts), so a clock running ahead does not page.
+
 The offending time span of each stored offender is kept (rule state), so a later declaration
 can re-judge them.
 """
@@ -11,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from detector.engine.config import EngineConfig
+from detector.engine.config import DEFAULT_CONFIG, EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, tmin, users
 from detector.events import Assignment
 from detector.expectations import Expectation
@@ -24,8 +27,10 @@ class WindowState(msgspec.Struct, array_like=True):
     spans: dict[str, list[int]] = {}  # stored offender -> [first, last] offending event ms
 
 
-def window_of(exp: Expectation) -> tuple[float, float]:
-    return (-_INF if exp.starts_at is None else exp.starts_at, _INF if exp.ends_at is None else exp.ends_at)
+def window_of(exp: Expectation, config: EngineConfig = DEFAULT_CONFIG) -> tuple[float, float]:
+    """[lo, hi) of the declared window widened by the grace at both edges."""
+    g = config.window_grace_ms
+    return (-_INF if exp.starts_at is None else exp.starts_at - g, _INF if exp.ends_at is None else exp.ends_at + g)
 
 
 class WindowPlan(Plan):
@@ -33,7 +38,7 @@ class WindowPlan(Plan):
 
     def __init__(self, rule: Rule, exp: Expectation, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
-        self.lo, self.hi = window_of(exp)
+        self.lo, self.hi = window_of(exp, config)
 
 
 class Window(Rule):
@@ -84,7 +89,7 @@ class Window(Rule):
                     f"the declared window")
 
     def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
-        lo, hi = window_of(exp)
+        lo, hi = window_of(exp, config)
         return st.enr_min_ts is not None and (st.enr_min_ts < lo or st.enr_max_ts >= hi)
 
     def still_holds(self, st: Any, exp: Expectation | None):

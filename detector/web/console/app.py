@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 from urllib.parse import quote, urlencode
@@ -18,7 +17,7 @@ from detector.registration.errors import RegistrationError
 from detector.registration.files import yaml_load
 from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
 from detector.registration.risk import assess, diff
-from detector.web.auth import PUBLIC, add_route, declare_framework_route
+from detector.web.auth import PUBLIC, Principal, add_route, audit_user_read, declare_framework_route
 from detector.web.console import session as sess
 from detector.web.console.words import RULE_TITLES, explain, fraction_text, plural, wilson
 
@@ -26,12 +25,6 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 1024 * 1024
 ALL_SCOPES = frozenset({"read", "read:users", "write", "respond", "ingest"})
-
-
-@dataclass(frozen=True)
-class Principal:
-    name: str
-    scopes: frozenset[str]
 
 
 class Principals(Protocol):
@@ -102,7 +95,8 @@ class Console:
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
             raise _page_error(413, "The form is too large (at most 1 MiB).")
         form = await request.post()
-        if not sess.csrf_ok(self.key, request.cookies.get(sess.COOKIE), form.get("csrf")):
+        token = form.get("csrf")
+        if not sess.csrf_ok(self.key, request.cookies.get(sess.COOKIE), token if isinstance(token, str) else None):
             log.warning("console form refused: missing or wrong CSRF token",
                         extra={"path": request.path, "principal": p.name})
             raise _page_error(403, "This form has expired or did not come from this console: reload the page and try again.")
@@ -132,7 +126,8 @@ class Console:
         form = await request.post()
         nonce = request.cookies.get(sess.LOGIN_CSRF_COOKIE)
         nxt = _safe_next(form.get("next"))
-        if not nonce or not isinstance(form.get("nonce"), str) or not _eq(nonce, form["nonce"]):
+        sent = form.get("nonce")
+        if not nonce or not isinstance(sent, str) or not _eq(nonce, sent):
             raise _page_error(403, "This sign-in form has expired: reload the page and try again.")
         token = form.get("token")
         p = self.principals.by_token(token.strip()) if isinstance(token, str) and token.strip() else None
@@ -208,6 +203,9 @@ class Console:
         users = "read:users" in p.scopes
         blast = view.get("blast_radius") or {}
         sample = list(blast.get("sample_ids") or []) if users else []
+        if sample:
+            audit_user_read(request, what="incident_sample_ids", experiment=view["experiment"],
+                            fields=("blast_radius.sample_ids",), count=len(sample), who=p)
         return aiohttp_jinja2.render_template("incident.html", request, self._ctx(
             request, p, inc=view, sample=sample, show_users=users, count=int(blast.get("count") or 0),
             sentence=_sentence(view), timeline=[_timeline_row(e, users) for e in view.get("timeline") or []],
@@ -237,8 +235,8 @@ class Console:
         state = self.ingest.state_of(experiment) if self.ingest is not None else None
         if state is None:
             raise _page_error(404, "The blast radius is held by the worker that owns this experiment.")
-        log.info("blast radius read", extra={"principal": p.name, "experiment": experiment, "rule": rule,
-                                             "via": "console"})
+        audit_user_read(request, what="blast_radius_csv", experiment=experiment, fields=("user_id",),
+                        count=int(getattr(state, "offender_count", 0) or 0), who=p)
         resp = web.StreamResponse(headers={
             "Content-Type": "text/csv; charset=utf-8",
             "Content-Disposition": f'attachment; filename="{_filename(experiment)}-blast-radius.csv"'})
@@ -264,6 +262,9 @@ class Console:
         if declared and not users and declared.get("population", {}).get("allowlist") is not None:
             al = declared["population"]["allowlist"]
             declared["population"]["allowlist"] = f"({plural(len(al), 'user')}; ids need the read:users scope)"
+        elif declared and declared.get("population", {}).get("allowlist"):
+            audit_user_read(request, what="registration_allowlist", experiment=name,
+                            fields=("population.allowlist",), count=len(declared["population"]["allowlist"]), who=p)
         expected = _expected_view(reg)
         rules = [{"rule": r, "title": RULE_TITLES.get(r, r), "state": v.get("state"),
                   "words": explain(r, v, expected, obs), "statistic": v.get("statistic"),
@@ -296,7 +297,7 @@ class Console:
         text = form.get("yaml") if isinstance(form.get("yaml"), str) else ""
         confirm = form.get("confirm") == "yes"
         apply = form.get("action") == "apply"
-        ctx = dict(text=text, errors=[], risks=[], plan=None, applied=None)
+        ctx: dict[str, Any] = dict(text=text, errors=[], risks=[], plan=None, applied=None)
         try:
             raw = yaml_load(text)
             new = parse_registration(raw)

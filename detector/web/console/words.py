@@ -13,6 +13,7 @@ RULE_TITLES = {
     "segment_breach": "Segments",
     "outside_window": "Time window",
     "sample_ratio_mismatch": "Variant split (SRM)",
+    "config_exceeds_declaration": "Flag configuration",
 }
 
 
@@ -61,9 +62,9 @@ def explain(rule: str, state: Mapping[str, Any], expected: Mapping[str, Any] | N
         lb = int(state.get("statistic") or observed.get("enrolled_users_lower_bound") or enrolled)
         return f"at least {plural(lb, 'distinct enrolled user')}, declared at most {e.get('max_users')}"
     if rule == "fraction_exceeded":
-        declared = e.get("fraction")
-        return (f"{fraction_text(observed)} of eligible users enrolled, declared {pct(declared)}"
-                + (f" (alert above {pct(declared * (1 + (e.get('tolerance') or 0)))})" if declared is not None else ""))
+        share: float | None = e.get("fraction")
+        return (f"{fraction_text(observed)} of eligible users enrolled, declared {pct(share)}"
+                + (f" (alert above {pct(share * (1 + (e.get('tolerance') or 0)))})" if share is not None else ""))
     if rule == "segment_breach":
         segs = e.get("segments") or {}
         what = ", ".join(f"{k} in {sorted(v)}" for k, v in segs.items()) or "the declared segments"

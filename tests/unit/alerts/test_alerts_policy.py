@@ -194,3 +194,19 @@ def test_alerting_yaml_notifications_section_parses():
     assert cfg.policy.grouping[0].group_by == ("owner",)
     assert cfg.policy.rate_limit is not None
     assert parse_alerting(raw, env={"DETECTOR_UNREGISTERED": "observe"}).policy.unregistered == "observe"
+
+
+def test_rate_limit_state_restored_as_a_dict_from_the_changelog():
+    """Another worker restores the deliveries table from its changelog: the record arrives decoded."""
+    import orjson
+
+    policy = NotificationPolicy.from_dict({"rate_limit": {"max": 1, "per": "10m"}})
+    store: dict = {}
+    now = T0 - T0 % (10 * MIN) + 1000
+    rl = RateLimiter(policy, store)
+    assert [rl.admit("slack", _note(i), now + i) for i in range(3)] == [True, False, False]
+    restored = {k: orjson.loads(v) for k, v in store.items()}  # what the table hands back after restore
+    rl2 = RateLimiter(policy, restored)
+    assert rl2.admit("slack", _note(9), now + 5) is False  # the window's budget is still spent
+    [(sink, summary)] = rl2.due_summaries(now + 10 * MIN, ["slack"])
+    assert summary.observed["held_back"] == 3

@@ -177,12 +177,20 @@ def test_segment_breach_missing_attribute_counts_outside():
            ev("e", enrolled=False, attrs={"country": "FR"}, ts=T0 + 4)]  # not enrolled: not a breach
     f = process_batch(st, exp, evs)
     assert rules_of(f) == ["segment_breach"]
-    assert f[0].first_offending_event_at == T0 + 1 and f[0].blast_radius == 3
-    assert f[0].sample_ids == ("b", "c", "d")
+    # d has no attributes at all: counted, not a breach by default
+    assert f[0].first_offending_event_at == T0 + 1 and f[0].blast_radius == 2
+    assert f[0].sample_ids == ("b", "c")
+    assert observe(st, exp).rules["segment_breach"].missing_attributes == 1
     assert rule_breaches(st, exp)["segment_breach"]
     looser = Expectation("exp", segments={"country": frozenset({"US", "FR"})})
-    assert rule_breaches(st, looser)["segment_breach"]  # d has no attributes at all
+    assert not rule_breaches(st, looser)["segment_breach"]  # b and c are inside the looser segments
     assert process_batch(st, exp, [ev("c", attrs={"country": "FR"}, ts=T0 + 9)]) == []
+    # configured so, a missing attribute set is a breach
+    cfg = EngineConfig(segment_missing_breach=True)
+    st2 = ExperimentState.new("exp")
+    f2 = process_batch(st2, exp, evs, cfg)
+    assert f2[0].blast_radius == 3 and f2[0].sample_ids == ("b", "c", "d")
+    assert rule_breaches(st2, looser, cfg)["segment_breach"]  # d has no attributes at all
 
 
 def test_segment_rejudge_clears_when_attributes_now_allowed():
@@ -194,15 +202,28 @@ def test_segment_rejudge_clears_when_attributes_now_allowed():
 
 # ---- window -----------------------------------------------------------------------------
 def test_outside_window_before_start_and_at_end():
+    cfg = EngineConfig(window_grace_ms=0)
     exp = Expectation("exp", starts_at=T0 + 100, ends_at=T0 + 200)
     st = ExperimentState.new("exp")
     assert process_batch(st, exp, [ev("in", ts=T0 + 100), ev("in2", ts=T0 + 199),
-                                   ev("notenr", enrolled=False, ts=T0)]) == []
-    f = process_batch(st, exp, [ev("late", ts=T0 + 200), ev("early", ts=T0 + 50)])
+                                   ev("notenr", enrolled=False, ts=T0)], cfg) == []
+    f = process_batch(st, exp, [ev("late", ts=T0 + 200), ev("early", ts=T0 + 50)], cfg)
     assert rules_of(f) == ["outside_window"]
     assert f[0].first_offending_event_at == T0 + 50 and f[0].blast_radius == 2
+    assert rule_breaches(st, exp, cfg)["outside_window"]
+    assert not rule_breaches(st, Expectation("exp", starts_at=T0, ends_at=T0 + 1000), cfg)["outside_window"]
+
+
+def test_outside_window_grace_is_the_accepted_clock_skew():
+    hour = 3_600_000
+    exp = Expectation("exp", starts_at=T0, ends_at=T0 + 10 * hour)
+    st = ExperimentState.new("exp")
+    # up to one hour (the default grace, = the accepted future skew) beyond either edge: no breach
+    assert process_batch(st, exp, [ev("early", ts=T0 - hour + 1), ev("late", ts=T0 + 11 * hour - 1)]) == []
+    assert not rule_breaches(st, exp)["outside_window"]
+    f = process_batch(st, exp, [ev("later", ts=T0 + 11 * hour)])
+    assert rules_of(f) == ["outside_window"] and f[0].blast_radius == 1
     assert rule_breaches(st, exp)["outside_window"]
-    assert not rule_breaches(st, Expectation("exp", starts_at=T0, ends_at=T0 + 1000))["outside_window"]
 
 
 # ---- SRM --------------------------------------------------------------------------------

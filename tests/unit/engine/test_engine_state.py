@@ -150,8 +150,11 @@ def test_mixture_sprt_matches_notes_formula():
     p0 = 0.01
     alts = stats.fraction_alternatives(p0)
     s, n = 7, 300
-    direct = math.log(sum(math.exp(s * math.log(r) + (n - s) * math.log((1 - r * p0) / (1 - p0)))
-                          for r in stats.RATIOS if r * p0 < 1) / sum(r * p0 < 1 for r in stats.RATIOS))
+    ps = [min(r * p0, 1 - (1 - p0) / r) for r in stats.RATIOS]  # capped below 1
+    direct = math.log(sum(math.exp(s * math.log(p / p0) + (n - s) * math.log((1 - p) / (1 - p0)))
+                          for p in ps) / len(ps))
     assert abs(stats.log_mixture(s, n, alts) - direct) < 1e-9
-    assert stats.fraction_alternatives(0.5)  # alternatives >= 1 dropped
-    assert all(math.exp(a) * 0.5 < 1 for a, _ in stats.fraction_alternatives(0.5))
+    for p0 in (0.01, 0.2, 0.5, 0.9):  # one alternative per ratio, each strictly between p0 and 1
+        al = stats.fraction_alternatives(p0)
+        assert len(al) == len(stats.RATIOS)
+        assert all(p0 < math.exp(a) * p0 < 1 for a, _ in al)

@@ -65,11 +65,11 @@ def test_segment_and_window_rejudging():
     exp = Expectation("seg", segments={"country": frozenset({"BR"})}, starts_at=T0, ends_at=T0 + 10_000)
     evs = [Assignment("seg", "in", "a", True, T0 + 1, {"country": "BR"}),
            Assignment("seg", "pt", "a", True, T0 + 2, {"country": "PT"}),
-           Assignment("seg", "late", "a", True, T0 + 20_000, {"country": "BR"})]
+           Assignment("seg", "late", "a", True, T0 + 3_700_000, {"country": "BR"})]  # past the 1 h grace
     st = _state(exp, evs)
     got = {o.user_id: o.rules for _, o in br.offenders(st, exp)}
     assert got == {"pt": ("segment_breach",), "late": ("outside_window",)}
-    wider = replace(exp, segments={"country": frozenset({"BR", "PT"})}, ends_at=T0 + 30_000)
+    wider = replace(exp, segments={"country": frozenset({"BR", "PT"})}, ends_at=T0 + 200_000)
     assert list(br.offenders(st, wider)) == []
 
 

@@ -6,7 +6,6 @@ import csv
 import io
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from detector.alerts.lifecycle import LifecycleConfig

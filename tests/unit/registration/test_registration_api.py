@@ -314,7 +314,6 @@ async def test_openapi_covers_the_http_contract(client):
 
 
 async def test_services_container_with_registrations_attribute(service):
-    from aiohttp import web
 
     from detector.web.expectations_api import add_routes
 

@@ -34,7 +34,8 @@ def test_valid_registration_parses_to_the_model():
     assert e.segments == {"country": frozenset({"US"})}
     assert e.variants == {"control": 0.5, "treatment": 0.5}
     assert e.starts_at == 1612893600000
-    assert e.severity == "critical" and e.tolerance == 0.0 and e.alpha == 1e-4 and e.schema_version == 1
+    assert e.severity == "critical" and e.tolerance == 0.1 and e.alpha is None and e.schema_version == 1
+    assert e.unenrolled_logged == 1.0
     assert e.active_rules() == [
         "allowlist_breach", "max_users_exceeded", "fraction_exceeded", "segment_breach", "outside_window",
         "sample_ratio_mismatch",
@@ -46,7 +47,7 @@ def test_canonical_form_round_trips_and_is_stable():
     d = registration_to_dict(e)
     assert parse_registration(d) == e
     assert list(d) == ["schema_version", "experiment", "owner", "description", "starts_at", "ends_at",
-                       "population", "variants", "severity", "tolerance", "alpha"]
+                       "population", "variants", "severity", "tolerance"]  # alpha only when set
     shuffled = dict(reversed(list(VALID.items())))
     shuffled["population"] = dict(VALID["population"], allowlist=["qa-003", "qa-001", "qa-002"])
     assert json.dumps(registration_to_dict(parse_registration(shuffled))) == json.dumps(d)

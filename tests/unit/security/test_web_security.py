@@ -131,7 +131,8 @@ def _bearer(token):
 
 
 def _concrete(path: str, client) -> str:
-    return path.replace("{experiment}", EXP).replace("{id}", client.incident_id)
+    return (path.replace("{experiment}", EXP).replace("{id}", client.incident_id).replace("{source}", "growthbook")
+            .replace("{format}", "posthog"))
 
 
 def _routes(app):
@@ -468,3 +469,10 @@ def test_tokens_file_hashes_scopes_and_errors(tmp_path):
     import inspect
 
     assert "hmac.compare_digest" in inspect.getsource(auth.TokenStore.authenticate)
+
+
+async def test_head_follows_the_get_rule(world):
+    assert (await world.head("/healthz")).status == 200
+    assert (await world.head(f"/v1/expectations/{EXP}")).status == 401
+    assert (await world.head(f"/v1/expectations/{EXP}", headers=_bearer(TOKENS["read"]))).status == 200
+    assert (await world.head(f"/v1/experiments/{EXP}/blast-radius", headers=_bearer(TOKENS["read"]))).status == 403

@@ -1,4 +1,4 @@
-"""apply_dir: the worker's start-up load of DETECTOR_EXPECTATIONS_DIR."""
+"""apply_dir: the one YAML directory sync (the worker applies DETECTOR_EXPECTATIONS_DIR with it at start)."""
 
 from __future__ import annotations
 

@@ -27,9 +27,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from collections.abc import Mapping
+
 from detector.events import Assignment, Rejected
 
-from ._common import Reject, assignment, load_object, rejected, scalar_attributes, text, timestamp_ms
+from ._common import (
+    NOT_EXPOSURE,
+    RecordDecoder,
+    Reject,
+    assignment,
+    ensure_options,
+    epoch_ms,
+    load_object,
+    required_text,
+    scalar_attributes,
+    text,
+)
+
+FORMAT = "openfeature"
+OPTIONS: dict[str, tuple[str, ...] | None] = {}
 
 NOT_ENROLLED_REASONS = {"DEFAULT", "DISABLED", "ERROR"}
 _KEY = ("feature_flag.key",)
@@ -39,6 +55,7 @@ _USER = ("feature_flag.context.id", "enduser.id", "user.id", "user_id", "targeti
 _REASON = ("feature_flag.result.reason", "feature_flag.evaluation.reason", "feature_flag.reason")
 _ERROR = ("error.type", "feature_flag.evaluation.error.message", "feature_flag.error.type")
 _TIME = ("timestamp", "time", "@timestamp")
+_SKIP = frozenset(_KEY + _VARIANT + _VALUE + _USER + _REASON + _ERROR + _TIME) | {"timeUnixNano", "observedTimeUnixNano"}
 
 
 def decode_openfeature(value: bytes | None, record_ts_ms: int = 0) -> Assignment | Rejected:
@@ -54,7 +71,7 @@ def decode_openfeature(value: bytes | None, record_ts_ms: int = 0) -> Assignment
         raise Reject("not a feature-flag evaluation: expected feature_flag.key (OpenTelemetry), "
                      "flagKey (OpenFeature) or resourceLogs (OTLP)", "not_exposure")
     except Reject as exc:
-        return rejected(exc, value)
+        return Rejected(exc.reason, value, exc.kind)
 
 
 def _first(doc: dict, keys: tuple[str, ...]) -> Any:
@@ -83,7 +100,7 @@ def _enrolled(reason: Any, error: Any) -> bool:
 
 
 def _from_attributes(attrs: dict, time_unix_nano: Any, record_ts_ms: int) -> Assignment:
-    experiment = text(_first(attrs, _KEY), "feature_flag.key", required=True)
+    experiment = required_text(_first(attrs, _KEY), "feature_flag.key")
     user = text(_first(attrs, _USER), "feature_flag.context.id")
     if user is None:
         raise Reject(f"evaluation of {experiment!r} has no targeting key (feature_flag.context.id)")
@@ -98,18 +115,25 @@ def _from_attributes(attrs: dict, time_unix_nano: Any, record_ts_ms: int) -> Ass
             raise Reject(f"invalid timeUnixNano: {str(time_unix_nano)[:40]!r}", "invalid_ts") from None
     else:
         f = next((k for k in _TIME if attrs.get(k) is not None), None)
-        ts = timestamp_ms(attrs[f], f, record_ts_ms) if f else record_ts_ms
-    skip = set(_KEY + _VARIANT + _VALUE + _USER + _REASON + _ERROR + _TIME) | {"timeUnixNano", "observedTimeUnixNano"}
-    out: dict[str, str] = {}
-    scalar_attributes(((k[len("feature_flag.context."):], v) for k, v in sorted(attrs.items())
-                       if k.startswith("feature_flag.context.") and k not in skip), out)
-    scalar_attributes(((k, v) for k, v in sorted(attrs.items())
-                       if not k.startswith("feature_flag.") and k not in skip and k != "event.name"), out)
-    return assignment(experiment, user, variant, enrolled, ts, out)
+        ts = epoch_ms(attrs[f], f, record_ts_ms) if f else record_ts_ms
+    # Context attributes first (they win a name clash), then the other scalars, each in key order.
+    context, other = [], []
+    for k, v in attrs.items():
+        if k in _SKIP:
+            continue
+        if k.startswith("feature_flag."):
+            if k.startswith("feature_flag.context."):
+                context.append((k[21:], v))
+        elif k != "event.name":
+            other.append((k, v))
+    context.sort()
+    other.sort()
+    out = scalar_attributes(context)
+    return assignment(experiment, user, variant, enrolled, ts, scalar_attributes(other, out))
 
 
 def _from_openfeature(doc: dict, record_ts_ms: int) -> Assignment:
-    experiment = text(doc.get("flagKey"), "flagKey", required=True)
+    experiment = required_text(doc.get("flagKey"), "flagKey")
     ctx = doc.get("context") if doc.get("context") is not None else doc.get("evaluationContext")
     if ctx is not None and not isinstance(ctx, dict):
         raise Reject("context must be an object (the OpenFeature evaluation context)")
@@ -121,7 +145,7 @@ def _from_openfeature(doc: dict, record_ts_ms: int) -> Assignment:
     enrolled = _enrolled(doc.get("reason"), doc.get("errorCode"))
     variant = _variant(doc.get("variant"), doc.get("value"), "variant")
     f = next((k for k in _TIME if doc.get(k) is not None), None)
-    ts = timestamp_ms(doc[f], f, record_ts_ms) if f else record_ts_ms
+    ts = epoch_ms(doc[f], f, record_ts_ms) if f else record_ts_ms
     attrs = scalar_attributes((k, v) for k, v in sorted(ctx.items()) if k != "targetingKey")
     return assignment(experiment, user, variant, enrolled, ts, attrs)
 
@@ -141,7 +165,7 @@ def _otlp_value(v: Any) -> Any:
 
 
 def _otlp_record(doc: dict) -> tuple[dict, Any]:
-    records = []
+    records: list[Any] = []
     try:
         for rl in doc["resourceLogs"] or []:
             for sl in rl.get("scopeLogs") or []:
@@ -159,5 +183,10 @@ def _otlp_record(doc: dict) -> tuple[dict, Any]:
             attrs[kv["key"]] = _otlp_value(kv.get("value"))
     name = rec.get("eventName") or attrs.get("event.name")
     if name not in (None, "feature_flag.evaluation", "feature_flag"):
-        raise Reject(f"OTLP log record {str(name)[:60]!r} is not a feature_flag.evaluation event", "not_exposure")
+        raise Reject(f"OTLP log record {str(name)[:60]!r} is not a feature_flag.evaluation event", NOT_EXPOSURE)
     return attrs, rec.get("timeUnixNano") or rec.get("observedTimeUnixNano")
+
+
+def decoder(options: Mapping[str, str] | None = None) -> RecordDecoder:
+    ensure_options(FORMAT, options or {}, OPTIONS)
+    return RecordDecoder(FORMAT, decode_openfeature)

@@ -1,0 +1,380 @@
+"""What every source decoder shares: the batch loop, the native limits, identity options.
+
+A format module defines a msgspec wire struct (what its platform sends; unknown fields are
+skipped in C) and, for a source's options, a `convert(wire, record_ts_ms)` function that maps one decoded wire
+struct to an `Assignment` or raises `Reject`. `StructDecoder` runs them over a whole fetch:
+
+* fast path: every value decoded with msgspec (`map` over the batch, no Python per record
+  except `convert`), each result checked against the native limits (`assignment`);
+* a value msgspec refuses (not JSON, a field of the wrong type) is decoded again into the
+  format's loose envelope to tell a malformed exposure (dead-lettered, with msgspec's
+  reason and path) from a valid event of the platform that is not an exposure (counted
+  as `not_exposure`, never dead-lettered).
+
+Nothing here raises on any input: the decoders are fuzzed with arbitrary bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from operator import attrgetter, itemgetter
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+
+from detector.events import (
+    MAX_ATTRIBUTES,
+    MAX_EVENT_AGE_MS,
+    MAX_FUTURE_SKEW_MS,
+    MAX_ID_CHARS,
+    MAX_TS_MS,
+    MAX_VALUE_BYTES,
+    Assignment,
+    Rejected,
+)
+
+NOT_EXPOSURE = "not_exposure"  # a valid event of the platform that is not an exposure: counted, skipped
+NO_IDENTITY = "no_identity"  # an exposure without the identity the source is configured for: counted, skipped
+SKIPPED_KINDS = frozenset({NOT_EXPOSURE, NO_IDENTITY})
+
+_first = itemgetter(0)
+Batch = tuple[list[Assignment], "list[int] | None", list[tuple[int, Rejected]]]
+
+
+class Reject(Exception):
+    """Raised inside a converter; becomes a `Rejected` with this reason and kind."""
+
+    def __init__(self, reason: str, kind: str = "invalid_field") -> None:
+        super().__init__(reason)
+        self.reason, self.kind = reason, kind
+
+
+@dataclass(frozen=True)
+class Options:
+    """A source's options from DETECTOR_SOURCES (`identity=...`, `context_kind=...`)."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str, default: str) -> str:
+        return self.values.get(name, default)
+
+
+def epoch_ms(value: Any, field_name: str, default_ms: int) -> int:
+    """Epoch ms from a msgspec-decoded datetime (RFC 3339), epoch ms number, or None (-> default)."""
+    if value.__class__ is int:
+        return value
+    if value is None:
+        return default_ms
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise Reject(f"invalid {field_name}: no time zone offset", "invalid_ts")
+        return int(value.timestamp() * 1000)
+    if isinstance(value, bool):
+        raise Reject(f"invalid {field_name}: {value!r}", "invalid_ts")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Reject(f"invalid {field_name}: not finite", "invalid_ts")
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str):  # RFC 3339 text that msgspec could not type (loose envelopes)
+        try:
+            dt = datetime.fromisoformat(value if value[-1:] == "Z" else value.replace("z", "+00:00"))
+        except ValueError:
+            raise Reject(f"invalid {field_name}: {value[:40]!r} is not an RFC 3339 time", "invalid_ts") from None
+        return epoch_ms(dt, field_name, default_ms)
+    raise Reject(f"invalid {field_name}: {type(value).__name__}", "invalid_ts")
+
+
+def ident(value: Any) -> str | None:
+    """An id field as text: strings as they are, integers as their decimal text, else None."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def load_object(value: bytes | None, what: str) -> dict[str, Any]:
+    """A JSON object within the native size limit (for the per-record decoders), else Reject."""
+    if value is None:
+        raise Reject("empty value (tombstone)", "empty")
+    if len(value) > MAX_VALUE_BYTES:
+        raise Reject(f"value of {len(value)} bytes exceeds {MAX_VALUE_BYTES}", "too_large")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise Reject(f"invalid {what}: not JSON: {exc}", "invalid_json") from None
+    if not isinstance(doc, dict):
+        raise Reject(f"invalid {what}: expected a JSON object, got {type(doc).__name__}", "invalid_json")
+    return doc
+
+
+def text(value: Any, field_name: str, *, required: bool = False) -> str | None:
+    """A string field; integers are accepted as their decimal text (ids often are numbers)."""
+    if value is None or value == "":
+        if required:
+            raise Reject(f"missing {field_name}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise Reject(f"{field_name} must be a string, got {type(value).__name__}")
+    s = str(value)
+    if len(s) > MAX_ID_CHARS:
+        raise Reject(f"{field_name} longer than {MAX_ID_CHARS} characters")
+    if "\x00" in s:
+        raise Reject(f"NUL byte in {field_name}")
+    return s
+
+
+def require_kind(value: Any, allowed: frozenset, what: str, field_name: str) -> None:
+    """The event's discriminator: missing -> a malformed event; another value -> not an exposure."""
+    if value is None:
+        raise Reject(f"not a {what} event: no {field_name}")
+    if value not in allowed:
+        raise Reject(f"{what} {field_name} {str(value)[:60]!r} is not an exposure", NOT_EXPOSURE)
+
+
+def country_platform(country: str | None, platform: str | None) -> dict[str, str] | None:
+    """The two segment attributes most platforms carry (platform in lower case), or None."""
+    if not country and not platform:
+        return None
+    out = {}
+    if country:
+        out["country"] = country
+    if platform:
+        out["platform"] = platform.lower()
+    return out
+
+
+def required_text(value: Any, field_name: str) -> str:
+    """A required string field (see `text`), else Reject."""
+    s = text(value, field_name)
+    if s is None:
+        raise Reject(f"missing {field_name}")
+    return s
+
+
+def scalar_text(value: Any) -> str | None:
+    """A flag value as a variant name: strings, booleans ("true"/"false") and numbers; else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
+        return str(value)
+    return None
+
+
+def scalar_attributes(pairs, out: dict[str, str] | None = None) -> dict[str, str]:
+    """Flat string attributes from (key, value) pairs: scalars only, first MAX_ATTRIBUTES keys."""
+    out = {} if out is None else out
+    for k, v in pairs:
+        if len(out) >= MAX_ATTRIBUTES:
+            break
+        if v is None or isinstance(v, (dict, list)) or not isinstance(k, str) or not k or k in out:
+            continue
+        s = scalar_text(v)
+        if s is not None and len(s) <= MAX_ID_CHARS and len(k) <= MAX_ID_CHARS and "\x00" not in s + k:
+            out[k] = s
+    return out
+
+
+def assignment(experiment: str, user: str, variant: str | None, enrolled: bool, ts: int,
+               attributes: dict[str, str] | None = None) -> Assignment:
+    """The one internal shape (checked against the native limits by `validate`, per batch)."""
+    return Assignment(experiment, user, variant if enrolled else None, enrolled, ts, attributes or None)
+
+
+def check(ev: Assignment, record_ts_ms: int) -> None:
+    """The native decoder's limits for one assignment (raises Reject)."""
+    if not isinstance(ev.experiment, str) or not 0 < len(ev.experiment) <= MAX_ID_CHARS or "\x00" in ev.experiment:
+        raise Reject("experiment (flag key) must be a non-empty string of at most 256 characters without NUL")
+    if not isinstance(ev.user_id, str) or not 0 < len(ev.user_id) <= MAX_ID_CHARS or "\x00" in ev.user_id:
+        raise Reject("user id must be a non-empty string of at most 256 characters without NUL")
+    if ev.variant is not None and (len(ev.variant) > MAX_ID_CHARS or "\x00" in ev.variant):
+        raise Reject("variant longer than 256 characters or with a NUL byte")
+    ts = ev.ts
+    if not 0 <= ts <= MAX_TS_MS:
+        raise Reject(f"ts {ts} is outside 1970..9999", "invalid_ts")
+    if record_ts_ms > 0 and not record_ts_ms - MAX_EVENT_AGE_MS <= ts <= record_ts_ms + MAX_FUTURE_SKEW_MS:
+        raise Reject(f"ts {ts} is too far from its record time {record_ts_ms}", "invalid_ts")
+
+
+_experiment, _user, _variant, _ts = (attrgetter(n) for n in ("experiment", "user_id", "variant", "ts"))
+
+
+def _batch_ok(events: list[Assignment], stamps: list[int]) -> bool:
+    """True when every assignment passes `check`, proven with C-level passes over the batch."""
+    exps, users = list(map(_experiment, events)), list(map(_user, events))
+    variants = [v for v in map(_variant, events) if v is not None]
+    if min(map(len, exps)) == 0 or min(map(len, users)) == 0 or max(map(len, exps)) > MAX_ID_CHARS \
+            or max(map(len, users)) > MAX_ID_CHARS or (variants and max(map(len, variants)) > MAX_ID_CHARS):
+        return False
+    if "\x00" in "\x01".join(exps) or "\x00" in "\x01".join(users) or "\x00" in "\x01".join(variants):
+        return False
+    try:
+        t = np.fromiter(map(_ts, events), np.int64, len(events))
+        r = np.fromiter(stamps, np.int64, len(events))
+    except (OverflowError, ValueError, TypeError):
+        return False
+    if t.min() < 0 or t.max() > MAX_TS_MS:
+        return False
+    d = (t - r)[r > 0]
+    return not d.size or (d.min() >= -MAX_EVENT_AGE_MS and d.max() <= MAX_FUTURE_SKEW_MS)
+
+
+def validate(events: list[Assignment], positions: list[int], values: list, record_ts: list[int],
+             rejects: list[tuple[int, Rejected]]) -> tuple[list[Assignment], list[int]]:
+    """Keep the assignments within the native limits; the others join `rejects` (position order)."""
+    if not events:
+        return events, positions
+    stamps = [record_ts[i] for i in positions] if len(positions) != len(record_ts) else record_ts
+    if _batch_ok(events, stamps):
+        return events, positions
+    kept, kept_pos = [], []
+    for ev, i, rt in zip(events, positions, stamps):
+        try:
+            check(ev, rt)
+        except Reject as exc:
+            rejects.append((i, Rejected(exc.reason, values[i], exc.kind)))
+            continue
+        kept.append(ev)
+        kept_pos.append(i)
+    rejects.sort(key=_first)
+    return kept, kept_pos
+
+
+_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError, OverflowError)
+
+
+def _one(decoder, value: bytes | None, record_ts_ms: int) -> Assignment | Rejected:
+    events, _, rejects = decoder.decode_batch([value], [record_ts_ms])
+    return events[0] if events else rejects[0][1]
+
+
+class StructDecoder:
+    """Batch decoder of one format: msgspec wire struct + converter (see the module docstring).
+
+    `envelope` is a loose struct (every field optional, any type) and `is_exposure(envelope)`
+    says whether a record msgspec refused was meant to be an exposure of this format (a record
+    without the format's discriminating field counts as one: it is malformed, not another event).
+    """
+
+    def __init__(self, format: str, wire: type, convert: Callable[[Any, int], Assignment],
+                 envelope: type, is_exposure: Callable[[Any], bool]) -> None:
+        self.format = format
+        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(wire).decode
+        self._envelope: Callable[[bytes], Any] = msgspec.json.Decoder(envelope).decode
+        self._is_exposure = is_exposure
+        self._convert = convert
+
+    def decode_one(self, value: bytes | None, record_ts_ms: int = 0) -> Assignment | Rejected:
+        """One record (the signature of `detector.events.decode`). Never raises."""
+        return _one(self, value, record_ts_ms)
+
+    def decode_batch(self, values: list, record_ts: list[int]) -> Batch:
+        """(events, positions or None when every record decoded, [(position, Rejected)]). Never raises."""
+        if not values:
+            return [], None, []
+        wires = None
+        if None not in values:
+            try:
+                if max(map(len, values)) <= MAX_VALUE_BYTES:
+                    wires = list(map(self._decode, values))
+            except _ERRORS:
+                wires = None
+        if wires is None:
+            wires = [self._wire_or_rejected(v) for v in values]
+        convert = self._convert
+        rejects: list[tuple[int, Rejected]] = []
+        try:  # every record an exposure of the right shape (a topic of exposures only): no Python loop
+            events = list(map(convert, wires, record_ts))
+        except Exception:  # noqa: BLE001 - some record needs the per-record loop below
+            pass
+        else:
+            positions = list(range(len(values)))
+            events, positions = validate(events, positions, values, record_ts, rejects)
+            return events, (None if not rejects else positions), rejects
+        events = []
+        positions = []
+        for i, (w, rt) in enumerate(zip(wires, record_ts)):
+            if w.__class__ is Rejected:
+                rejects.append((i, w))
+                continue
+            try:
+                events.append(convert(w, rt))
+                positions.append(i)
+            except Reject as exc:
+                rejects.append((i, Rejected(exc.reason, values[i], exc.kind)))
+            except Exception as exc:  # noqa: BLE001 - a converter bug must not stop the batch
+                rejects.append((i, Rejected(f"could not convert {self.format} event: {exc!r}"[:500], values[i])))
+        events, positions = validate(events, positions, values, record_ts, rejects)
+        return events, (None if not rejects else positions), rejects
+
+    def _wire_or_rejected(self, value: bytes | None):
+        if value is None:
+            return Rejected("empty value (tombstone)", value, "empty")
+        if len(value) > MAX_VALUE_BYTES:
+            return Rejected(f"value of {len(value)} bytes exceeds {MAX_VALUE_BYTES}", value, "too_large")
+        try:
+            return self._decode(value)
+        except (msgspec.ValidationError, OverflowError) as exc:  # (ValidationError is a DecodeError)
+            error = exc
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return Rejected(f"invalid {self.format} event: {exc}"[:500], value, "invalid_json")
+        try:  # valid JSON, not of the exposure's shape: is it an exposure at all?
+            exposure = self._is_exposure(self._envelope(value))
+        except _ERRORS:
+            exposure = False
+        except Exception:  # noqa: BLE001
+            exposure = True
+        if not exposure:
+            return Rejected(f"not a {self.format} exposure event", value, NOT_EXPOSURE)
+        kind = "invalid_ts" if "datetime" in str(error) or "timestamp" in str(error).lower() else "invalid_field"
+        return Rejected(f"invalid {self.format} exposure: {error}"[:500], value, kind)
+
+
+class RecordDecoder:
+    """Batch interface over a per-record decoder (formats whose shapes need a dict walk)."""
+
+    def __init__(self, format: str, decode_one: Callable[[bytes | None, int], Assignment | Rejected]) -> None:
+        self.format = format
+        self._decode_one = decode_one
+
+    def decode_one(self, value: bytes | None, record_ts_ms: int = 0) -> Assignment | Rejected:
+        return _one(self, value, record_ts_ms)
+
+    def decode_batch(self, values: list, record_ts: list[int]) -> Batch:
+        events: list[Assignment] = []
+        positions: list[int] = []
+        rejects: list[tuple[int, Rejected]] = []
+        decode_one = self._decode_one
+        for i, (v, rt) in enumerate(zip(values, record_ts)):
+            ev = decode_one(v, rt)
+            if isinstance(ev, Rejected):
+                rejects.append((i, ev))
+            else:
+                events.append(ev)
+                positions.append(i)
+        events, positions = validate(events, positions, values, record_ts, rejects)
+        return events, (None if not rejects else positions), rejects
+
+
+def ensure_options(format: str, options: Mapping[str, str], allowed: Mapping[str, tuple[str, ...] | None]) -> Options:
+    """Validate a source's options: known names, and values among the allowed ones (None: any)."""
+    problems = []
+    for k, v in options.items():
+        if k not in allowed:
+            problems.append(f"unknown option {k!r} for {format} (known: {', '.join(sorted(allowed)) or 'none'})")
+            continue
+        choices = allowed[k]
+        if choices is not None and v not in choices and not any(c.endswith(":") and v.startswith(c) for c in choices):
+            problems.append(f"{format} option {k}={v!r}: use one of {', '.join(choices)}")
+        if not v:
+            problems.append(f"{format} option {k} is empty")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return Options(dict(options))

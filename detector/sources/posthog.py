@@ -1,0 +1,97 @@
+"""PostHog `$feature_flag_called` events -> `Assignment`.
+
+Follows https://posthog.com/docs/experiments/exposures (a user is exposed when PostHog receives
+`$feature_flag_called` with `properties.$feature_flag` = the flag key and
+`properties.$feature_flag_response` = the variant) and the event shape of PostHog's capture
+API / webhook and batch exports (`event`, `distinct_id`, `properties`, `timestamp`, and in
+exports `person_id`).
+
+| Assignment  | PostHog                                                                     |
+|-------------|-----------------------------------------------------------------------------|
+| experiment  | properties.$feature_flag                                                    |
+| user_id     | distinct_id (option `identity=distinct_id`, default) or person_id           |
+|             | (`identity=person_id`: PostHog's merged person, one id for all of a user's  |
+|             | distinct ids)                                                               |
+| variant     | $feature_flag_response: a variant key as it is; `true` -> "true"            |
+| enrolled    | false when $feature_flag_response is false or absent (the flag did not      |
+|             | match: evaluated, not enrolled); true otherwise                             |
+| ts          | timestamp (RFC 3339 or epoch ms), else the record time                      |
+| attributes  | country ($geoip_country_code), platform ($device_type, lower case)          |
+
+Other events on the topic (`$pageview`, `order_completed`, ...) are `not_exposure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from ._common import (
+    NO_IDENTITY,
+    NOT_EXPOSURE,
+    Reject,
+    StructDecoder,
+    assignment,
+    country_platform,
+    ensure_options,
+    epoch_ms,
+    ident,
+)
+
+FORMAT = "posthog"
+EVENT = "$feature_flag_called"
+OPTIONS: dict[str, tuple[str, ...] | None] = {"identity": ("distinct_id", "person_id")}
+
+
+class _Properties(msgspec.Struct, gc=False):
+    flag: str | None = msgspec.field(default=None, name="$feature_flag")
+    response: str | bool | None = msgspec.field(default=None, name="$feature_flag_response")
+    country: str | None = msgspec.field(default=None, name="$geoip_country_code")
+    device_type: str | None = msgspec.field(default=None, name="$device_type")
+
+
+class _Event(msgspec.Struct, gc=False):
+    event: str
+    distinct_id: str | int | None = None
+    person_id: str | None = None
+    properties: _Properties | None = None
+    timestamp: datetime | int | None = None
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    event: Any = None
+
+
+def _convert(identity: str):
+    by_person = identity == "person_id"
+
+    def convert(w: _Event, record_ts: int):
+        if w.event != EVENT:
+            raise Reject(f"PostHog event {w.event[:60]!r}, not {EVENT}", NOT_EXPOSURE)
+        p = w.properties
+        if p is None or not p.flag:
+            raise Reject(f"{EVENT} without properties.$feature_flag")
+        user = w.person_id if by_person else w.distinct_id
+        if user.__class__ is not str:
+            user = ident(user)
+        if not user:
+            raise Reject(f"{EVENT} of {p.flag!r} without {identity}", NO_IDENTITY)
+        r = p.response
+        variant: str | None
+        if r is None or r is False:  # the flag did not match: evaluated, not enrolled
+            enrolled, variant = False, None
+        else:
+            enrolled, variant = True, ("true" if r is True else r)
+        return assignment(p.flag, user, variant, enrolled, epoch_ms(w.timestamp, "timestamp", record_ts),
+                          country_platform(p.country, p.device_type))
+
+    return convert
+
+
+def decoder(options: Mapping[str, str] | None = None) -> StructDecoder:
+    opts = ensure_options(FORMAT, options or {}, OPTIONS)
+    return StructDecoder(FORMAT, _Event, _convert(opts.get("identity", "distinct_id")), _Envelope,
+                         lambda e: e.event in (EVENT, None))

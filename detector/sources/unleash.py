@@ -1,0 +1,102 @@
+"""Unleash impression events -> `Assignment`.
+
+Follows https://docs.getunleash.io/reference/impression-data (an SDK emits an `impression`
+event for each `isEnabled` / `getVariant` call on a flag with impression data turned on:
+`eventType`, `eventId`, `context`, `enabled`, `featureName`, `impressionData`, and for
+`getVariant` the `variant` name). Forward those events as JSON, one per record.
+
+| Assignment  | Unleash impression event                                                     |
+|-------------|------------------------------------------------------------------------------|
+| experiment  | featureName                                                                  |
+| user_id     | `identity=user_id` (default): context.userId; `session_id`: context.sessionId|
+| variant     | getVariant: the variant name; isEnabled: "true"                              |
+| enrolled    | false when `enabled` is false or the variant is `disabled`; true otherwise   |
+| ts          | createdTimestamp / timestamp if present (RFC 3339 or epoch ms), else the     |
+|             | record time (impression events carry no time of their own)                   |
+| attributes  | context.properties (scalars), e.g. country                                   |
+
+`customGoal` and other event types are `not_exposure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from ._common import (
+    NO_IDENTITY,
+    Reject,
+    StructDecoder,
+    assignment,
+    ensure_options,
+    epoch_ms,
+    ident,
+    require_kind,
+    scalar_attributes,
+)
+
+FORMAT = "unleash"
+EVENT_TYPES = frozenset({"isEnabled", "getVariant"})
+OPTIONS: dict[str, tuple[str, ...] | None] = {"identity": ("user_id", "session_id")}
+_Id = str | int | None
+
+
+class _Variant(msgspec.Struct, gc=False):
+    name: str | None = None
+    enabled: bool | None = None
+
+
+class _Context(msgspec.Struct, gc=False):
+    userId: _Id = None  # noqa: N815 - Unleash's names
+    sessionId: _Id = None  # noqa: N815
+    properties: dict[str, Any] | None = None
+
+
+class _Event(msgspec.Struct, gc=False):
+    eventType: str | None = None  # noqa: N815
+    featureName: str | None = None  # noqa: N815
+    enabled: bool | None = None
+    variant: str | _Variant | None = None
+    context: _Context | None = None
+    createdTimestamp: datetime | int | None = None  # noqa: N815
+    timestamp: datetime | int | None = None
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    eventType: Any = None  # noqa: N815
+
+
+def _convert(identity: str):
+    by_session = identity == "session_id"
+
+    def convert(w: _Event, record_ts: int):
+        require_kind(w.eventType, EVENT_TYPES, "Unleash", "eventType")
+        if not w.featureName:
+            raise Reject("impression event without featureName")
+        ctx = w.context
+        user = None if ctx is None else ident(ctx.sessionId if by_session else ctx.userId)
+        if not user:
+            raise Reject(f"impression of {w.featureName!r} without context.{'sessionId' if by_session else 'userId'}",
+                         NO_IDENTITY)
+        enrolled = w.enabled is True
+        if w.eventType == "getVariant":
+            v = w.variant
+            name = v if isinstance(v, str) else (v.name if v is not None and v.enabled is not False else None)
+            if not name or name == "disabled":
+                enrolled, name = False, None
+        else:
+            name = "true"
+        attrs = scalar_attributes(ctx.properties.items()) if ctx is not None and ctx.properties else None
+        ts = epoch_ms(w.createdTimestamp if w.createdTimestamp is not None else w.timestamp, "timestamp", record_ts)
+        return assignment(w.featureName, user, name, enrolled, ts, attrs)
+
+    return convert
+
+
+def decoder(options: Mapping[str, str] | None = None) -> StructDecoder:
+    opts = ensure_options(FORMAT, options or {}, OPTIONS)
+    return StructDecoder(FORMAT, _Event, _convert(opts.get("identity", "user_id")), _Envelope,
+                         lambda e: e.eventType in EVENT_TYPES or e.eventType is None)
