@@ -8,6 +8,10 @@ experiment. Every experiment is registered (so the engine does real rule work):
   i % 10 == 2  three-way split 34/33/33 (breach: i in BREACH_SRM is skewed 50/25/25)
   i % 10 == 3  segments {country: [US, CA]} + 50/50 (breach: i in BREACH_SEGMENT sends 2% BR)
   otherwise    50/50 split
+Variants are sticky: a user's variant in an experiment is a fixed function of (seed,
+experiment, user), as a real SDK's bucketing is, so a returning user re-logs the same variant
+(the SRM breach skews the buckets, not the users' history). Enrolment, country and platform
+are drawn per event, as before.
 Deterministic for a given seed: every contender reads exactly the same records.
 """
 
@@ -66,6 +70,19 @@ def registration_records() -> list[tuple[bytes, bytes]]:
             for i in range(N_EXPERIMENTS)]
 
 
+def sticky_uniform(seed: int, exps: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """A uniform [0, 1) draw per (seed, experiment, user): the same pair always gets the same value.
+
+    splitmix64 finaliser over the packed pair (users < 2**32, experiments < 2**20); vectorised."""
+    with np.errstate(over="ignore"):
+        x = (exps.astype(np.uint64) << np.uint64(32)) | users.astype(np.uint64)
+        x = x + np.uint64((0x9E3779B97F4A7C15 * (seed + 1)) & 0xFFFFFFFFFFFFFFFF)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
 def generate(n: int, seed: int = 7, t0_ms: int | None = None) -> list[tuple[int, bytes]]:
     """n events as (experiment index, JSON bytes), in production order."""
     rng = np.random.default_rng(seed)
@@ -79,9 +96,11 @@ def generate(n: int, seed: int = 7, t0_ms: int | None = None) -> list[tuple[int,
     u01 = rng.random(n)
     u02 = rng.random(n)
     plat = rng.integers(0, len(PLATFORMS), size=n)
+    sticky = sticky_uniform(seed, exps, users)  # the variant bucket of (experiment, user)
     out: list[tuple[int, bytes]] = []
     app = out.append
-    for k, (i, u, a, b, p) in enumerate(zip(exps.tolist(), users.tolist(), u01.tolist(), u02.tolist(), plat.tolist())):
+    for k, (i, u, a, b, p, s) in enumerate(zip(exps.tolist(), users.tolist(), u01.tolist(), u02.tolist(), plat.tolist(),
+                                                sticky.tolist())):
         kind = i % 10
         ts = t0 + k // 100
         uid = f"u{u:09d}"
@@ -95,12 +114,12 @@ def generate(n: int, seed: int = 7, t0_ms: int | None = None) -> list[tuple[int,
             variant = "treatment"
         elif kind == 1:
             enrolled = a < (0.30 if i in BREACH_FRACTION else 0.10)
-            variant = ("control" if b < 0.5 else "treatment") if enrolled else None
+            variant = ("control" if s < 0.5 else "treatment") if enrolled else None
         elif kind == 2:
             cut = (0.5, 0.75) if i in BREACH_SRM else (0.34, 0.67)
-            variant = "a" if a < cut[0] else "b" if a < cut[1] else "c"
+            variant = "a" if s < cut[0] else "b" if s < cut[1] else "c"
         else:
-            variant = "control" if a < 0.5 else "treatment"
+            variant = "control" if s < 0.5 else "treatment"
             if kind == 3 and i in BREACH_SEGMENT and b > 0.98:
                 country = "BR"
         v = "null" if variant is None else f'"{variant}"'
