@@ -369,23 +369,22 @@ Engine measured: {_engine_version()}.
     wl.write_section("Throughput by registration mix", body)
 
 
-def _head() -> str:
+def _git_log(*args: str) -> str:
+    """`git log -1` of this checkout in the given format, quoted for Markdown."""
     try:
-        out = subprocess.run(["git", "log", "-1", "--format=%h %ad", "--date=short"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        out = subprocess.run(["git", "log", "-1", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         out = ""
     return f"`{out}`" if out else "unknown (no git)"
+
+
+def _head() -> str:
+    return _git_log("--format=%h %ad", "--date=short")
 
 
 def _engine_version() -> str:
     """The last commit that changed detector/engine/ (the none and breach mixes depend on it)."""
-    try:
-        out = subprocess.run(["git", "log", "-1", "--no-merges", "--format=%h %ad %s", "--date=short", "--", "detector/engine"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    return f"`{out}`" if out else "unknown (no git)"
+    return _git_log("--no-merges", "--format=%h %ad %s", "--date=short", "--", "detector/engine")
 
 
 async def delete_prefix(prefix: str) -> None:
