@@ -8,7 +8,7 @@ Adding a rule: its module here (a `Rule` subclass and `RULE = ...`), its tests, 
 
 from __future__ import annotations
 
-from detector.engine.rules import allowlist, fraction, max_users, segments, srm, unregistered, window
+from detector.engine.rules import allowlist, fraction, max_users, returning, segments, srm, unregistered, window
 from detector.engine.rules.base import FIRING, OK, Batch, Finding, Plan, Rule, RuleState
 
 RULES: tuple[Rule, ...] = (
@@ -16,6 +16,7 @@ RULES: tuple[Rule, ...] = (
     allowlist.RULE,
     max_users.RULE,
     fraction.RULE,
+    returning.RULE,
     segments.RULE,
     window.RULE,
     srm.RULE,
