@@ -161,6 +161,10 @@ class Settings(BaseSettings):
     window_grace_s: float = Field(3600.0, ge=0, validation_alias="DETECTOR_WINDOW_GRACE")
     # segment_breach: an enrolled event with no attributes is a breach (default: only counted)
     segment_missing_breach: bool = False
+    # sample_ratio_mismatch: after a declared split change, users enrolled within this many
+    # seconds (event time) are left out of the split test (the flag and the registration are
+    # rarely changed at the same instant; README "Statistics", safe order of changes)
+    split_change_grace_s: float = Field(3600.0, ge=0, validation_alias="DETECTOR_SPLIT_CHANGE_GRACE")
     # --- end statistics ---
     # --- sources ---
     # Which topics carry exposures, in which format: "topic=format[:option=value...],..." (README
@@ -248,6 +252,7 @@ class Settings(BaseSettings):
 
         return EngineConfig(alpha=fleet_alpha(self.false_page_budget, self.active_experiments),
                             window_grace_ms=int(self.window_grace_s * 1000),
+                            split_change_grace_ms=int(self.split_change_grace_s * 1000),
                             segment_missing_breach=self.segment_missing_breach)
 
     @property
