@@ -4,8 +4,8 @@ Lindon & Malek's Dirichlet-multinomial Bayes factor averaged over concentrations
 (detector.engine.stats), with its per-declaration constants hoisted (same floats). Counts are
 distinct enrolled users by their first variant; the test restarts at each alarm, each new split
 (after `EngineConfig.split_change_grace_ms` of event time, whose enrolments are left out: the
-flag and the registration are rarely changed at the same instant) and each state merge, each time in a new segment of the experiment's alpha budget
-(detector.engine.budget), so the lifetime bound holds across restarts.
+flag and the registration are rarely changed at the same instant) and each state merge, each
+time in a new segment of the experiment's alpha budget (detector.engine.budget), so the lifetime bound holds across restarts.
 """
 
 from __future__ import annotations
