@@ -25,6 +25,7 @@ from detector.ingest.service import IngestService
 from detector.observability.metrics import DetectorMetrics
 from detector.settings import Settings
 from detector.shell.changelog_mirror import ChangelogMirror
+from detector.shell.alpha_budget import AlphaBudgetWatch
 from detector.shell.courier import Courier, fold_timeline
 from detector.shell.observation import exposure_of, exposures, observation_view
 from detector.shell.outbox import AlertPublisher
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # the agents below write the Faust tables; everything else reads the mirrors.
     async def on_table_change(table: str, key: str) -> None:
         if table == "registrations":
+            alpha_watch.changed()
             if key not in mirror.table("registrations"):
                 metrics.remove_experiment(key)
             await ingest.reevaluate(key)  # acts only on the worker that owns the experiment
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     parsed = ParsedRegistrations(mirror.table("registrations"))
     publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics, policy=alerting.policy,
                                digest_store=dispatch, engine_config=settings.engine_config)
+    alpha_watch = AlphaBudgetWatch(parsed.all, settings.false_page_budget, settings.engine_config.alpha,
+                                   metrics.registry, lambda: int(time.time() * 1000))
     fleet = Fleet(settings, experiment_of_incident=lambda iid: _experiment_of_incident(
         publisher, mirror.table("incidents"), iid))
     source_metrics = SourceMetrics(metrics.registry)
@@ -164,6 +168,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await app.producer.send_and_wait(topic, key, value, partition=None, timestamp=None, headers=None)
 
         await courier.flush_held(send)
+
+    @app.timer(30.0)
+    async def check_alpha_budget():
+        alpha_watch.check()  # a WARNING and detector_alpha_committed (README "Statistics")
 
     @app.timer(2.0)
     async def refresh_experiment_metrics():

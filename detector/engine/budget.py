@@ -25,6 +25,7 @@ at most 1 at each level:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 RULE_SHARE = {"fraction_exceeded": 0.6, "returning_enrolled_exceeded": 0.15, "sample_ratio_mismatch": 0.25}
 assert sum(RULE_SHARE.values()) <= 1.0
@@ -38,6 +39,13 @@ def fleet_alpha(false_pages_per_month: float, active_experiments: int) -> float:
     if false_pages_per_month <= 0 or active_experiments <= 0:
         raise ValueError("the false-page budget and the number of experiments must be positive")
     return min(0.1, false_pages_per_month / active_experiments)
+
+
+def alpha_committed(alphas: Iterable[float | None], default_alpha: float) -> float:
+    """Sum of the lifetime alpha of the given registrations (None: the fleet share). The fleet's
+    expected false pages are at most this sum (a per-registration `alpha` override is outside
+    the fleet budget F, so the sum can exceed F; the shell warns when it does)."""
+    return sum(default_alpha if a is None else a for a in alphas)
 
 
 def segment_share(g: int) -> float:
