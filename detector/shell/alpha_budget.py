@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from prometheus_client import CollectorRegistry, Gauge
 
 from detector.engine import budget
+from detector.observability.metrics import PREFIX
 from detector.expectations import Expectation
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,10 @@ class AlphaBudgetWatch:
         self.now_ms = now_ms
         self.dirty = True
         self.over = False
-        self.gauge = Gauge("detector_alpha_committed", "Sum of the lifetime alpha of the registrations of "
+        self.gauge = Gauge(PREFIX + "alpha_committed", "Sum of the lifetime alpha of the registrations of "
                            "statistical rules not yet ended (expected false pages a month are at most this; "
-                           "compare with detector_false_page_budget).", registry=registry)
-        Gauge("detector_false_page_budget", "DETECTOR_FALSE_PAGE_BUDGET: expected false pages a month for the "
+                           "compare with the false_page_budget gauge).", registry=registry)
+        Gauge(PREFIX + "false_page_budget", "DETECTOR_FALSE_PAGE_BUDGET: expected false pages a month for the "
               "fleet.", registry=registry).set(false_pages_per_month)
 
     def changed(self) -> None:

@@ -26,8 +26,8 @@ def test_within_budget_no_warning(caplog):
     with caplog.at_level(logging.WARNING):
         assert _watch(regs, reg).check() == pytest.approx(1.0)
     assert not caplog.records
-    assert reg.get_sample_value("detector_alpha_committed") == pytest.approx(1.0)
-    assert reg.get_sample_value("detector_false_page_budget") == 1.0
+    assert reg.get_sample_value("exposure_detector_alpha_committed") == pytest.approx(1.0)
+    assert reg.get_sample_value("exposure_detector_false_page_budget") == 1.0
 
 
 def test_overrides_beyond_the_budget_warn_once(caplog):
@@ -43,4 +43,4 @@ def test_overrides_beyond_the_budget_warn_once(caplog):
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "over-committed" in warnings[0].getMessage()
     assert "big" not in warnings[0].getMessage()  # counts only, no experiment or user names
-    assert reg.get_sample_value("detector_alpha_committed") == pytest.approx(1.05)
+    assert reg.get_sample_value("exposure_detector_alpha_committed") == pytest.approx(1.05)
