@@ -282,6 +282,44 @@ def engine_paths(rng, n_paths: int, steps, config: EngineConfig, asym: float = 1
     return alarms, worst, last
 
 
+def returning_bug(rng, first: int, visits: int, returning: float, bug_rate: float, fraction: float = 0.01,
+                  batch_events: int = 500) -> tuple[int | None, int | None, int]:
+    """The review's scenario through the engine: `first` new users at `fraction`, then `visits`
+    visits (a returning user with probability `returning`), returning users enrolled with
+    probability `bug_rate` at each visit (a targeting bug on returning users). Returns (visits
+    after the bug until the returning-users rule pages, same for the fraction rule, users newly
+    enrolled when the returning-users rule paged, or by the end if it never did)."""
+    st = ExperimentState.new("e")
+    exp = Expectation("e", fraction=fraction)
+    bucket = rng.random(first + visits)
+    evs = [Assignment("e", f"u{i}", "on" if bucket[i] < fraction else None, bool(bucket[i] < fraction), T0 + i)
+           for i in range(first)]
+    for i in range(0, first, batch_events):
+        process_batch(st, exp, evs[i:i + batch_events])
+    s_before = st.s
+    n = first
+    found: dict[str, int] = {}
+    newly = 0
+    batch: list[Assignment] = []
+    for k in range(visits):
+        if rng.random() < returning:
+            u = int(rng.integers(n))
+            enr = bool(bucket[u] < fraction or rng.random() < bug_rate)
+        else:
+            u, n = n, n + 1
+            enr = bool(bucket[u] < fraction)
+        batch.append(Assignment("e", f"u{u}", "on" if enr else None, enr, T0 + first + k))
+        if len(batch) >= batch_events or k == visits - 1:
+            for f in process_batch(st, exp, batch):
+                if f.rule not in found:
+                    found[f.rule] = k + 1
+                    if f.rule == "returning_enrolled_exceeded":
+                        newly = st.s - s_before
+            batch = []
+    r = found.get("returning_enrolled_exceeded")
+    return r, found.get("fraction_exceeded"), newly if r is not None else st.s - s_before
+
+
 STAT_RULES = ("fraction_exceeded", "returning_enrolled_exceeded", "sample_ratio_mismatch")
 RAMP = (0.01, 0.05, 0.25, 0.5)
 
@@ -520,6 +558,22 @@ def main(argv: list[str] | None = None) -> int:
                f"{e2e_paths} | {fa} | {worst:.1e} |")
     out.append(f"| 60k new users at 1%, 16-bit fingerprints (65,536 slots: heavy collisions; model fed the "
                f"engine's counts) | 2 | {fa2} | {worst2:.1e} |")
+    out.append("")
+    out.append("Over-enrolment of returning users (the review's scenario, one engine path each; visits "
+               "counted after the bug starts, batches of 500 events):")
+    out.append("")
+    out.append("| scenario | returning-users rule pages after | fraction rule pages after (200k visits) | "
+               "users newly enrolled when paged (or by the end) |")
+    out.append("|---|---|---|---|")
+    for label, first, visits, bug in (
+            ("100k users at declared 1%, then 200k visits, 95% returning, bug enrolls every returning visit",
+             100_000, 200_000, 1.0),
+            ("same, bug enrolls 20% of returning visits", 100_000, 200_000, 0.2),
+            ("same, bug enrolls 1% of returning visits (below p0 = 1.1%: not evidence, by design)",
+             100_000, 200_000, 0.01)):
+        r_at, f_at, newly = returning_bug(rng, first, visits, 0.95, bug)
+        out.append(f"| {label} | {'never' if r_at is None else f'{r_at:,} visits'} | "
+                   f"{'never' if f_at is None else f'{f_at:,} visits'} | {newly:,} |")
     out.append("")
     if args.engine_ramps:
         te = time.perf_counter()
