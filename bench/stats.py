@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                "not enrolled before enrols when the flag ramps past their bucket), batches of ~500 events, "
                "50/50 split declared (the split rule runs too).")
     out.append("")
-    out.append("| scenario | paths | alarms (fraction or split) | max abs(engine - model) ln e-value |")
+    out.append("| scenario | paths | alarms (any statistical rule) | max abs(engine - model) ln e-value |")
     out.append("|---|---|---|---|")
     out.append(f"| ramp 1% -> 5% -> 25% -> 50%, 5k new users a step, registration updated at each step | "
                f"{e2e_paths} | {fa} | {worst:.1e} |")
