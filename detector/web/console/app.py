@@ -172,12 +172,16 @@ class Console:
             state=request.query.get("state", "")))
 
     # ---- incident ------------------------------------------------------------------------
-    async def incident(self, request: web.Request) -> web.Response:
-        p = self._require(request, "read")
+    def _incident(self, request: web.Request, scope: str) -> tuple[Principal, dict[str, Any]]:
+        p = self._require(request, scope)
         iid = request.match_info["id"]
         view = self.incidents.view(iid)
         if view is None:
             raise _page_error(404, f"No incident {iid} is known to this worker.")
+        return p, view
+
+    async def incident(self, request: web.Request) -> web.Response:
+        p, view = self._incident(request, "read")
         users = "read:users" in p.scopes
         blast = view.get("blast_radius") or {}
         sample = list(blast.get("sample_ids") or []) if users else []
@@ -204,11 +208,7 @@ class Console:
         raise web.HTTPSeeOther(f"/incidents/{quote(iid)}?{urlencode({'done': done})}")
 
     async def incident_csv(self, request: web.Request) -> web.StreamResponse:
-        p = self._require(request, "read:users")
-        iid = request.match_info["id"]
-        view = self.incidents.view(iid)
-        if view is None:
-            raise _page_error(404, f"No incident {iid} is known to this worker.")
+        p, view = self._incident(request, "read:users")
         experiment, rule = view["experiment"], view["rule"]
         state = self.ingest.state_of(experiment) if self.ingest is not None else None
         if state is None:
