@@ -1,6 +1,7 @@
 """The worker's hot path without Kafka: decode + detection per partition batch, CPU us/event.
 
     .venv/bin/python bench/hotpath.py [--events 1000000] [--chunk 2500] [--partitions 8] [--reps 3]
+                                      [--mix all|none|both]
 
 Same events as bench/throughput.py (bench/workload.py: 1,000 experiments, Zipf traffic, the
 same registrations), split by Kafka's partitioner, then fed in `--chunk`-record slices per
@@ -8,7 +9,8 @@ partition through exactly what `IngestService._process` runs per fetched partiti
 `decode_batch` and `PartitionDetector.apply`. No broker, no event loop: the numbers change only
 when this code changes (and with the host's speed, so compare two builds in one session, taking
 the best of `--reps`). Use it to find where the worker's CPU goes; bench/throughput.py is the
-end-to-end measurement.
+end-to-end measurement. `--mix none` runs the same events with no experiment registered (day one:
+every experiment `unregistered`); `--mix both` alternates the two in one process and prints none/all.
 """
 
 from __future__ import annotations
@@ -77,17 +79,30 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=2500, help="records per partition batch (~max batch / partitions)")
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--mix", choices=("all", "none", "both"), default="all",
+                    help="experiments registered: all (default), none, or both alternately")
     args = ap.parse_args()
-    expectations = {wl.exp_key(i): parse_registration(wl.registration(i)) for i in range(wl.N_EXPERIMENTS)}
+    mixes = {"all": {wl.exp_key(i): parse_registration(wl.registration(i)) for i in range(wl.N_EXPERIMENTS)},
+             "none": {}}
+    names = ["all", "none"] if args.mix == "both" else [args.mix]
     slices = partition_slices(args.events, args.chunk, args.partitions)
     tune_gc()  # as the worker does
-    runs = [run_once(slices, expectations) for _ in range(args.reps)]
-    best = min(runs, key=lambda r: r["decode_us"] + r["engine_us"])
-    print(f"{best['events']:,} events in {len(slices):,} partition batches of <= {args.chunk}; "
-          f"best of {args.reps}: decode {best['decode_us']:.2f} + engine {best['engine_us']:.2f} = "
-          f"{best['decode_us'] + best['engine_us']:.2f} CPU-us/event ({best['findings']} findings)")
-    for r in runs:
-        print(f"  run: decode {r['decode_us']:.2f}, engine {r['engine_us']:.2f}")
+    runs: dict[str, list[dict]] = {m: [] for m in names}
+    for _ in range(args.reps):
+        for m in names:
+            runs[m].append(run_once(slices, mixes[m]))
+    best = {}
+    for m in names:
+        b = best[m] = min(runs[m], key=lambda r: r["decode_us"] + r["engine_us"])
+        print(f"[{m} registered] {b['events']:,} events in {len(slices):,} partition batches of <= {args.chunk}; "
+              f"best of {args.reps}: decode {b['decode_us']:.2f} + engine {b['engine_us']:.2f} = "
+              f"{b['decode_us'] + b['engine_us']:.2f} CPU-us/event ({b['findings']} findings)")
+        for r in runs[m]:
+            print(f"  run: decode {r['decode_us']:.2f}, engine {r['engine_us']:.2f}")
+    if len(names) == 2:
+        a, n = best["all"], best["none"]
+        print(f"none/all: engine {n['engine_us'] / a['engine_us']:.3f}, "
+              f"decode + engine {(n['decode_us'] + n['engine_us']) / (a['decode_us'] + a['engine_us']):.3f}")
 
 
 if __name__ == "__main__":

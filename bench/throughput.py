@@ -349,8 +349,19 @@ workload's five, plus five whose 3-account allowlist every enrolled user breache
 {chr(10).join(rows)}
 
 Goal (issue 16): each mix >= 0.65 x (a), none more than 15% below the all-registered mix.
+Engine measured: {_engine_version()}.
 """
     wl.write_section("Throughput by registration mix", body)
+
+
+def _engine_version() -> str:
+    """The last commit that changed detector/engine/ (the none and breach mixes depend on it)."""
+    try:
+        out = subprocess.run(["git", "log", "-1", "--no-merges", "--format=%h %ad %s", "--date=short", "--", "detector/engine"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return f"`{out}`" if out else "unknown (no git)"
 
 
 async def delete_prefix(prefix: str) -> None:

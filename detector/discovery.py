@@ -134,6 +134,7 @@ def exposure(state: Any, registration: Any = None, segments: Mapping[str, Mappin
              open_rules: Iterable[str] = ()) -> Exposure:
     """The exposure of one experiment from its engine state (`ExperimentState`)."""
     n, s = int(state.n), int(state.s)
+    ci = wilson_interval(s, n)
     return Exposure(
         experiment=state.experiment,
         registered=registration is not None,
@@ -142,7 +143,7 @@ def exposure(state: Any, registration: Any = None, segments: Mapping[str, Mappin
         eligible_users=n,
         enrolled_users=s,
         fraction=round(s / n, 6) if n else None,
-        fraction_ci95=tuple(round(x, 6) for x in wilson_interval(s, n)) if n else None,  # type: ignore[arg-type, union-attr]
+        fraction_ci95=(round(ci[0], 6), round(ci[1], 6)) if ci else None,
         variants=dict(sorted(state.variants.items())),
         enrolled_without_variant=int(state.variant_none),
         segments_seen={k: dict(sorted(v.items())) for k, v in sorted((segments or {}).items())},
@@ -194,7 +195,7 @@ def _nice_ceiling(x: float) -> int:
     mag = 10 ** math.floor(math.log10(x))
     for m in (1, 1.5, 2, 3, 5, 10):
         if m * mag >= x:
-            return int(math.ceil(m * mag))
+            return math.ceil(m * mag)
     return int(10 * mag)
 
 

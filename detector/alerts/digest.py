@@ -29,6 +29,7 @@ from .incident import Incident
 from .lifecycle import SEVERITY_RANK
 from .notification import BlastRadius, Notification
 from .policy import NotificationPolicy, group_slug
+from .store import read_record, write_record
 
 MAX_LISTED = 500  # members listed in one digest body; the count is always complete
 
@@ -41,8 +42,6 @@ class _GroupRecord(msgspec.Struct):
     flush_at: int | None = None  # not persisted meaningfully: re-derived after a restart
 
 
-_enc = msgspec.json.Encoder()
-_dec = msgspec.json.Decoder(_GroupRecord)
 STORE_PREFIX = "digest|"
 
 
@@ -67,13 +66,12 @@ class Digests:
     def _group(self, key: str) -> _GroupRecord:
         g = self._groups.get(key)
         if g is None:
-            raw = self.store.get(STORE_PREFIX + key)
-            g = self._groups[key] = _dec.decode(raw) if raw else _GroupRecord()
+            g = self._groups[key] = read_record(self.store, STORE_PREFIX + key, _GroupRecord)
             g.flush_at = None
         return g
 
     def _save(self, key: str, g: _GroupRecord) -> None:
-        self.store[STORE_PREFIX + key] = _enc.encode(g)
+        write_record(self.store, STORE_PREFIX + key, g)
 
     def next_due(self) -> int | None:
         times = [g.flush_at for g in self._groups.values() if g.flush_at is not None]

@@ -70,7 +70,7 @@ class GroupPolicy:
         return "experiment" in self.group_by
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> "GroupPolicy":
+    def from_dict(cls, raw: Mapping[str, Any]) -> GroupPolicy:
         raw = dict(raw)
         unknown = set(raw) - {"match", "group_by", "group_wait", "group_interval", "repeat_interval"}
         if unknown:
@@ -100,7 +100,7 @@ class RateLimit:
     per_ms: int = 10 * 60_000
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | Literal[False] | None) -> "RateLimit | None":
+    def from_dict(cls, raw: Mapping[str, Any] | Literal[False] | None) -> RateLimit | None:
         if raw is None or raw is False:
             return None
         raw = dict(raw)
@@ -178,7 +178,7 @@ class NotificationPolicy:
 
     # ---- configuration -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> "NotificationPolicy":
+    def from_dict(cls, raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> NotificationPolicy:
         raw = dict(raw or {})
         env = env or {}
         unknown = set(raw) - {"unregistered", "grouping", "severities", "rate_limit", "sink_rate_limits"}

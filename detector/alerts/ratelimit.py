@@ -20,6 +20,7 @@ import msgspec
 
 from .notification import BlastRadius, Notification
 from .policy import NotificationPolicy, is_breach
+from .store import read_record, write_record
 from .times import rfc3339
 
 MAX_HELD_LISTED = 200
@@ -41,8 +42,6 @@ class _SinkRecord(msgspec.Struct):
     pending: list[tuple[int, int, list[_Held]]] = []  # (window, total held, listed) awaiting a summary
 
 
-_enc = msgspec.json.Encoder()
-_dec = msgspec.json.Decoder(_SinkRecord)
 
 
 class RateLimiter:
@@ -54,15 +53,7 @@ class RateLimiter:
     def _record(self, sink: str) -> _SinkRecord:
         rec = self._sinks.get(sink)
         if rec is None:
-            raw = self.store.get(STORE_PREFIX + sink)
-            # The store is the deliveries table: bytes as written here, or a dict once restored
-            # from its changelog on another worker (the table's value serializer decodes JSON).
-            if not raw:
-                rec = _SinkRecord()
-            elif isinstance(raw, (bytes, bytearray, str)):
-                rec = _dec.decode(raw)
-            else:
-                rec = msgspec.convert(raw, _SinkRecord)
+            rec = read_record(self.store, STORE_PREFIX + sink, _SinkRecord)
             self._sinks[sink] = rec
         return rec
 
@@ -88,7 +79,7 @@ class RateLimiter:
             if len(rec.held) < MAX_HELD_LISTED:
                 rec.held.append(_Held(n.id, n.experiment, n.rule, n.status))
             admitted = False
-        self.store[STORE_PREFIX + sink] = _enc.encode(rec)
+        write_record(self.store, STORE_PREFIX + sink, rec)
         return admitted
 
     def due_summaries(self, now_ms: int, sinks: list[str]) -> list[tuple[str, Notification]]:
@@ -103,12 +94,12 @@ class RateLimiter:
             self._roll(sink, rec, now_ms, limit.per_ms)
             if not rec.pending:
                 if (rec.window, len(rec.pending)) != before:
-                    self.store[STORE_PREFIX + sink] = _enc.encode(rec)
+                    write_record(self.store, STORE_PREFIX + sink, rec)
                 continue
             for window, total, held in rec.pending:
                 out.append((sink, _summary(sink, window, total, held, limit.max_pages, limit.per_ms, now_ms)))
             rec.pending = []
-            self.store[STORE_PREFIX + sink] = _enc.encode(rec)
+            write_record(self.store, STORE_PREFIX + sink, rec)
         return out
 
 

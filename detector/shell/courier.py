@@ -20,8 +20,8 @@ import orjson
 
 from detector.alerts.delivery import deliver
 from detector.alerts.mitigation import mitigate
-from detector.alerts.outbound import GuardedResolver, KillUrlPolicy
 from detector.alerts.notification import Notification
+from detector.alerts.outbound import GuardedResolver, KillUrlPolicy
 from detector.alerts.ratelimit import RateLimiter
 from detector.alerts.routing import AlertingConfig
 from detector.settings import Topics

@@ -21,13 +21,16 @@ import orjson
 from detector.alerts.digest import Digests
 from detector.alerts.lifecycle import Lifecycle, LifecycleConfig
 from detector.alerts.notification import Notification
-from detector.alerts.policy import NotificationPolicy
+from detector.alerts.policy import NotificationPolicy, is_breach
 from detector.alerts.timeline import timeline_dict
 from detector.engine import rule_breaches
 from detector.settings import Topics
 
 log = logging.getLogger(__name__)
-SNAPSHOT_EVERY_S = 5.0  # at most this often a view snapshot of an incident that pages nobody
+# At most this often a view snapshot (exposure.timeline, folded into every worker's incidents table)
+# of an incident that pages nobody: an unregistered experiment has new evidence in every batch. The
+# owning worker's API reads its live lifecycle; the table other workers read lags by this at most.
+SNAPSHOT_EVERY_S = 15.0
 
 
 class AlertPublisher:
@@ -192,9 +195,8 @@ class AlertPublisher:
             for inc in incs:
                 if inc.id in touched:
                     continue
-                # Incidents that page nobody (digested, observed) change with every batch of a
-                # busy experiment: their views are refreshed at most every SNAPSHOT_EVERY_S.
-                if inc.folded and inc.status == "firing" and self._snapped.get(inc.id, -1e9) > now - SNAPSHOT_EVERY_S:
+                quiet = inc.folded or not is_breach(inc.rule)  # nobody is paged for it (yet)
+                if quiet and inc.status == "firing" and self._snapped.get(inc.id, -1e9) > now - SNAPSHOT_EVERY_S:
                     self._unsnapped[inc.id] = inc
                     continue
                 touched[inc.id] = inc

@@ -30,6 +30,8 @@ access control.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 import socket
 import time
@@ -67,6 +69,7 @@ ROUTES: dict[str, str] = {
     "/v1/experiments/{experiment}": "experiment",
     "/v1/experiments/{experiment}/blast-radius": "experiment",
     "/v1/incidents": "gather:incidents",
+    "/v1/discovery": "gather:experiments",
     "/v1/incidents/{id}": "incident",
     "/v1/incidents/{id}/ack": "incident",
     "/v1/incidents/{id}/resolve": "incident",
@@ -114,6 +117,17 @@ class Membership:
         for p, url in self.owners.items():
             out.setdefault(url, set()).add(p)
         return out
+
+
+def _csv_key(cell: str) -> str:
+    """The experiment of a CSV cell (spreadsheet-safe cells carry a leading apostrophe)."""
+    return cell[1:] if cell[:2] in ("'=", "'+", "'-", "'@") else cell
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
 
 
 class Unavailable(Exception):
@@ -212,6 +226,8 @@ class Fleet:
             return _problem(400, "invalid forwarding header", FORWARDED)
         if not self._owned_here(parts):
             raise Unavailable(f"{self.url} no longer owns partitions {sorted(parts)}")
+        if kind == "experiment" and self._partition(request.match_info["experiment"]) not in parts:
+            raise Unavailable("the experiment is not in the partitions this request was forwarded for")
         if kind == "incident":
             exp = self.experiment_of_incident(request.match_info["id"])
             if exp is None or self._partition(exp) not in parts:
@@ -299,12 +315,21 @@ class Fleet:
             return resp
 
     async def _fetch_json(self, url: str, path_qs: str, parts: set[int], headers: dict | None = None):
+        status, raw, headers_in = await self._fetch(url, path_qs, parts, headers)
+        if headers_in.get("Content-Type", "").startswith("text/csv"):
+            return status, raw.decode("utf-8")
+        try:
+            return status, orjson.loads(raw or b"null")
+        except orjson.JSONDecodeError:
+            raise Unavailable(f"the owner {url} answered something unreadable") from None
+
+    async def _fetch(self, url: str, path_qs: str, parts: set[int], headers: dict | None = None):
         h = dict(headers or {})
         h[FORWARDED] = ",".join(str(p) for p in sorted(parts))
         try:
             async with self._client().get(url + path_qs, headers=h) as r:
-                return r.status, orjson.loads(await r.read() or b"null")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError) as exc:
+                return r.status, await r.read(), r.headers
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise Unavailable(f"the owner {url} is unreachable ({exc.__class__.__name__})") from None
 
     # ---- lists spanning experiments ------------------------------------------------------------
@@ -315,6 +340,11 @@ class Fleet:
         resp = await handler(request)
         if resp.status != 200:
             return resp
+        if resp.content_type == "text/csv":  # one row per experiment, the experiment first
+            rows = list(csv.reader(io.StringIO(resp.text)))
+            kept = rows[:1] + [r for r in rows[1:] if r and self._partition(_csv_key(r[0])) in parts]
+            return web.Response(text=_csv_text(kept), content_type="text/csv", headers={
+                k: v for k, v in resp.headers.items() if k.lower() == "content-disposition"})
         body = orjson.loads(resp.body)
         items = [i for i in body.get(key, []) if self._partition(str(i.get("experiment", ""))) in parts]
         out = {**body, key: items, "count": len(items)}
@@ -337,12 +367,17 @@ class Fleet:
         path_qs = str(request.rel_url.with_query(q)) if key == "incidents" else request.rel_url.path_qs
         fwd = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         answers = await asyncio.gather(*(self._fetch_json(u, path_qs, ps, fwd) for u, ps in owners.items()))
-        items: list[dict] = []
         for status, body in answers:
+            if status == 503:
+                raise Unavailable("an owner is rebalancing")
             if status != 200:
-                if status == 503:
-                    raise Unavailable("an owner is rebalancing")
                 return web.Response(status=status, body=orjson.dumps(body), content_type="application/problem+json")
+        if all(isinstance(body, str) for _, body in answers):  # CSV: one header, rows by experiment
+            tables = [list(csv.reader(io.StringIO(body))) for _, body in answers]
+            rows = sorted((r for t in tables for r in t[1:] if r), key=lambda r: _csv_key(r[0]))
+            return web.Response(text=_csv_text(tables[0][:1] + rows), content_type="text/csv")
+        items: list[dict] = []
+        for _, body in answers:
             items.extend(body.get(key, []))
         if key == "incidents":
             items.sort(key=lambda v: (v.get("started_at") or "", v["id"]), reverse=True)
@@ -351,7 +386,8 @@ class Fleet:
             return web.json_response({"count": len(items), "total": total, "incidents": items},
                                      dumps=lambda o: orjson.dumps(o).decode())
         items.sort(key=lambda v: str(v.get("experiment")))
-        return web.json_response({"count": len(items), key: items}, dumps=lambda o: orjson.dumps(o).decode())
+        extra = {k: v for k, v in answers[0][1].items() if k not in (key, "count", "total")}
+        return web.json_response({**extra, "count": len(items), key: items}, dumps=lambda o: orjson.dumps(o).decode())
 
     def install(self, app: web.Application) -> None:
         app.middlewares.append(self.middleware)

@@ -36,7 +36,9 @@ SESSION_TIMEOUT_S = 6.0  # the broker's group.min.session.timeout.ms
 
 
 def fetch(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    """Called with the token (every scope) unless `headers` are given."""
+    headers = {"Authorization": f"Bearer {TOKEN}"} if headers is None else headers
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, r.read(), dict(r.headers)
@@ -103,6 +105,17 @@ def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
     owner_url = owners.pop()
     others = [w for w in fleet if w.url != owner_url]
     reference_csv = got[0][0]
+
+    def median_ms(w, n=21):
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            assert fetch(f"{w.url}/v1/experiments/{QA}/blast-radius?limit=100")[0] == 200
+            times.append((time.perf_counter() - t) * 1000)
+        return sorted(times)[n // 2]
+
+    direct, forwarded = median_ms(next(w for w in fleet if w.url == owner_url)), median_ms(others[0])
+    print(f"blast radius (100 users) median: {direct:.1f} ms from the owner, {forwarded:.1f} ms forwarded")
     assert owner_url in {w.url for w in fleet}
 
     # ---- incidents: the same list through every worker; ack through one shows on all ---------
@@ -113,6 +126,17 @@ def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
 
     lists = [listing(w) for w in fleet]
     assert lists[0] and all(ls == lists[0] for ls in lists), lists
+    # registrations and the experiment's status: the same document through every worker
+    for path in ("/v1/expectations", f"/v1/expectations/{QA}", f"/v1/experiments/{QA}",
+                 "/v1/discovery?all=true", "/v1/discovery?all=true&format=csv"):
+        answers = [fetch(w.url + path)[:2] for w in fleet]
+        assert answers[0][0] == 200 and all(a == answers[0] for a in answers), (path, answers)
+    registered = json.loads(fetch(fleet[2].url + "/v1/expectations")[1])["expectations"]
+    assert {e["experiment"] for e in registered} == {QA, *truth["healthy"]}
+    observed = json.loads(fetch(fleet[0].url + "/v1/discovery?all=true")[1])
+    assert {e["experiment"] for e in observed["experiments"]} == {QA, *truth["healthy"]}, observed
+    rows = list(csv.reader(io.StringIO(fetch(fleet[1].url + "/v1/discovery?all=true&format=csv")[1].decode())))
+    assert sorted(r[0] for r in rows[1:]) == sorted({QA, *truth["healthy"]}), rows
     iid = next(i["id"] for i in lists[0] if i["rule"] == "allowlist_breach")
     code, raw, _ = fetch(f"{others[0].url}/v1/incidents/{iid}/ack", "POST", b'{"who": "alice"}',
                          {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})

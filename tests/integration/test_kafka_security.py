@@ -95,6 +95,15 @@ def _start_expecting_failure(broker, tmp_path, extra: dict[str, str]) -> tuple[i
     return run.returncode, run.stdout + run.stderr, time.monotonic() - t0
 
 
+def _message_lines(out: str) -> list[str]:
+    """The lines a person reads: exactly one, besides the JSON log lines of a normal start (INFO)."""
+    logs = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    assert not [r for r in logs if r["level"] in ("WARNING", "ERROR", "CRITICAL")], out
+    lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("{")]
+    assert len(lines) == 1, out
+    return lines
+
+
 def test_worker_detects_and_pages_over_sasl_ssl(secure_broker, tmp_path):
     ns = Namespace(partitions=2)
     receiver = Receiver()
@@ -114,7 +123,8 @@ def test_worker_detects_and_pages_over_sasl_ssl(secure_broker, tmp_path):
         assert page["schema"] == "exposure-alert/v1"
 
         def exact():
-            code, body = w.get(f"/v1/experiments/{QA}/blast-radius?limit=1000")
+            code, body = w.request("GET", f"/v1/experiments/{QA}/blast-radius?limit=1000", None,
+                                   {"Authorization": "Bearer t"})
             return code == 200 and {u["user_id"] for u in body.get("users", [])} == set(truth["offenders"])
 
         wait_until(exact, 30, 0.5, "the blast radius to hold exactly the offenders")
@@ -127,8 +137,7 @@ def test_worker_detects_and_pages_over_sasl_ssl(secure_broker, tmp_path):
 def test_wrong_password_fails_startup_clearly(secure_broker, tmp_path):
     code, out, took = _start_expecting_failure(secure_broker, tmp_path, _security_env(secure_broker, "wrong-pw-9"))
     assert code != 0 and took < 30, (code, took, out)
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert len(lines) == 1, out
+    lines = _message_lines(out)
     print(f"wrong password: {took:.1f} s: {lines[0]}")
     assert "SASL authentication failed" in lines[0] and "DETECTOR_KAFKA_SASL_PASSWORD" in lines[0], out
     assert "wrong-pw-9" not in out and DETECTOR_PW not in out
@@ -138,8 +147,7 @@ def test_untrusted_ca_fails_startup_clearly(secure_broker, tmp_path):
     env = _security_env(secure_broker, ca=secure_broker["rogue_ca"])
     code, out, took = _start_expecting_failure(secure_broker, tmp_path, env)
     assert code != 0 and took < 30, (code, took, out)
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert len(lines) == 1, out
+    lines = _message_lines(out)
     print(f"untrusted CA: {took:.1f} s: {lines[0]}")
     assert "not trusted" in lines[0] and "DETECTOR_KAFKA_SSL_CAFILE" in lines[0], out
     assert DETECTOR_PW not in out

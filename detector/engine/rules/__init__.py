@@ -8,7 +8,8 @@ Adding a rule: its module here (a `Rule` subclass and `RULE = ...`), its tests, 
 
 from __future__ import annotations
 
-from detector.engine.rules import allowlist, fraction, max_users, returning, segments, srm, unregistered, window
+from detector.engine.rules import (allowlist, crossover, fraction, max_users, missing, returning, segments, srm,
+                                  undeclared, unregistered, window, zero_weight)
 from detector.engine.rules.base import FIRING, OK, Batch, Finding, Plan, Rule, RuleState
 
 RULES: tuple[Rule, ...] = (
@@ -20,6 +21,10 @@ RULES: tuple[Rule, ...] = (
     segments.RULE,
     window.RULE,
     srm.RULE,
+    zero_weight.RULE,
+    undeclared.RULE,
+    missing.RULE,
+    crossover.RULE,
 )
 
 RULE_NAMES: tuple[str, ...] = tuple(r.name for r in RULES)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
 from alerts_fixtures import finding
+
 from detector.alerts.digest import Digests
 from detector.alerts.lifecycle import Lifecycle, LifecycleConfig
 from detector.alerts.policy import NotificationPolicy
@@ -184,8 +184,9 @@ def test_rate_limit_holds_advisory_pages_never_breaches_and_summarises():
 
 
 def test_alerting_yaml_notifications_section_parses():
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     raw = yaml.safe_load(Path("config/alerting.yaml").read_text())
     cfg = parse_alerting(raw, env={})
@@ -209,3 +210,19 @@ def test_rate_limit_state_restored_as_a_dict_from_the_changelog():
     assert rl2.admit("slack", _note(9), now + 5) is False  # the window's budget is still spent
     [(sink, summary)] = rl2.due_summaries(now + 10 * MIN, ["slack"])
     assert summary.observed["held_back"] == 3
+
+
+def test_records_restored_from_the_changelog_as_dicts_are_read():
+    """Faust's table hands back a restored record as decoded JSON, not the bytes written."""
+    import json
+
+    policy = NotificationPolicy.from_dict({**FAST, "rate_limit": {"max": 1, "per": "10m"}})
+    store: dict = {}
+    lc = Lifecycle(LifecycleConfig(group_wait_ms=0), policy=policy)
+    _run(lc, Digests(policy, store), [_unregistered(i) for i in range(2)], T0, T0 + 3000)
+    now = T0 - T0 % (10 * MIN) + 1000
+    rl = RateLimiter(policy, store)
+    assert [rl.admit("s", _note(i), now) for i in range(2)] == [True, False]
+    restored = {k: json.loads(v) for k, v in store.items()}
+    assert Digests(policy, restored).tick(lc.folded_incidents(), T0 + 4000) == []  # seq 1 already sent
+    assert not RateLimiter(policy, restored).admit("s", _note(5), now + 1)  # the window's count survived

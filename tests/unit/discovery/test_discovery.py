@@ -7,7 +7,14 @@ import random
 import pytest
 import yaml
 
-from detector.discovery import AttributeSample, draft_yaml, exposure, exposure_from_dict, to_csv, wilson_interval
+from detector.discovery import (
+    AttributeSample,
+    draft_yaml,
+    exposure,
+    exposure_from_dict,
+    to_csv,
+    wilson_interval,
+)
 from detector.engine import ExperimentState, process_batch, rule_breaches
 from detector.events import Assignment
 from detector.registration.files import yaml_load

@@ -97,8 +97,9 @@ def test_merge_exact_union():
     a.merge(b)
     assert a.n == 3 and a.s == 2 and a.variants == {"a": 1, "b": 1}
     assert a.first_ts == T0 - 5
-    assert {o[0] for o in a.offenders()} == {"u1", "u3"}
-    assert a.offender_count == 2 and a.rule_count["unregistered"] == 2
+    # unregistered keeps no per-user records (issue 16): its blast radius is the enrolled count + a sample
+    assert list(a.offenders()) == [] and a.offender_count == 0
+    assert a.rule_count["unregistered"] == 2 and set(a.rule_samples["unregistered"]) == {"u1", "u3"}
 
 
 def test_merge_sketch_disjoint_partitions():
