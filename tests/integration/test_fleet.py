@@ -64,7 +64,7 @@ def prom_query(prom: str, expr: str) -> list[dict]:
 def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
     ns.partitions = 6
     env = {"DETECTOR_WEBHOOK_URLS": receiver.url, "DETECTOR_API_TOKEN": TOKEN,
-           "DETECTOR_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S)}
+           "DETECTOR_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S), "DETECTOR_FLEET_SECRET": "fleet-secret-of-the-test"}
     fleet = [workers(env=env, name=f"w{i}", wait_ready=False) for i in range(3)]
 
     def all_assigned():
@@ -123,6 +123,11 @@ def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
         code, raw, _ = fetch(f"{w.url}/v1/incidents?experiment={QA}")
         assert code == 200, raw
         return json.loads(raw)["incidents"]
+
+    # an outside caller cannot claim to be a worker: the forwarding header needs the fleet's signature
+    code, raw, _ = fetch(f"{others[0].url}/v1/experiments/{QA}/blast-radius?format=csv",
+                         headers={"Authorization": f"Bearer {TOKEN}", "X-Detector-Forwarded-Partitions": "0,1,2,3,4,5"})
+    assert code == 401, (code, raw[:200])
 
     lists = [listing(w) for w in fleet]
     assert lists[0] and all(ls == lists[0] for ls in lists), lists

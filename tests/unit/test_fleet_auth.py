@@ -90,7 +90,11 @@ class Worker:
             return web.json_response({"experiment": request.match_info["experiment"],
                                       "principal": auth.principal(request).name})
 
+        async def incident(request: web.Request) -> web.Response:
+            return web.json_response({"error": "no such incident"}, status=404)
+
         add_route(app.router, "GET", "/v1/experiments/{experiment}", experiment, access="read")
+        add_route(app.router, "GET", "/v1/incidents/{id}", incident, access="read")
         self.client = TestClient(TestServer(app))
 
     async def _describe(self) -> Membership:
@@ -161,6 +165,17 @@ async def test_a_member_with_another_secret_is_refused_and_without_a_secret_noth
         r = await a.client.get(f"/v1/experiments/{experiment_in(0)}", headers=CALLER)
         assert r.status == 200  # its own experiments need no secret
         assert b.seen == []
+    finally:
+        await a.client.close()
+        await b.client.close()
+
+
+async def test_an_incident_id_stays_one_path_segment_when_other_owners_are_asked():
+    a, b = await two_workers()
+    try:
+        r = await a.client.get(f"/v1/incidents/..%2Fexperiments%2F{experiment_in(1)}", headers=CALLER)
+        assert r.status == 404, await r.text()
+        assert b.seen == []  # the owner was asked for the incident, not for /v1/experiments/...
     finally:
         await a.client.close()
         await b.client.close()
