@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 
 from detector.web.auth import Principal
+from detector.web.problems import BODY_KEY, route_body_limit
 
 FORWARDED = "X-Detector-Forwarded-Partitions"  # the partitions the sender believes the owner holds
 CLAIMS = "X-Detector-Fleet-Claims"
@@ -121,7 +122,11 @@ async def verify_request(request: web.Request, now: float) -> Hop:
     """Verify a request's hop (signature, freshness, then its body) and keep it on the request."""
     secret = request.app.get(SECRET_KEY, "")
     hop = verify(secret, method=request.method, path_qs=request.rel_url.path_qs, headers=request.headers, now=now)
-    body = await request.read() if request.can_read_body else b""
+    limit = route_body_limit(request)
+    if request.content_length is not None and request.content_length > limit:
+        raise FleetAuthError(f"the forwarded body is larger than this route's {limit} bytes")
+    # aiohttp keeps what read() read (request.post() reuses it); read_body() returns BODY_KEY's
+    body = request[BODY_KEY] = await request.read() if request.can_read_body else b""
     verify(secret, method=request.method, path_qs=request.rel_url.path_qs, headers=request.headers, now=now,
            body=body)
     request[HOP_KEY] = hop

@@ -18,6 +18,7 @@ from detector.web.auth import Principal, add_route
 from detector.web.fleet import Fleet, Membership, partition_of
 from detector.web.fleet_auth import FORWARDED, FleetAuthError, Hop, sign, verify
 from detector.web.middleware import secure_app
+from detector.web.problems import read_body
 
 SECRET = "fleet-secret-for-tests-0123456789"
 NOW = 1_800_000_000.0
@@ -93,7 +94,11 @@ class Worker:
         async def incident(request: web.Request) -> web.Response:
             return web.json_response({"error": "no such incident"}, status=404)
 
+        async def post(request: web.Request) -> web.Response:
+            return web.json_response({"body": (await read_body(request)).decode()})
+
         add_route(app.router, "GET", "/v1/experiments/{experiment}", experiment, access="read")
+        add_route(app.router, "POST", "/v1/experiments/{experiment}", post, access="write")
         add_route(app.router, "GET", "/v1/incidents/{id}", incident, access="read")
         self.client = TestClient(TestServer(app))
 
@@ -128,6 +133,9 @@ async def test_forwarded_request_carries_the_principal_not_the_credentials():
         assert (await r.json())["principal"] == "api-token"
         assert r.headers["X-Detector-Served-By"] == b.fleet.url
         assert b.seen == [{"authorization": None, "cookie": None, "principal": "api-token"}]
+        r = await a.client.post(f"/v1/experiments/{experiment_in(1)}", data=b'{"who": "alice"}', headers=CALLER)
+        assert r.status == 200 and (await r.json())["body"] == '{"who": "alice"}'
+        assert r.headers["X-Detector-Served-By"] == b.fleet.url
         # without the caller's token the owner refuses, as it would locally
         r = await a.client.get(f"/v1/experiments/{experiment_in(1)}")
         assert r.status == 401
