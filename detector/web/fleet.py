@@ -56,6 +56,7 @@ from aiokafka.partitioner import murmur2
 
 from detector.web import auth, fleet_auth
 from detector.web.fleet_auth import FORWARDED
+from detector.web.problems import DEFAULT_PAGE, MAX_PAGE, encode_cursor, next_link
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,23 @@ SERVED_BY = "X-Detector-Served-By"
 RETRY_AFTER_S = 2
 MEMBERSHIP_TTL_S = 1.0
 FORWARD_TIMEOUT_S = 30.0
-GATHER_LIMIT = 1000  # incidents.MAX_LIST: each owner returns all its matches up to this
+GATHER_LIMIT = MAX_PAGE  # incidents.MAX_LIST: each owner's handler is asked for this many items
+
+
+@dataclass(frozen=True)
+class Paging:
+    """How a gathered list is paged: its sort key (the handler's cursor holds it), order, default limit."""
+
+    key: Callable[[dict], list[str]]
+    reverse: bool
+    default_limit: int
+
+
+# The paged lists: merged across owners by their sort key, `limit` and `cursor` passed to each owner.
+PAGED: dict[str, Paging] = {
+    "expectations": Paging(lambda v: [str(v.get("experiment"))], False, DEFAULT_PAGE),
+    "incidents": Paging(lambda v: [str(v.get("started_at") or ""), str(v.get("id"))], True, MAX_PAGE),
+}
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "Content-Encoding",
@@ -383,8 +400,11 @@ class Fleet:
 
     # ---- lists spanning experiments ------------------------------------------------------------
     async def _owned_items(self, request, handler, key: str, parts: set[int]) -> web.Response:
-        """As an owner: the list, keeping only the experiments of `parts` (all of them, up to the cap)."""
-        if "limit" in request.query:
+        """As an owner: the list, keeping only the experiments of `parts` (all of them, up to the cap;
+        for a paged list, its first `limit` after `cursor`, with a next_cursor when it has more)."""
+        paging = PAGED.get(key)
+        limit = request.query.get("limit", "")
+        if "limit" in request.query or paging is not None:
             request = request.clone(rel_url=request.rel_url.update_query(limit=str(GATHER_LIMIT)))
         resp = await handler(request)
         if resp.status != 200:
@@ -399,6 +419,14 @@ class Fleet:
         out = {**body, key: items, "count": len(items)}
         if "total" in body:
             out["total"] = len(items)
+        if paging is not None:
+            n = int(limit) if limit.isdigit() and 1 <= int(limit) <= GATHER_LIMIT else paging.default_limit
+            # more: past the page, or past the handler's cap (then this owner's list is a correct prefix)
+            more = len(items) > n or bool(body.get("next_cursor"))
+            items = items[:n]
+            out.update({key: items, "count": len(items),
+                        "next_cursor": encode_cursor(paging.key(items[-1])) if more and items else None})
+            out.pop("next", None)
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
     async def _gather(self, request: web.Request, handler, key: str) -> web.Response:
@@ -412,8 +440,10 @@ class Fleet:
         limit = q.get("limit")
         if limit and not (limit.isdigit() and 1 <= int(limit) <= GATHER_LIMIT):
             return await handler(request)  # its own 400 for an invalid limit
-        q["limit"] = str(GATHER_LIMIT)
-        path_qs = str(request.rel_url.with_query(q)) if key == "incidents" else request.rel_url.raw_path_qs
+        paging = PAGED.get(key)
+        n = int(limit) if limit else paging.default_limit if paging else GATHER_LIMIT
+        q["limit"] = str(n)  # a paged list: each owner its first n after the cursor (passed on as is)
+        path_qs = str(request.rel_url.with_query(q)) if paging is not None else request.rel_url.raw_path_qs
         if set(owners) - {self.url}:
             self._require_secret()
         answers = await asyncio.gather(*(self._fetch_json(request, u, path_qs, ps) for u, ps in owners.items()))
@@ -429,15 +459,19 @@ class Fleet:
         items: list[dict] = []
         for _, body in answers:
             items.extend(body.get(key, []))
-        if key == "incidents":
-            items.sort(key=lambda v: (v.get("started_at") or "", v["id"]), reverse=True)
-            total = len(items)
-            items = items[:int(limit) if limit else GATHER_LIMIT]
-            return web.json_response({"count": len(items), "total": total, "incidents": items},
+        extra = {k: v for k, v in answers[0][1].items() if k not in (key, "count", "total", "next_cursor", "next")}
+        if paging is None:
+            items.sort(key=lambda v: str(v.get("experiment")))
+            return web.json_response({**extra, "count": len(items), key: items},
                                      dumps=lambda o: orjson.dumps(o).decode())
-        items.sort(key=lambda v: str(v.get("experiment")))
-        extra = {k: v for k, v in answers[0][1].items() if k not in (key, "count", "total")}
-        return web.json_response({**extra, "count": len(items), key: items}, dumps=lambda o: orjson.dumps(o).decode())
+        # Each owner gave its first n after the cursor: the first n of their union are the fleet's.
+        items.sort(key=paging.key, reverse=paging.reverse)
+        total = sum(int(body.get("total") or 0) for _, body in answers)
+        more = len(items) > n or any(body.get("next_cursor") for _, body in answers)
+        items = items[:n]
+        cursor = encode_cursor(paging.key(items[-1])) if more and items else None
+        return web.json_response({**extra, "count": len(items), "total": total, key: items, "next_cursor": cursor,
+                                  "next": next_link(request, cursor)}, dumps=lambda o: orjson.dumps(o).decode())
 
     def install(self, app: web.Application) -> None:
         app[fleet_auth.SECRET_KEY] = self.secret  # the auth middleware verifies hops with it

@@ -18,7 +18,7 @@ from detector.web.auth import Principal, add_route
 from detector.web.fleet import Fleet, Membership, partition_of
 from detector.web.fleet_auth import FORWARDED, FleetAuthError, Hop, sign, verify
 from detector.web.middleware import secure_app
-from detector.web.problems import read_body
+from detector.web.problems import paged, read_body
 
 SECRET = "fleet-secret-for-tests-0123456789"
 NOW = 1_800_000_000.0
@@ -97,6 +97,12 @@ class Worker:
         async def post(request: web.Request) -> web.Response:
             return web.json_response({"body": (await read_body(request)).decode()})
 
+        async def expectations(request: web.Request) -> web.Response:  # as the real list: every worker has all
+            keys, cursor = paged(request, sorted(EXPERIMENTS), lambda k: [k], shape=(str,))
+            return web.json_response({"count": len(keys), "total": len(EXPERIMENTS), "next_cursor": cursor,
+                                      "expectations": [{"experiment": k} for k in keys]})
+
+        add_route(app.router, "GET", "/v1/expectations", expectations, access="read")
         add_route(app.router, "GET", "/v1/experiments/{experiment}", experiment, access="read")
         add_route(app.router, "POST", "/v1/experiments/{experiment}", post, access="write")
         add_route(app.router, "GET", "/v1/incidents/{id}", incident, access="read")
@@ -115,6 +121,7 @@ def experiment_in(partition: int) -> str:
     return next(f"exp-{i}" for i in range(100) if partition_of(f"exp-{i}", 2) == partition)
 
 
+EXPERIMENTS = [f"exp-{i:02d}" for i in range(11)]
 CALLER = {"Authorization": "Bearer caller-token-0123456789", "Cookie": "detector_session=abc"}
 
 
@@ -184,6 +191,29 @@ async def test_an_incident_id_stays_one_path_segment_when_other_owners_are_asked
         r = await a.client.get(f"/v1/incidents/..%2Fexperiments%2F{experiment_in(1)}", headers=CALLER)
         assert r.status == 404, await r.text()
         assert b.seen == []  # the owner was asked for the incident, not for /v1/experiments/...
+    finally:
+        await a.client.close()
+        await b.client.close()
+
+
+@pytest.mark.parametrize("limit", [1, 3, 4, 11, 20])
+async def test_a_gathered_list_pages_across_owners(limit):
+    a, b = await two_workers()
+    try:
+        seen, cursor, pages = [], None, 0
+        while True:
+            q = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+            r = await a.client.get("/v1/expectations" + q, headers=CALLER)
+            assert r.status == 200, await r.text()
+            body = await r.json()
+            assert body["count"] == len(body["expectations"]) <= limit
+            seen += [e["experiment"] for e in body["expectations"]]
+            cursor, pages = body["next_cursor"], pages + 1
+            if not cursor:
+                break
+            assert body["next"].startswith("/v1/expectations?") and pages < 20
+        assert seen == sorted(EXPERIMENTS)
+        assert pages == -(-len(EXPERIMENTS) // limit)  # ceil: no empty last page
     finally:
         await a.client.close()
         await b.client.close()
