@@ -17,7 +17,7 @@ import orjson
 
 from detector import __version__
 from detector.alerts.outbound import KillUrlPolicy
-from detector.alerts.routing import load_alerting
+from detector.alerts.routing import AlertingConfig, load_alerting
 from detector.engine import observe
 from detector.flags.sources import parse_sources
 from detector.flags.watcher import FlagMetrics, FlagWatcher, owned_partition, users_per_day
@@ -40,7 +40,8 @@ MIRRORED = ("registrations", "registration-history", "incidents")  # tables ever
 
 
 
-def create_app(settings: Settings | None = None) -> faust.App:
+def create_app(settings: Settings | None = None, alerting: AlertingConfig | None = None) -> faust.App:
+    """The app; `alerting` is the configuration the worker already loaded and checked (else loaded here)."""
     settings = settings or Settings()
     p = settings.partitions
     app = faust.App(
@@ -69,8 +70,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
     )
     metrics = DetectorMetrics(version=__version__)
-    alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None,
-                             settings.environ, webhook_urls=settings.webhook_urls)
+    if alerting is None:
+        alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None,
+                                 settings.environ, webhook_urls=settings.webhook_urls)
 
     raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
     expectations_topic = app.topic(settings.topics.expectations, **raw)

@@ -72,6 +72,7 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     # name a token of the same store, so the same scopes apply.
     console = Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
                       principals=tokens, session_secret=settings.session_secret or None,
+                      api_token=settings.api_token or None,
                       external_url=settings.external_url or None)
     add_console_routes(app, console)
     if fleet is not None:  # forwarded console pages carry the session's principal, not its cookie

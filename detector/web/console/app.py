@@ -21,12 +21,12 @@ from detector.registration.risk import assess, diff
 from detector.web import fleet_auth
 from detector.web.auth import ANONYMOUS, PUBLIC, Principal, add_route, audit_user_read, declare_framework_route
 from detector.web.console import session as sess
+from detector.web.redact import without_user_ids
 from detector.web.console.words import RULE_TITLES, explain, fraction_text, plural, wilson
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 1024 * 1024
-ALL_SCOPES = frozenset({"read", "read:users", "write", "respond", "ingest"})
 
 
 class Principals(Protocol):
@@ -35,28 +35,6 @@ class Principals(Protocol):
     def by_token(self, token: str) -> Principal | None: ...
 
     def by_name(self, name: str) -> Principal | None: ...
-
-    def secrets(self) -> list[str]: ...
-
-
-class SingleToken:
-    """`DETECTOR_API_TOKEN`: one token with every scope (the worker's configuration)."""
-
-    def __init__(self, token: str | None, name: str = "api-token") -> None:
-        self.token, self.name = token or "", name
-
-    def by_token(self, token: str) -> Principal | None:
-        import hmac
-
-        if self.token and hmac.compare_digest(token.encode(), self.token.encode()):
-            return Principal(self.name, ALL_SCOPES)
-        return None
-
-    def by_name(self, name: str) -> Principal | None:
-        return Principal(self.name, ALL_SCOPES) if self.token and name == self.name else None
-
-    def secrets(self) -> list[str]:
-        return [self.token]
 
 
 class Console:
@@ -68,13 +46,13 @@ class Console:
     """
 
     def __init__(self, *, registrations, incidents, ingest, principals: Principals,
-                 session_secret: str | None = None, external_url: str | None = None,
+                 session_secret: str | None = None, api_token: str | None = None, external_url: str | None = None,
                  grafana_url: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.registrations = registrations
         self.incidents = incidents
         self.ingest = ingest
         self.principals = principals
-        self.key = sess.derive_key(session_secret, principals.secrets())
+        self.key = sess.derive_key(session_secret, api_token)
         self.external_url = (external_url or "").rstrip("/") or None
         self.grafana_url = grafana_url
         self.clock = clock
@@ -212,12 +190,16 @@ class Console:
             state=request.query.get("state", "")))
 
     # ---- incident ------------------------------------------------------------------------
-    async def incident(self, request: web.Request) -> web.Response:
-        p = self._require(request, "read")
+    def _incident(self, request: web.Request, scope: str) -> tuple[Principal, dict[str, Any]]:
+        p = self._require(request, scope)
         iid = request.match_info["id"]
         view = self.incidents.view(iid)
         if view is None:
             raise _page_error(404, f"No incident {iid} is known to this worker.")
+        return p, view
+
+    async def incident(self, request: web.Request) -> web.Response:
+        p, view = self._incident(request, "read")
         users = "read:users" in p.scopes
         blast = view.get("blast_radius") or {}
         sample = list(blast.get("sample_ids") or []) if users else []
@@ -244,11 +226,7 @@ class Console:
         raise web.HTTPSeeOther(f"/incidents/{quote(iid)}?{urlencode({'done': done})}")
 
     async def incident_csv(self, request: web.Request) -> web.StreamResponse:
-        p = self._require(request, "read:users")
-        iid = request.match_info["id"]
-        view = self.incidents.view(iid)
-        if view is None:
-            raise _page_error(404, f"No incident {iid} is known to this worker.")
+        p, view = self._incident(request, "read:users")
         experiment, rule = view["experiment"], view["rule"]
         state = self.ingest.state_of(experiment) if self.ingest is not None else None
         if state is None:
@@ -404,16 +382,17 @@ def _timeline_row(entry: dict[str, Any], users: bool) -> dict[str, Any]:
 
     e = dict(entry)
     if not users:
-        e["detail"] = {k: v for k, v in (e.get("detail") or {}).items() if k not in _USER_DETAIL_KEYS}
+        # the API's redaction (allowlist diffs of a registration change, sample ids, summaries) ...
+        detail, _ = without_user_ids(dict(e.get("detail") or {}))
+        # ... and the timeline's own fields that can carry ids
+        e["detail"] = {k: v for k, v in detail.items() if k not in _USER_DETAIL_KEYS}
         if e["kind"] == "detection":
             e["detail"].pop("summary", None)
     return {"at": e.get("at"), "title": TITLES.get(e["kind"], e["kind"]), "text": describe(e)}
 
 
 def _redact_history(h: dict[str, Any]) -> dict[str, Any]:
-    out = dict(h)
-    out["diff"] = [{**d, "old": "(hidden)", "new": "(hidden)"} if "allowlist" in str(d.get("field")) else d
-                   for d in h.get("diff") or []]
+    out, _ = without_user_ids(dict(h))
     return out
 
 
