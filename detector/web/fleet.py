@@ -429,6 +429,16 @@ class Fleet:
             out.pop("next", None)
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
+    async def _local_items(self, request: web.Request, handler, key: str, path_qs: str, parts: set[int]):
+        """This worker's share of a gathered list, without a hop (and so without needing the secret)."""
+        if not self._owned_here(parts):
+            raise Unavailable(f"partitions {sorted(parts)} are being restored here")
+        resp = await self._owned_items(request.clone(rel_url=yarl.URL(path_qs, encoded=True)), handler, key, parts)
+        raw = resp.body if isinstance(resp.body, bytes) else b""
+        if resp.content_type == "text/csv":
+            return resp.status, raw.decode("utf-8")
+        return resp.status, orjson.loads(raw or b"null")
+
     async def _gather(self, request: web.Request, handler, key: str) -> web.Response:
         m = await self.membership()
         if not m.stable:
@@ -446,7 +456,9 @@ class Fleet:
         path_qs = str(request.rel_url.with_query(q)) if paging is not None else request.rel_url.raw_path_qs
         if set(owners) - {self.url}:
             self._require_secret()
-        answers = await asyncio.gather(*(self._fetch_json(request, u, path_qs, ps) for u, ps in owners.items()))
+        answers = await asyncio.gather(*(
+            self._local_items(request, handler, key, path_qs, ps) if u == self.url
+            else self._fetch_json(request, u, path_qs, ps) for u, ps in owners.items()))
         for status, body in answers:
             if status == 503:
                 raise Unavailable("an owner is rebalancing")

@@ -217,3 +217,15 @@ async def test_a_gathered_list_pages_across_owners(limit):
     finally:
         await a.client.close()
         await b.client.close()
+
+
+async def test_a_lone_worker_without_a_secret_answers_the_lists_itself():
+    w = Worker("", {0, 1})
+    w.members = {0: await w.start(), 1: w.fleet.url}
+    try:
+        r = await w.client.get("/v1/expectations?limit=5", headers=CALLER)
+        assert r.status == 200, await r.text()
+        body = await r.json()
+        assert [e["experiment"] for e in body["expectations"]] == sorted(EXPERIMENTS)[:5] and body["next_cursor"]
+    finally:
+        await w.client.close()
