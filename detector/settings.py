@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     # Signs every worker-to-worker hop and advertised URL (detector/web/fleet_auth.py); the same on
     # every worker. Required as soon as a group has more than one worker (else: 503 naming it).
     fleet_secret: Secret = ""
+    # Optional: the only addresses a member may advertise (comma-separated CIDRs and host:port).
+    fleet_peers: str = ""
     # --- end production ---
     # --- console ---
     # Signs console sessions; empty: derived from the configured tokens (same on every worker).

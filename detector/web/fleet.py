@@ -183,6 +183,8 @@ class Fleet:
         self.url = settings.advertised_url or default_advertised_url(settings.web_host, settings.web_port)
         self.secret: str = getattr(settings, "fleet_secret", "") or ""
         self.assignor = advertising_assignor(fleet_auth.sign_url(self.secret, self.url))
+        self.peers = fleet_auth.parse_peers(getattr(settings, "fleet_peers", "") or "")
+        self._refused: set[str] = set()
         # The console's forwarded pages: who the session is (Console.hop), set by whoever builds both.
         self.session_hop: Callable[[web.Request], fleet_auth.Hop] | None = None
         self._describe = describe_group or self._describe_group
@@ -210,6 +212,11 @@ class Fleet:
             meta, assignment = member[3], member[4]
             data = ConsumerProtocolMemberMetadata.decode(meta).user_data.decode("utf-8", "replace") if meta else ""
             url = fleet_auth.verified_url(self.secret, data)  # "": not signed with our secret, never asked
+            if url and not fleet_auth.peer_allowed(url, self.peers):
+                if url not in self._refused:  # once per URL, not at every refresh
+                    self._refused.add(url)
+                    log.warning("group member %s is outside DETECTOR_FLEET_PEERS: never forwarded to", url)
+                url = ""
             if not assignment:
                 continue
             for t, parts in ConsumerProtocolMemberAssignment.decode(assignment).assignment:
@@ -288,7 +295,7 @@ class Fleet:
         url = m.owners.get(p)
         if p in m.owners and not url:
             raise Unavailable(f"partition {p} is held by a member that did not sign its URL with this "
-                              f"worker's {fleet_auth.SETTING}")
+                              f"worker's {fleet_auth.SETTING} or is outside DETECTOR_FLEET_PEERS")
         if not url:
             raise Unavailable(f"partition {p} has no owner at the moment")
         return url, p

@@ -20,9 +20,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 from dataclasses import dataclass
 
 import orjson
+import yarl
 from aiohttp import web
 
 from detector.web.auth import Principal
@@ -106,6 +108,42 @@ def verified_url(secret: str, user_data: str) -> str:
     if not secret:
         return url
     return url if mac and hmac.compare_digest(mac, _mac(secret, "advertised-url", url)) else ""
+
+
+def parse_peers(raw: str) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], set[str]]:
+    """`DETECTOR_FLEET_PEERS`: comma-separated CIDRs (10.0.0.0/8) and host:port entries; ValueError if bad."""
+    nets, hosts = [], set()
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        if "/" in item:
+            try:
+                nets.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"DETECTOR_FLEET_PEERS: {item!r} is not a CIDR") from None
+        elif item.rpartition(":")[2].isdigit():
+            hosts.add(item.lower())
+        else:
+            raise ValueError(f"DETECTOR_FLEET_PEERS: {item!r} is neither a CIDR nor host:port")
+    return nets, hosts
+
+
+def peer_allowed(url: str, peers: tuple[list, set[str]]) -> bool:
+    """Whether a member's advertised URL is one of the peers (no peers configured: any URL)."""
+    nets, hosts = peers
+    if not nets and not hosts:
+        return True
+    u = yarl.URL(url)
+    if u.host is None or u.port is None:
+        return False
+    host = u.host.lower()
+    if f"{host}:{u.port}" in hosts or f"[{host}]:{u.port}" in hosts:
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(ip in n for n in nets)
 
 
 # Where the web app keeps the secret (set by Fleet.install) and a request its verified hop.

@@ -229,3 +229,16 @@ async def test_a_lone_worker_without_a_secret_answers_the_lists_itself():
         assert [e["experiment"] for e in body["expectations"]] == sorted(EXPERIMENTS)[:5] and body["next_cursor"]
     finally:
         await w.client.close()
+
+
+def test_fleet_peers_restrict_the_advertised_urls():
+    peers = fleet_auth.parse_peers("10.0.0.0/8, detector-1:6066,[fd00::1]:6066")
+    assert fleet_auth.peer_allowed("http://10.1.2.3:6066", peers)
+    assert fleet_auth.peer_allowed("http://detector-1:6066", peers)
+    assert fleet_auth.peer_allowed("http://[fd00::1]:6066", peers)
+    assert not fleet_auth.peer_allowed("http://192.168.1.5:6066", peers)
+    assert not fleet_auth.peer_allowed("http://detector-1:8080", peers)
+    assert not fleet_auth.peer_allowed("http://rogue.example:6066", peers)
+    assert fleet_auth.peer_allowed("http://anything:1", fleet_auth.parse_peers(""))
+    with pytest.raises(ValueError, match="DETECTOR_FLEET_PEERS"):
+        fleet_auth.parse_peers("not a peer")
