@@ -7,6 +7,7 @@ outside caller cannot use the forwarding header; no secret means no forwarding (
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -125,16 +126,20 @@ EXPERIMENTS = [f"exp-{i:02d}" for i in range(11)]
 CALLER = {"Authorization": "Bearer caller-token-0123456789", "Cookie": "detector_session=abc"}
 
 
+@asynccontextmanager
 async def two_workers(secret_a: str = SECRET, secret_b: str = SECRET):
     a, b = Worker(secret_a, {0}), Worker(secret_b, {1})
-    members = {0: await a.start(), 1: await b.start()}
-    a.members = b.members = members
-    return a, b
+    try:
+        members = {0: await a.start(), 1: await b.start()}
+        a.members = b.members = members
+        yield a, b
+    finally:
+        await a.client.close()
+        await b.client.close()
 
 
 async def test_forwarded_request_carries_the_principal_not_the_credentials():
-    a, b = await two_workers()
-    try:
+    async with two_workers() as (a, b):
         r = await a.client.get(f"/v1/experiments/{experiment_in(1)}", headers=CALLER)
         assert r.status == 200, await r.text()
         assert (await r.json())["principal"] == "api-token"
@@ -146,60 +151,40 @@ async def test_forwarded_request_carries_the_principal_not_the_credentials():
         # without the caller's token the owner refuses, as it would locally
         r = await a.client.get(f"/v1/experiments/{experiment_in(1)}")
         assert r.status == 401
-    finally:
-        await a.client.close()
-        await b.client.close()
 
 
 async def test_an_outside_caller_cannot_use_the_forwarding_header():
-    a, b = await two_workers()
-    try:
+    async with two_workers() as (a, b):
         for headers in ({**CALLER, FORWARDED: "1"}, {FORWARDED: "1"},
                         {**CALLER, **signed(path_qs=f"/v1/experiments/{experiment_in(1)}", partitions="1",
                                             now=NOW)}):  # a stale (replayed) signature
             r = await b.client.get(f"/v1/experiments/{experiment_in(1)}", headers=headers)
             assert r.status == 401, (headers, await r.text())
         assert b.seen == []
-    finally:
-        await a.client.close()
-        await b.client.close()
 
 
 async def test_a_member_with_another_secret_is_refused_and_without_a_secret_nothing_is_forwarded():
-    a, b = await two_workers(SECRET, "another-secret")
-    try:
+    async with two_workers(SECRET, "another-secret") as (a, b):
         r = await a.client.get(f"/v1/experiments/{experiment_in(1)}", headers=CALLER)
         assert r.status == 401 and b.seen == []
-    finally:
-        await a.client.close()
-        await b.client.close()
-    a, b = await two_workers("", "")
-    try:
+    async with two_workers("", "") as (a, b):
         r = await a.client.get(f"/v1/experiments/{experiment_in(1)}", headers=CALLER)
         assert r.status == 503 and "DETECTOR_FLEET_SECRET" in await r.text()
         r = await a.client.get(f"/v1/experiments/{experiment_in(0)}", headers=CALLER)
         assert r.status == 200  # its own experiments need no secret
         assert b.seen == []
-    finally:
-        await a.client.close()
-        await b.client.close()
 
 
 async def test_an_incident_id_stays_one_path_segment_when_other_owners_are_asked():
-    a, b = await two_workers()
-    try:
+    async with two_workers() as (a, b):
         r = await a.client.get(f"/v1/incidents/..%2Fexperiments%2F{experiment_in(1)}", headers=CALLER)
         assert r.status == 404, await r.text()
         assert b.seen == []  # the owner was asked for the incident, not for /v1/experiments/...
-    finally:
-        await a.client.close()
-        await b.client.close()
 
 
 @pytest.mark.parametrize("limit", [1, 3, 4, 11, 20])
 async def test_a_gathered_list_pages_across_owners(limit):
-    a, b = await two_workers()
-    try:
+    async with two_workers() as (a, b):
         seen, cursor, pages = [], None, 0
         while True:
             q = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
@@ -214,9 +199,6 @@ async def test_a_gathered_list_pages_across_owners(limit):
             assert body["next"].startswith("/v1/expectations?") and pages < 20
         assert seen == sorted(EXPERIMENTS)
         assert pages == -(-len(EXPERIMENTS) // limit)  # ceil: no empty last page
-    finally:
-        await a.client.close()
-        await b.client.close()
 
 
 async def test_a_lone_worker_without_a_secret_answers_the_lists_itself():
