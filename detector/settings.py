@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     # The URL the other workers of the group reach this one at (they forward API calls to the
     # owner of an experiment); default http://<web_host or host name>:<web_port>.
     advertised_url: str = ""
+    # Signs every worker-to-worker hop and advertised URL (detector/web/fleet_auth.py); the same on
+    # every worker. Required as soon as a group has more than one worker (else: 503 naming it).
+    fleet_secret: Secret = ""
+    # Optional: the only addresses a member may advertise (comma-separated CIDRs and host:port).
+    fleet_peers: str = ""
     # --- end production ---
     # --- console ---
     # Signs console sessions; empty: derived from the configured tokens (same on every worker).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ from detector.registration.errors import RegistrationError
 from detector.registration.files import yaml_load
 from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
 from detector.registration.risk import assess, diff
-from detector.web.auth import PUBLIC, Principal, add_route, audit_user_read, declare_framework_route
+from detector.web import fleet_auth
+from detector.web.auth import ANONYMOUS, PUBLIC, Principal, add_route, audit_user_read, declare_framework_route
 from detector.web.console import session as sess
 from detector.web.redact import without_user_ids
 from detector.web.console.words import RULE_TITLES, explain, fraction_text, plural, wilson
@@ -57,8 +59,24 @@ class Console:
 
     # ---- sessions ------------------------------------------------------------------------
     def principal(self, request: web.Request) -> Principal | None:
+        hop = request.get(fleet_auth.HOP_KEY)
+        if hop is not None:  # forwarded by another worker: its session's principal (it kept the cookie)
+            return hop.principal if hop.session and hop.principal.authenticated else None
         name = sess.read_session(self.key, request.cookies.get(sess.COOKIE), self.clock())
         return self.principals.by_name(name) if name else None
+
+    def _csrf(self, request: web.Request) -> str:
+        """The CSRF token forms of this session must carry ("" without a session)."""
+        hop = request.get(fleet_auth.HOP_KEY)
+        if hop is not None:
+            return hop.csrf
+        cookie = request.cookies.get(sess.COOKIE)
+        return sess.csrf_token(self.key, cookie) if cookie else ""
+
+    def hop(self, request: web.Request) -> fleet_auth.Hop:
+        """What a worker forwarding this page tells the owner instead of sending the session cookie."""
+        p = self.principal(request)
+        return fleet_auth.Hop(p or ANONYMOUS, session=True, csrf=self._csrf(request) if p else "")
 
     def _require(self, request: web.Request, scope: str = "read") -> Principal:
         p = self.principal(request)
@@ -74,15 +92,15 @@ class Console:
             raise _page_error(413, "The form is too large (at most 1 MiB).")
         form = await request.post()
         token = form.get("csrf")
-        if not sess.csrf_ok(self.key, request.cookies.get(sess.COOKIE), token if isinstance(token, str) else None):
+        expected = self._csrf(request)
+        if not (expected and isinstance(token, str) and hmac.compare_digest(expected, token)):
             log.warning("console form refused: missing or wrong CSRF token",
                         extra={"path": request.path, "principal": p.name})
             raise _page_error(403, "This form has expired or did not come from this console: reload the page and try again.")
         return p, form
 
     def _ctx(self, request: web.Request, p: Principal | None, **extra: Any) -> dict[str, Any]:
-        cookie = request.cookies.get(sess.COOKIE)
-        return {"principal": p, "csrf": sess.csrf_token(self.key, cookie) if cookie and p else "",
+        return {"principal": p, "csrf": self._csrf(request) if p else "",
                 "can": (lambda scope: p is not None and scope in p.scopes), "titles": RULE_TITLES,
                 "plural": plural, "request_path": request.path, **extra}
 
