@@ -17,7 +17,7 @@ import orjson
 
 from detector import __version__
 from detector.alerts.outbound import KillUrlPolicy
-from detector.alerts.routing import load_alerting
+from detector.alerts.routing import AlertingConfig, load_alerting
 from detector.engine import observe
 from detector.flags.sources import parse_sources
 from detector.flags.watcher import FlagMetrics, FlagWatcher, owned_partition, users_per_day
@@ -25,6 +25,7 @@ from detector.ingest.service import IngestService
 from detector.observability.metrics import DetectorMetrics
 from detector.settings import Settings
 from detector.shell.changelog_mirror import ChangelogMirror
+from detector.shell.alpha_budget import AlphaBudgetWatch
 from detector.shell.courier import Courier, fold_timeline
 from detector.shell.observation import exposure_of, exposures, observation_view
 from detector.shell.outbox import AlertPublisher
@@ -40,7 +41,8 @@ MIRRORED = ("registrations", "registration-history", "incidents")  # tables ever
 
 
 
-def create_app(settings: Settings | None = None) -> faust.App:
+def create_app(settings: Settings | None = None, alerting: AlertingConfig | None = None) -> faust.App:
+    """The app; `alerting` is the configuration the worker already loaded and checked (else loaded here)."""
     settings = settings or Settings()
     p = settings.partitions
     app = faust.App(
@@ -69,8 +71,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
     )
     metrics = DetectorMetrics(version=__version__)
-    alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None,
-                             settings.environ, webhook_urls=settings.webhook_urls)
+    if alerting is None:
+        alerting = load_alerting(settings.alerting_config if _exists(settings.alerting_config) else None,
+                                 settings.environ, webhook_urls=settings.webhook_urls)
 
     raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=p)
     expectations_topic = app.topic(settings.topics.expectations, **raw)
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # the agents below write the Faust tables; everything else reads the mirrors.
     async def on_table_change(table: str, key: str) -> None:
         if table == "registrations":
+            alpha_watch.changed()
             if key not in mirror.table("registrations"):
                 metrics.remove_experiment(key)
             await ingest.reevaluate(key)  # acts only on the worker that owns the experiment
@@ -99,6 +103,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     parsed = ParsedRegistrations(mirror.table("registrations"))
     publisher = AlertPublisher(alerting.lifecycle, parsed.get, settings.topics, metrics, policy=alerting.policy,
                                digest_store=dispatch, engine_config=settings.engine_config)
+    alpha_watch = AlphaBudgetWatch(parsed.all, settings.false_page_budget, settings.engine_config.alpha,
+                                   metrics.registry, lambda: int(time.time() * 1000))
     fleet = Fleet(settings, experiment_of_incident=lambda iid: _experiment_of_incident(
         publisher, mirror.table("incidents"), iid))
     source_metrics = SourceMetrics(metrics.registry)
@@ -164,6 +170,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await app.producer.send_and_wait(topic, key, value, partition=None, timestamp=None, headers=None)
 
         await courier.flush_held(send)
+
+    @app.timer(30.0)
+    async def check_alpha_budget():
+        alpha_watch.check()  # a WARNING and detector_alpha_committed (README "Statistics")
 
     @app.timer(2.0)
     async def refresh_experiment_metrics():

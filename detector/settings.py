@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     # The URL the other workers of the group reach this one at (they forward API calls to the
     # owner of an experiment); default http://<web_host or host name>:<web_port>.
     advertised_url: str = ""
+    # Signs every worker-to-worker hop and advertised URL (detector/web/fleet_auth.py); the same on
+    # every worker. Required as soon as a group has more than one worker (else: 503 naming it).
+    fleet_secret: Secret = ""
+    # Optional: the only addresses a member may advertise (comma-separated CIDRs and host:port).
+    fleet_peers: str = ""
     # --- end production ---
     # --- console ---
     # Signs console sessions; empty: derived from the configured tokens (same on every worker).
@@ -161,6 +166,10 @@ class Settings(BaseSettings):
     window_grace_s: float = Field(3600.0, ge=0, validation_alias="DETECTOR_WINDOW_GRACE")
     # segment_breach: an enrolled event with no attributes is a breach (default: only counted)
     segment_missing_breach: bool = False
+    # sample_ratio_mismatch: after a declared split change, users enrolled within this many
+    # seconds (event time) are left out of the split test (the flag and the registration are
+    # rarely changed at the same instant; README "Statistics", safe order of changes)
+    split_change_grace_s: float = Field(3600.0, ge=0, validation_alias="DETECTOR_SPLIT_CHANGE_GRACE")
     # --- end statistics ---
     # --- sources ---
     # Which topics carry exposures, in which format: "topic=format[:option=value...],..." (README
@@ -248,6 +257,7 @@ class Settings(BaseSettings):
 
         return EngineConfig(alpha=fleet_alpha(self.false_page_budget, self.active_experiments),
                             window_grace_ms=int(self.window_grace_s * 1000),
+                            split_change_grace_ms=int(self.split_change_grace_s * 1000),
                             segment_missing_breach=self.segment_missing_breach)
 
     @property

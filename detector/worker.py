@@ -57,8 +57,9 @@ def main(argv: list[str]) -> int:
     try:
         load_tokens(settings.api_token, settings.api_tokens_file)
         anonymous_scopes(settings.anonymous_read)
-        load_alerting(settings.alerting_config if settings.alerting_config and os.path.exists(settings.alerting_config)
-                      else None, settings.environ, webhook_urls=settings.webhook_urls)
+        alerting = load_alerting(
+            settings.alerting_config if settings.alerting_config and os.path.exists(settings.alerting_config) else None,
+            settings.environ, webhook_urls=settings.webhook_urls)
     except (AuthConfigError, WeakSecretError) as exc:
         print(f"detector worker: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -87,9 +88,10 @@ def main(argv: list[str]) -> int:
     from detector.app import create_app
 
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = create_app(settings)
+    app = create_app(settings, alerting)  # loaded (and its sinks reported) once, above
     log.info("starting worker %s on http://%s:%d", settings.app_id, settings.web_host, settings.web_port)
     worker = faust.Worker(app, loglevel=level, override_logging=False, redirect_stdouts=False)
+    worker.spinner = None  # Faust's terminal spinner writes escape codes between our JSON log lines
     tune_gc()
     worker.execute_from_commandline()
     return 0

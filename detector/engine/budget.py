@@ -10,8 +10,9 @@ at most 1 at each level:
   whole lifetime is at most alpha, so in any one month it is at most alpha too, and the
   fleet's expected false pages in that month at most N * alpha = F. A registration's own
   `alpha` overrides the share.
-- experiment -> rule: the fraction rule gets RULE_SHARE["fraction_exceeded"] of alpha, the
-  split rule the rest (fixed shares whatever rules are active, so adding or removing a rule
+- experiment -> rule: the fraction rule (first evaluations) gets RULE_SHARE["fraction_exceeded"]
+  of alpha, the returning-users rule (enrolment of users not enrolled before) its own share,
+  the split rule the rest (fixed shares whatever rules are active, so adding or removing a rule
   never re-spends budget).
 - rule -> segment: a rule's statistic restarts after each of its alarms and at a state merge;
   segment g (1, 2, ...) may spend segment_share(g) of the rule's budget, which sums to 1
@@ -24,8 +25,10 @@ at most 1 at each level:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
-RULE_SHARE = {"fraction_exceeded": 0.75, "sample_ratio_mismatch": 0.25}
+RULE_SHARE = {"fraction_exceeded": 0.6, "returning_enrolled_exceeded": 0.15, "sample_ratio_mismatch": 0.25}
+assert sum(RULE_SHARE.values()) <= 1.0
 FIRST_SEGMENT_SHARE = 0.9  # the first segment (no alarm yet) gets most of the rule's budget
 START_WEIGHT = 0.9  # of a fraction segment's e-process: the start of the segment (mixture SPRT)
 START_CDF_C = 16.0  # start_cdf scale (users)
@@ -36,6 +39,13 @@ def fleet_alpha(false_pages_per_month: float, active_experiments: int) -> float:
     if false_pages_per_month <= 0 or active_experiments <= 0:
         raise ValueError("the false-page budget and the number of experiments must be positive")
     return min(0.1, false_pages_per_month / active_experiments)
+
+
+def alpha_committed(alphas: Iterable[float | None], default_alpha: float) -> float:
+    """Sum of the lifetime alpha of the given registrations (None: the fleet share). The fleet's
+    expected false pages are at most this sum (a per-registration `alpha` override is outside
+    the fleet budget F, so the sum can exceed F; the shell warns when it does)."""
+    return sum(default_alpha if a is None else a for a in alphas)
 
 
 def segment_share(g: int) -> float:

@@ -16,7 +16,10 @@ class EngineConfig:
     srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
     # --- statistics (fraction / split rules; README "Statistics") ---
     alpha: float = 1e-4  # per-experiment lifetime false-alarm budget when the registration sets none
+    split_change_grace_ms: int = 3_600_000  # sample_ratio_mismatch: users left out after a split change
     window_grace_ms: int = 3_600_000  # outside_window: accepted clock skew at both edges of the window
+    returning_assume_sticky: bool = False  # returning_enrolled_exceeded: test the sticky-bucketing bound
+    returning_min_tolerance: float = 0.1  # ... and that bound's tolerance floor (rules/returning.py)
     segment_missing_breach: bool = False  # an enrolled event without attributes breaches declared segments
     unregistered_severity: str = "warning"
     fingerprint_bits: int = 30  # seen-set fingerprints: new-user false positive = keys / 2^bits

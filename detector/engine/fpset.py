@@ -144,10 +144,13 @@ class UserSet(FpSet):
     be low, never high. Keys passed in have the flag bit clear (`keys`, `keys_list`).
     """
 
-    __slots__ = ()
+    __slots__ = ("hits_enrolled",)
 
     def __init__(self, bits: int = FP_BITS + 1) -> None:
         super().__init__(bits)
+        # distinct keys of the last upsert that were already enrolled before it (the
+        # returning-users rule's trials are the batch's users not enrolled before it)
+        self.hits_enrolled = 0
 
     def keys(self, h: np.ndarray) -> np.ndarray:
         """Flag-clear keys of uint64 hashes."""
@@ -173,6 +176,7 @@ class UserSet(FpSet):
         # collision): probe in sorted order, and the new entries are already sorted.
         es = enrolled[order]
         present, was_enrolled = self._probe(ks, es)
+        self.hits_enrolled = int(np.count_nonzero(was_enrolled))
         new_s = ~present
         new_user = np.empty(len(k), bool)
         new_user[order] = new_s
@@ -208,6 +212,7 @@ class UserSet(FpSet):
         first_enr = np.zeros(n, bool)
         first_enr[ie[_first_occurrence(k[ie])]] = True
         present, was_enrolled = self._probe(k, first_enr)
+        self.hits_enrolled = int(np.count_nonzero(first & was_enrolled))
         new_user = first & ~present
         newly = first_enr & ~was_enrolled
         if new_user.any():
@@ -232,15 +237,19 @@ class UserSet(FpSet):
         tiny = self.tiny
         new_user: list[bool] = []
         newly: list[bool] = []
+        hits = 0
         for f, k, e in zip(found, ks, enrolled):
             if f is not None:
                 a, j = f
-                up = bool(e) and not int(a[j]) & 1
+                was = int(a[j]) & 1
+                hits += was
+                up = bool(e) and not was
                 if up:
                     a[j] |= np.uint32(1)
                 new_user.append(False)
                 newly.append(up)
             elif k in tiny or k | 1 in tiny:
+                hits += k | 1 in tiny
                 up = bool(e) and k in tiny
                 if up:
                     tiny.discard(k)
@@ -251,6 +260,7 @@ class UserSet(FpSet):
                 tiny.add(k | 1 if e else k)
                 new_user.append(True)
                 newly.append(bool(e))
+        self.hits_enrolled = hits
         if len(tiny) >= _TINY_MAX:
             self._flush_tiny()
         return new_user, newly

@@ -187,14 +187,16 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
     if fs is None:
         seen = st.seen
         before = len(seen)
+        enr_map = st.enr
+        ret_enr = len(enr_map.keys() & batch_users) if enr_map else 0
         new_users = [u for u in batch_users if u not in seen] if mixed else None
         seen.update(batch_users)
         dn = len(seen) - before
-        enr_map = st.enr
         new_enr = [u for u in enr_first if u not in enr_map]
         enr_map.update(zip(new_enr, map(_variant_of, map(enr_first.__getitem__, new_enr))))
     else:
         dn, new_enr, new_users = _sketch_membership(fs, batch_users, enr_first, config, mixed)
+        ret_enr = fs.hits_enrolled
     ds = len(new_enr)
     if not enr_events:
         dx = 0
@@ -202,6 +204,10 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
         dx = sum(1 for u in new_users if first_any[u].enrolled)
     else:
         dx = dn
+    # the returning-users rule's trials: the batch's users not enrolled before it, less the new
+    # users enrolled at their first evaluation (the fraction rule's); tx of them enrolled now
+    tn = len(batch_users) - ret_enr - dx
+    tx = min(ds - dx, tn) if ds > dx else 0
     st.n += dn
     st.s += ds
     st.f_x += dx
@@ -216,11 +222,12 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
     if fs is None and len(st.seen) > config.exact_limit:
         st.to_sketch(config)
 
-    if not enr_first and not dn and not first_event_ever:
-        return []  # nothing enrolled and no new eligible user: no rule can change
+    if not enr_first and not dn and not first_event_ever and not tn:
+        return []  # nothing enrolled, no new eligible user, no returning trial: no rule can change
 
     # ---- the rules ----------------------------------------------------------------------
-    batch = Batch(events, enr_events, enr_first, new_enr, dn, ds, batch_vc, bmin, bmax, first_event_ever, dx)
+    batch = Batch(events, enr_events, enr_first, new_enr, dn, ds, batch_vc, bmin, bmax, first_event_ever, dx,
+                  tn, tx)
     findings: list[Finding] = []
     for rule, plan in _plans(expectation, config).active:
         f = rule.judge(st, batch, plan)

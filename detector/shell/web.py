@@ -70,9 +70,13 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
                                         registrations=registrations, base_url=settings.external_url or None)
     # The console: pages for people over the same services (detector/web/console). Its sessions
     # name a token of the same store, so the same scopes apply.
-    add_console_routes(app, Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
-                                    principals=tokens, session_secret=settings.session_secret or None,
-                                    external_url=settings.external_url or None))
+    console = Console(registrations=registrations, incidents=incidents_api, ingest=ingest,
+                      principals=tokens, session_secret=settings.session_secret or None,
+                      api_token=settings.api_token or None,
+                      external_url=settings.external_url or None)
+    add_console_routes(app, console)
+    if fleet is not None:  # forwarded console pages carry the session's principal, not its cookie
+        fleet.session_hop = console.hop
     # What was observed, for drafting registrations (detector discover): detector/web/discovery_api.py
     add_discovery_routes(r, exposures=exposures)
     # Flag configurations: the push webhook and GET /v1/flags (detector/flags/http.py).

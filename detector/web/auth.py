@@ -96,7 +96,7 @@ def allows(rule: str, scopes: frozenset[str], anonymous_status: bool = False) ->
 
 
 class TokenStore:
-    """The known tokens, by SHA-256 digest. Also the console's `Principals` (by_token, by_name, secrets)."""
+    """The known tokens, by SHA-256 digest. Also the console's `Principals` (by_token, by_name)."""
 
     def __init__(self, tokens: Iterable[_Token] = ()) -> None:
         self._tokens = tuple(tokens)
@@ -125,9 +125,6 @@ class TokenStore:
                 return Principal(token.name, implied(token.scopes))
         return None
 
-    def secrets(self) -> list[str]:
-        """Key material for the console's session key: the token digests (no token is kept in clear)."""
-        return [t.digest.hex() for t in self._tokens]
 
 
 def _scopes(raw: Any, where: str) -> frozenset[str]:

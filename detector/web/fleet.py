@@ -19,9 +19,15 @@ the group's state. The partition of an experiment is Kafka's default partitioner
 What never happens: a wrong or partial answer. The owner checks, on every forwarded request,
 that it still owns (and has restored) the partitions the sender thought it did; while the group
 rebalances, a member is unreachable (killed, not yet expired by the session timeout) or an
-owner disagrees, the answer is 503 with `Retry-After`. Forwarded requests keep the caller's
-`Authorization` header (and every other end-to-end header), so the owner applies the same
-access control.
+owner disagrees, the answer is 503 with `Retry-After`.
+
+Who may take part. Hops between workers are signed with the fleet secret (`DETECTOR_FLEET_SECRET`,
+detector/web/fleet_auth.py): a forwarded request carries no `Authorization` and no `Cookie`, but the
+caller's principal (for console pages, the session's) signed with the method, path, partitions,
+time and body; the owner verifies it and applies the same access control to that principal. The
+URL a worker advertises is signed too, so a member that joined the group without the secret is
+never forwarded to (its partitions answer 503). Without a secret a worker never forwards: with
+other workers in the group, a request it does not own is answered 503 naming the setting.
 
     fleet = Fleet(settings, ingest, experiment_of_incident=...)
     fleet.install(app)      # its middleware, the X-Detector-Served-By header, cleanup
@@ -36,28 +42,51 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 from aiohttp import web
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 from aiokafka.partitioner import murmur2
 
+from detector.web import auth, fleet_auth
+from detector.web.fleet_auth import FORWARDED
+from detector.web.problems import DEFAULT_PAGE, MAX_PAGE, encode_cursor, next_link
+
 log = logging.getLogger(__name__)
 
-FORWARDED = "X-Detector-Forwarded-Partitions"  # set by the sender: the partitions it believes the owner holds
 SERVED_BY = "X-Detector-Served-By"
 RETRY_AFTER_S = 2
 MEMBERSHIP_TTL_S = 1.0
 FORWARD_TIMEOUT_S = 30.0
-GATHER_LIMIT = 1000  # incidents.MAX_LIST: each owner returns all its matches up to this
+GATHER_LIMIT = MAX_PAGE  # incidents.MAX_LIST: each owner's handler is asked for this many items
+
+
+@dataclass(frozen=True)
+class Paging:
+    """How a gathered list is paged: its sort key (the handler's cursor holds it), order, default limit."""
+
+    key: Callable[[dict], list[str]]
+    reverse: bool
+    default_limit: int
+
+
+# The paged lists: merged across owners by their sort key, `limit` and `cursor` passed to each owner.
+PAGED: dict[str, Paging] = {
+    "expectations": Paging(lambda v: [str(v.get("experiment"))], False, DEFAULT_PAGE),
+    "incidents": Paging(lambda v: [str(v.get("started_at") or ""), str(v.get("id"))], True, MAX_PAGE),
+}
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "Content-Encoding",
 ))
+# Never forwarded: the caller's credentials (the hop is signed instead) and any fleet header it sent.
+NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie", *(h.lower() for h in fleet_auth.FLEET_HEADERS)}
 
 # Route templates and how they are answered. "experiment": by the owner of the path's experiment;
 # "incident": by the owner of the incident's experiment; "gather:<key>": merged from every owner,
@@ -134,6 +163,10 @@ class Unavailable(Exception):
     """The fleet cannot give a complete, right answer now: 503 with Retry-After."""
 
 
+class NoSecret(Exception):
+    """Answering needs another worker, and this one has no fleet secret: 503 naming the setting."""
+
+
 def _problem(status: int, title: str, detail: str, retry: bool = False) -> web.Response:
     headers = {"Retry-After": str(RETRY_AFTER_S)} if retry else {}
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
@@ -148,7 +181,12 @@ class Fleet:
         self.ingest = ingest  # detector.ingest.service.IngestService: partitions, rebalancing
         self.experiment_of_incident = experiment_of_incident
         self.url = settings.advertised_url or default_advertised_url(settings.web_host, settings.web_port)
-        self.assignor = advertising_assignor(self.url)
+        self.secret: str = getattr(settings, "fleet_secret", "") or ""
+        self.assignor = advertising_assignor(fleet_auth.sign_url(self.secret, self.url))
+        self.peers = fleet_auth.parse_peers(getattr(settings, "fleet_peers", "") or "")
+        self._refused: set[str] = set()
+        # The console's forwarded pages: who the session is (Console.hop), set by whoever builds both.
+        self.session_hop: Callable[[web.Request], fleet_auth.Hop] | None = None
         self._describe = describe_group or self._describe_group
         self._membership: Membership | None = None
         self._refresh_lock = asyncio.Lock()
@@ -172,7 +210,13 @@ class Fleet:
         topic = self.settings.topics.assignments
         for member in members:
             meta, assignment = member[3], member[4]
-            url = ConsumerProtocolMemberMetadata.decode(meta).user_data.decode("utf-8", "replace") if meta else ""
+            data = ConsumerProtocolMemberMetadata.decode(meta).user_data.decode("utf-8", "replace") if meta else ""
+            url = fleet_auth.verified_url(self.secret, data)  # "": not signed with our secret, never asked
+            if url and not fleet_auth.peer_allowed(url, self.peers):
+                if url not in self._refused:  # once per URL, not at every refresh
+                    self._refused.add(url)
+                    log.warning("group member %s is outside DETECTOR_FLEET_PEERS: never forwarded to", url)
+                url = ""
             if not assignment:
                 continue
             for t, parts in ConsumerProtocolMemberAssignment.decode(assignment).assignment:
@@ -216,10 +260,14 @@ class Fleet:
             if kind.startswith("gather:"):
                 return await self._gather(request, handler, kind.split(":", 1)[1])
             return await self._route(request, handler, kind)
+        except NoSecret as exc:
+            return _problem(503, f"the fleet secret is not configured ({fleet_auth.SETTING})", str(exc))
         except Unavailable as exc:
             return _problem(503, "the fleet is rebalancing or a worker is unreachable", str(exc), retry=True)
 
     async def _as_owner(self, request, handler, kind: str, asked: str) -> web.StreamResponse:
+        if fleet_auth.HOP_KEY not in request:  # the auth middleware verifies hops; fail closed all the same
+            return _problem(401, "invalid fleet signature", "a forwarded request must be signed by the fleet")
         try:
             parts = {int(p) for p in asked.split(",") if p.strip()}
         except ValueError:
@@ -245,16 +293,39 @@ class Fleet:
             raise Unavailable("the consumer group is rebalancing")
         p = self._partition(experiment)
         url = m.owners.get(p)
+        if p in m.owners and not url:
+            raise Unavailable(f"partition {p} is held by a member that did not sign its URL with this "
+                              f"worker's {fleet_auth.SETTING} or is outside DETECTOR_FLEET_PEERS")
         if not url:
             raise Unavailable(f"partition {p} has no owner at the moment")
         return url, p
+
+    def _require_secret(self) -> None:
+        if not self.secret:
+            raise NoSecret(f"set {fleet_auth.SETTING} (or {fleet_auth.SETTING}_FILE), the same on every worker: "
+                           "this worker has no fleet secret, so it forwards nothing to the other workers of its group")
+
+    def _hop(self, request: web.Request) -> fleet_auth.Hop:
+        """Who the caller is, as the owner is told (API: the authenticated token; console: the session)."""
+        if not request.path.startswith("/v1/") and self.session_hop is not None:
+            return self.session_hop(request)
+        return fleet_auth.Hop(auth.principal(request))
+
+    def _signed(self, request: web.Request, method: str, path_qs: str, parts: set[int],
+                body: bytes | None, forward_headers: bool) -> dict[str, str]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED} \
+            if forward_headers else {}
+        headers.update(fleet_auth.sign(self.secret, method=method, path_qs=path_qs,
+                                       partitions=",".join(str(p) for p in sorted(parts)),
+                                       hop=self._hop(request), body=body, now=time.time()))
+        return headers
 
     async def _route(self, request, handler, kind: str) -> web.StreamResponse:
         if kind == "experiment":
             experiment = request.match_info["experiment"]
         else:
             experiment = self.experiment_of_incident(request.match_info["id"]) or await self._find_incident(
-                request.match_info["id"])
+                request, request.match_info["id"])
             if experiment is None:
                 return await handler(request)  # nobody holds it: the handler's own 404
         url, p = await self._owner_of(experiment)
@@ -262,17 +333,22 @@ class Fleet:
             if not self._owned_here({p}):
                 raise Unavailable(f"partition {p} is being restored here")
             return await handler(request)
+        self._require_secret()
         return await self._forward(request, url, {p})
 
-    async def _find_incident(self, iid: str) -> str | None:
+    async def _find_incident(self, request: web.Request, iid: str) -> str | None:
         """An incident this worker has not seen yet: ask every owner (each answers for its partitions)."""
         m = await self.membership()
         if not m.stable:
             raise Unavailable("the consumer group is rebalancing")
-        owners = m.by_owner()
+        owners = {u: ps for u, ps in m.by_owner().items() if u != self.url}
+        if not owners:
+            return None
+        self._require_secret()
+        path = "/v1/incidents/" + quote(iid, safe="")  # one path segment, whatever the id holds
 
         async def ask(url: str, parts: set[int]):
-            status, body = await self._fetch_json(url, f"/v1/incidents/{iid}", parts)
+            status, body = await self._fetch_json(request, url, path, parts, forward_headers=False)
             return body.get("experiment") if status == 200 and isinstance(body, dict) else None
 
         found = await asyncio.gather(*(ask(u, ps) for u, ps in owners.items()))
@@ -284,17 +360,13 @@ class Fleet:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S, connect=3))
         return self._session
 
-    @staticmethod
-    def _headers(request: web.Request, parts: set[int]) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        headers[FORWARDED] = ",".join(str(p) for p in sorted(parts))
-        return headers
-
     async def _forward(self, request: web.Request, url: str, parts: set[int]) -> web.StreamResponse:
         body = await request.read() if request.can_read_body else None
+        path_qs = request.rel_url.raw_path_qs
+        headers = self._signed(request, request.method, path_qs, parts, body, forward_headers=True)
         try:
             upstream = await self._client().request(
-                request.method, url + request.rel_url.path_qs, data=body, headers=self._headers(request, parts),
+                request.method, yarl.URL(url + path_qs, encoded=True), data=body, headers=headers,
                 allow_redirects=False)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise Unavailable(f"the owner {url} is unreachable ({exc.__class__.__name__})") from None
@@ -314,8 +386,9 @@ class Fleet:
             await resp.write_eof()
             return resp
 
-    async def _fetch_json(self, url: str, path_qs: str, parts: set[int], headers: dict | None = None):
-        status, raw, headers_in = await self._fetch(url, path_qs, parts, headers)
+    async def _fetch_json(self, request: web.Request, url: str, path_qs: str, parts: set[int],
+                          forward_headers: bool = True):
+        status, raw, headers_in = await self._fetch(request, url, path_qs, parts, forward_headers)
         if headers_in.get("Content-Type", "").startswith("text/csv"):
             return status, raw.decode("utf-8")
         try:
@@ -323,19 +396,22 @@ class Fleet:
         except orjson.JSONDecodeError:
             raise Unavailable(f"the owner {url} answered something unreadable") from None
 
-    async def _fetch(self, url: str, path_qs: str, parts: set[int], headers: dict | None = None):
-        h = dict(headers or {})
-        h[FORWARDED] = ",".join(str(p) for p in sorted(parts))
+    async def _fetch(self, request: web.Request, url: str, path_qs: str, parts: set[int], forward_headers: bool):
+        """GET `path_qs` (already URL-encoded) from the owner `url`, signed as `request`'s caller."""
+        h = self._signed(request, "GET", path_qs, parts, None, forward_headers)
         try:
-            async with self._client().get(url + path_qs, headers=h) as r:
+            async with self._client().get(yarl.URL(url + path_qs, encoded=True), headers=h) as r:
                 return r.status, await r.read(), r.headers
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise Unavailable(f"the owner {url} is unreachable ({exc.__class__.__name__})") from None
 
     # ---- lists spanning experiments ------------------------------------------------------------
     async def _owned_items(self, request, handler, key: str, parts: set[int]) -> web.Response:
-        """As an owner: the list, keeping only the experiments of `parts` (all of them, up to the cap)."""
-        if "limit" in request.query:
+        """As an owner: the list, keeping only the experiments of `parts` (all of them, up to the cap;
+        for a paged list, its first `limit` after `cursor`, with a next_cursor when it has more)."""
+        paging = PAGED.get(key)
+        limit = request.query.get("limit", "")
+        if "limit" in request.query or paging is not None:
             request = request.clone(rel_url=request.rel_url.update_query(limit=str(GATHER_LIMIT)))
         resp = await handler(request)
         if resp.status != 200:
@@ -350,7 +426,25 @@ class Fleet:
         out = {**body, key: items, "count": len(items)}
         if "total" in body:
             out["total"] = len(items)
+        if paging is not None:
+            n = int(limit) if limit.isdigit() and 1 <= int(limit) <= GATHER_LIMIT else paging.default_limit
+            # more: past the page, or past the handler's cap (then this owner's list is a correct prefix)
+            more = len(items) > n or bool(body.get("next_cursor"))
+            items = items[:n]
+            out.update({key: items, "count": len(items),
+                        "next_cursor": encode_cursor(paging.key(items[-1])) if more and items else None})
+            out.pop("next", None)
         return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+    async def _local_items(self, request: web.Request, handler, key: str, path_qs: str, parts: set[int]):
+        """This worker's share of a gathered list, without a hop (and so without needing the secret)."""
+        if not self._owned_here(parts):
+            raise Unavailable(f"partitions {sorted(parts)} are being restored here")
+        resp = await self._owned_items(request.clone(rel_url=yarl.URL(path_qs, encoded=True)), handler, key, parts)
+        raw = resp.body if isinstance(resp.body, bytes) else b""
+        if resp.content_type == "text/csv":
+            return resp.status, raw.decode("utf-8")
+        return resp.status, orjson.loads(raw or b"null")
 
     async def _gather(self, request: web.Request, handler, key: str) -> web.Response:
         m = await self.membership()
@@ -363,10 +457,15 @@ class Fleet:
         limit = q.get("limit")
         if limit and not (limit.isdigit() and 1 <= int(limit) <= GATHER_LIMIT):
             return await handler(request)  # its own 400 for an invalid limit
-        q["limit"] = str(GATHER_LIMIT)
-        path_qs = str(request.rel_url.with_query(q)) if key == "incidents" else request.rel_url.path_qs
-        fwd = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        answers = await asyncio.gather(*(self._fetch_json(u, path_qs, ps, fwd) for u, ps in owners.items()))
+        paging = PAGED.get(key)
+        n = int(limit) if limit else paging.default_limit if paging else GATHER_LIMIT
+        q["limit"] = str(n)  # a paged list: each owner its first n after the cursor (passed on as is)
+        path_qs = str(request.rel_url.with_query(q)) if paging is not None else request.rel_url.raw_path_qs
+        if set(owners) - {self.url}:
+            self._require_secret()
+        answers = await asyncio.gather(*(
+            self._local_items(request, handler, key, path_qs, ps) if u == self.url
+            else self._fetch_json(request, u, path_qs, ps) for u, ps in owners.items()))
         for status, body in answers:
             if status == 503:
                 raise Unavailable("an owner is rebalancing")
@@ -379,17 +478,22 @@ class Fleet:
         items: list[dict] = []
         for _, body in answers:
             items.extend(body.get(key, []))
-        if key == "incidents":
-            items.sort(key=lambda v: (v.get("started_at") or "", v["id"]), reverse=True)
-            total = len(items)
-            items = items[:int(limit) if limit else GATHER_LIMIT]
-            return web.json_response({"count": len(items), "total": total, "incidents": items},
+        extra = {k: v for k, v in answers[0][1].items() if k not in (key, "count", "total", "next_cursor", "next")}
+        if paging is None:
+            items.sort(key=lambda v: str(v.get("experiment")))
+            return web.json_response({**extra, "count": len(items), key: items},
                                      dumps=lambda o: orjson.dumps(o).decode())
-        items.sort(key=lambda v: str(v.get("experiment")))
-        extra = {k: v for k, v in answers[0][1].items() if k not in (key, "count", "total")}
-        return web.json_response({**extra, "count": len(items), key: items}, dumps=lambda o: orjson.dumps(o).decode())
+        # Each owner gave its first n after the cursor: the first n of their union are the fleet's.
+        items.sort(key=paging.key, reverse=paging.reverse)
+        total = sum(int(body.get("total") or 0) for _, body in answers)
+        more = len(items) > n or any(body.get("next_cursor") for _, body in answers)
+        items = items[:n]
+        cursor = encode_cursor(paging.key(items[-1])) if more and items else None
+        return web.json_response({**extra, "count": len(items), "total": total, key: items, "next_cursor": cursor,
+                                  "next": next_link(request, cursor)}, dumps=lambda o: orjson.dumps(o).decode())
 
     def install(self, app: web.Application) -> None:
+        app[fleet_auth.SECRET_KEY] = self.secret  # the auth middleware verifies hops with it
         app.middlewares.append(self.middleware)
         app.on_response_prepare.append(self._served_by)
         app.on_cleanup.append(self.close)

@@ -8,7 +8,9 @@
   bad headers) is logged by aiohttp; `MalformedRequestFilter` turns those records into one
   WARNING line without a traceback.
 - **auth**: the route's declared rule (`detector.web.auth`) against the caller's bearer token,
-  before anything reads the body. Sets `request["principal"]`. No token known to the worker at
+  before anything reads the body. Sets `request["principal"]`. A request forwarded by another
+  worker of the fleet carries no token but a signed hop (`detector.web.fleet_auth`): its principal
+  is the one the sender authenticated; a forwarding header without a valid signature is 401. No token known to the worker at
   all: 503 for any route anonymous callers may not use (the operator's configuration is wrong,
   not the caller); missing or wrong token: 401; a token without the route's scope: 403.
 - **size**: a body announced larger than the route's limit (`add_route(..., max_body=...)`,
@@ -22,13 +24,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter
 
-from detector.web import auth
+from detector.web import auth, fleet_auth
 from detector.web.auth import PUBLIC, STATUS, Principal, TokenStore
 from detector.web.problems import MAX_BODY_BYTES, HTTPProblem, field_problem, route_body_limit
 
@@ -124,7 +127,16 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     rule = auth.route_rule(request.match_info.route, request.app)
     if rule is None:  # check_routes refuses this at start-up; fail closed all the same
         raise field_problem(403, "route has no access rule", "(route)", "refused")
+    hop = None
+    if fleet_auth.is_hop(request):  # from another worker of the fleet: its signature, not a token
+        try:
+            hop = await fleet_auth.verify_request(request, time.time())
+        except fleet_auth.FleetAuthError as exc:
+            raise _unauthenticated("invalid fleet signature", str(exc)) from None
     if rule == PUBLIC:
+        if hop is not None:  # the console's pages: the hop's principal is the sender's session's
+            request[auth.PRINCIPAL_KEY] = hop.principal
+            return await handler(request)
         request[auth.PRINCIPAL_KEY] = auth.ANONYMOUS
         return await handler(request)
     config: _Config = request.app[CONFIG_KEY]
@@ -133,7 +145,7 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
         raise field_problem(503, "this route is disabled on this worker: no API token is configured "
                                  "(set DETECTOR_API_TOKEN or DETECTOR_API_TOKENS_FILE)", "Authorization",
                             "set DETECTOR_API_TOKEN or DETECTOR_API_TOKENS_FILE on the worker to enable it")
-    caller = _caller(request, config)
+    caller = hop.principal if hop is not None else _caller(request, config)
     request[auth.PRINCIPAL_KEY] = caller
     if not auth.allows(rule, caller.scopes, anonymous_status and not caller.authenticated):
         if caller.authenticated:

@@ -59,8 +59,14 @@ def route_body_limit(request: web.Request, default: int = MAX_BODY_BYTES) -> int
     return int(limit) if limit else default
 
 
+# A body a middleware already read (within the limit), e.g. to check a fleet hop's signature of it.
+BODY_KEY: web.RequestKey[bytes] = web.RequestKey("detector.body", bytes)
+
+
 async def read_body(request: web.Request, limit: int | None = None) -> bytes:
     """The request body, or 413 as soon as it is known to exceed `limit` bytes (default: the route's)."""
+    if BODY_KEY in request:
+        return request[BODY_KEY]
     limit = route_body_limit(request) if limit is None else limit
     too_large = field_problem(
         413, "request body too large", "(body)", f"must be at most {limit} bytes ({limit // 1024} KiB)"

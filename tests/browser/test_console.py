@@ -166,6 +166,18 @@ def test_pages_without_read_users_show_no_user_id(workers, ns, browser, tmp_path
     iid = wait_until(lambda: (w.get(f"/v1/incidents?experiment={QA}&rule=allowlist_breach")[1].get("incidents")
                               or [None])[0], 20, what="the incident")["id"]
 
+    # A registration change during the incident: the allowlist gains two of the offenders (its
+    # diff, on the incident's timeline and the experiment's history, is made of user ids).
+    code, reg = w.get(f"/v1/expectations/{QA}", token=TOKEN)
+    assert code == 200, reg
+    reg["population"]["allowlist"] = sorted(sc.allowlist) + sorted(sc.offenders)[:2]
+    code, body = w.request("PUT", f"/v1/expectations/{QA}?confirm=true", json.dumps(reg).encode(),
+                           {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    assert code == 200, body
+    wait_until(lambda: any(e["kind"] == "registration_change"
+                           for e in w.get(f"/v1/incidents/{iid}", token=TOKEN)[1].get("timeline", [])), 20,
+               what="the registration change on the incident's timeline")
+
     _login(d := browser, w.url, "oncall-token-0123456789")
     pages = ["/", f"/incidents/{iid}", f"/experiments/{QA}"]
     for page in pages:

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -48,6 +49,27 @@ def fetch(url: str, method: str = "GET", body: bytes | None = None, headers: dic
         return 0, b"", {}
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def console_session(url: str) -> str:
+    """Sign in to the console of the worker at `url` with the token: the session cookie ("name=value")."""
+    code, raw, headers = fetch(f"{url}/login", headers={})
+    assert code == 200, code
+    nonce = re.search(r'name="nonce" value="([^"]+)"', raw.decode()).group(1)
+    form = urllib.parse.urlencode({"nonce": nonce, "next": "/", "token": TOKEN}).encode()
+    req = urllib.request.Request(f"{url}/login", data=form, method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"detector_login_csrf={nonce}"})
+    try:
+        urllib.request.build_opener(_NoRedirect).open(req, timeout=30)
+        raise AssertionError("sign-in did not redirect")
+    except urllib.error.HTTPError as e:
+        assert e.code == 303, e.code
+        return e.headers["Set-Cookie"].split(";")[0]
+
+
 def csv_ids(raw: bytes) -> list[str]:
     rows = list(csv.reader(io.StringIO(raw.decode())))
     assert rows and rows[0][0] == "user_id", rows[:1]
@@ -64,7 +86,7 @@ def prom_query(prom: str, expr: str) -> list[dict]:
 def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
     ns.partitions = 6
     env = {"DETECTOR_WEBHOOK_URLS": receiver.url, "DETECTOR_API_TOKEN": TOKEN,
-           "DETECTOR_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S)}
+           "DETECTOR_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S), "DETECTOR_FLEET_SECRET": "fleet-secret-of-the-test"}
     fleet = [workers(env=env, name=f"w{i}", wait_ready=False) for i in range(3)]
 
     def all_assigned():
@@ -123,6 +145,11 @@ def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
         code, raw, _ = fetch(f"{w.url}/v1/incidents?experiment={QA}")
         assert code == 200, raw
         return json.loads(raw)["incidents"]
+
+    # an outside caller cannot claim to be a worker: the forwarding header needs the fleet's signature
+    code, raw, _ = fetch(f"{others[0].url}/v1/experiments/{QA}/blast-radius?format=csv",
+                         headers={"Authorization": f"Bearer {TOKEN}", "X-Detector-Forwarded-Partitions": "0,1,2,3,4,5"})
+    assert code == 401, (code, raw[:200])
 
     lists = [listing(w) for w in fleet]
     assert lists[0] and all(ls == lists[0] for ls in lists), lists
@@ -213,3 +240,34 @@ def test_three_workers_answer_as_one(workers, receiver, ns, tmp_path):
         assert code == 200 and json.loads(raw)["acknowledged_by"] == "alice", raw
     print(f"survivors answered the same {took:.1f} s after SIGKILL of the owner "
           f"(session timeout {SESSION_TIMEOUT_S} s)")
+
+    # ---- the console through a worker that does not own the incident: the session's principal is
+    # forwarded (signed), not its cookie; the page's form works through the same worker -------------
+    cookie = console_session(others[0].url)
+    code, raw, headers = fetch(f"{others[0].url}/incidents/{iid}", headers={"Cookie": cookie})
+    assert code == 200, raw[:300]
+    via = next(w for w in others if w.url != headers.get("X-Detector-Served-By"))
+    code, raw, headers = fetch(f"{via.url}/incidents/{iid}", headers={"Cookie": cookie})
+    assert code == 200 and headers.get("X-Detector-Served-By") != via.url, (code, headers)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', raw.decode()).group(1)
+    form = urllib.parse.urlencode({"csrf": csrf}).encode()
+    req = urllib.request.Request(f"{via.url}/incidents/{iid}/resolve", data=form, method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+    try:
+        urllib.request.build_opener(_NoRedirect).open(req, timeout=30)
+        raise AssertionError("the console's resolve did not redirect")
+    except urllib.error.HTTPError as e:
+        # the owner's handler ran (its CSRF check passed) and says what it did
+        done = e.headers["Location"]
+        assert e.code == 303 and done in (f"/incidents/{iid}?done=resolved", f"/incidents/{iid}?done=unchanged"), done
+    if done.endswith("=resolved"):  # by the session's principal
+        wait_until(lambda: "api-token" in str(json.loads(fetch(f"{others[0].url}/v1/incidents/{iid}")[1])
+                                              .get("resolved_by")), 15, 0.25, "resolved by the session's principal")
+    # a forged form (wrong CSRF token) through the same worker is refused by the owner
+    req = urllib.request.Request(f"{via.url}/incidents/{iid}/ack", data=b"csrf=forged", method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+    try:
+        urllib.request.build_opener(_NoRedirect).open(req, timeout=30)
+        raise AssertionError("a forged console form was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403, e.code

@@ -8,8 +8,8 @@ Adding a rule: its module here (a `Rule` subclass and `RULE = ...`), its tests, 
 
 from __future__ import annotations
 
-from detector.engine.rules import (allowlist, crossover, fraction, max_users, missing, segments, srm, undeclared,
-                                  unregistered, window, zero_weight)
+from detector.engine.rules import (allowlist, crossover, fraction, max_users, missing, returning, segments, srm,
+                                  undeclared, unregistered, window, zero_weight)
 from detector.engine.rules.base import FIRING, OK, Batch, Finding, Plan, Rule, RuleState
 
 RULES: tuple[Rule, ...] = (
@@ -17,6 +17,7 @@ RULES: tuple[Rule, ...] = (
     allowlist.RULE,
     max_users.RULE,
     fraction.RULE,
+    returning.RULE,
     segments.RULE,
     window.RULE,
     srm.RULE,

@@ -76,17 +76,22 @@ class Batch:
     first enrolled event of the batch (batch order); new_enr: users enrolled for the first time
     ever (batch order); dn / ds: new eligible / enrolled distinct users; new_variants: variant
     -> users among new_enr (None excluded); bmin / bmax: event time span; dx: new users whose
-    first evaluation is enrolled (the fraction rule's trials: dn, of which dx enrolled).
+    first evaluation is enrolled (the fraction rule's trials: dn, of which dx enrolled); tn: the
+    batch's users not enrolled before it, less those dx (the returning-users rule's trials), tx
+    of them enrolled in this batch.
     """
 
     __slots__ = ("events", "enr_events", "enr_first", "new_enr", "dn", "ds", "new_variants",
-                 "bmin", "bmax", "first_event_ever", "_variants", "dx")
+                 "bmin", "bmax", "first_event_ever", "_variants", "dx",
+                 "tn", "tx")
 
     def __init__(self, events: list[Assignment] | tuple[Assignment, ...], enr_events: list[Assignment],
                  enr_first: dict[str, Assignment], new_enr: list[str], dn: int, ds: int,
                  new_variants: dict[str, int], bmin: int, bmax: int, first_event_ever: bool,
-                 dx: int = 0) -> None:
+                 dx: int = 0, tn: int = 0, tx: int = 0) -> None:
         self.dx = dx
+        self.tn = tn
+        self.tx = tx
         self.events = events
         self.enr_events = enr_events
         self.enr_first = enr_first

@@ -73,14 +73,27 @@ class Fraction(Rule):
                 "unenrolled_logged": exp.unenrolled_logged,
                 "alert_above": exp.fraction * (1 + exp.tolerance)}
 
+    # -- what a subclass on another unit of trials changes (rules/returning.py) --------------------
+    def trials(self, batch: Batch) -> tuple[int, int]:
+        """(trials, enrolled trials) of the batch: new users, enrolled at their first evaluation."""
+        return batch.dn, batch.dx
+
+    def null(self, fs: Any, plan: FractionPlan) -> tuple[float, Any]:
+        """(p0, alternatives) the batch's trials are judged against."""
+        return plan.p0, plan.alts
+
+    def describe(self, st: Any, exp: Expectation, s: int, n: int, p0: float, lm: float, thr: float) -> str:
+        return (f"{st.experiment}: {s} of {n} new eligible users enrolled at first evaluation ({s / n if n else 0:.4%}) "
+                f"vs declared {exp.fraction:.4%} (ln e-value {lm:.1f} >= {thr:.1f})")
+
     def judge(self, st: Any, batch: Batch, plan: FractionPlan) -> Finding | None:
-        dn = batch.dn
-        p0 = plan.p0
+        dn, dx = self.trials(batch)
+        fs = self.state(st)
+        p0, alts = self.null(fs, plan)
         if not dn and not (p0 <= 0.0 and batch.ds):
             return None
-        dx, bmin, bmax = batch.dx, batch.bmin, batch.bmax
+        bmin, bmax = batch.bmin, batch.bmax
         exp = plan.exp
-        fs = self.state(st)
         fs.p0 = p0
         if fs.start is None:
             fs.start = bmin
@@ -88,7 +101,7 @@ class Fraction(Rule):
             fs.stat = 0.0
             return None
         if fs.lr is None:  # a new segment starts with this batch
-            fs.lr = [_LOG_W0] * len(plan.alts or (0,))
+            fs.lr = [_LOG_W0] * len(alts or (0,))
             fs.sn = fs.sx = 0
             fs.start = bmin
             fs.onset = None
@@ -98,7 +111,7 @@ class Fraction(Rule):
             fs.sx += dx
             lm = _INF if batch.ds else prev
         else:
-            fs.lr = stats.sr_update(fs.lr, start_log_weight(fs.sn, fs.sn + dn), dx, dn, plan.alts)
+            fs.lr = stats.sr_update(fs.lr, start_log_weight(fs.sn, fs.sn + dn), dx, dn, alts)
             fs.sn += dn
             fs.sx += dx
             lm = stats.log_mean_exp(fs.lr)
@@ -133,8 +146,7 @@ class Fraction(Rule):
             observed=observed, expected=plan.expected(),
             first_offending_event_at=onset, detected_at=bmax, blast_radius=excess, sample_ids=(),
             statistic=lm,
-            summary=f"{st.experiment}: {s} of {n} new eligible users enrolled at first evaluation ({est:.4%}) "
-                    f"vs declared {exp.fraction:.4%} (ln e-value {lm:.1f} >= {thr:.1f})")
+            summary=self.describe(st, exp, s, n, p0, lm, thr))
         # the next segment starts with the next batch, with its own share of alpha
         fs.seg += 1
         fs.lr = None
@@ -151,13 +163,16 @@ class Fraction(Rule):
         fs = st.rules.get(self.name)
         if fs is None or fs.alarms == 0 or exp.unenrolled_logged <= 0:
             return False
-        p0 = stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
+        p0 = self.resolve_p0(fs, exp, config)
         if p0 >= 1.0:
             return False
         if p0 <= 0.0:
             return True
         alts = stats.fraction_alternatives(p0, config.fraction_ratios)
         return stats.log_mixture(fs.sx, fs.sn, alts) > RESOLVE_LOG_E
+
+    def resolve_p0(self, fs: Any, exp: Expectation, config: EngineConfig) -> float:
+        return stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
 
     def observe(self, st: Any, exp: Expectation | None, config: EngineConfig, breached: bool) -> RuleState:
         fs = st.rules.get(self.name) or FractionState()
@@ -171,7 +186,7 @@ class Fraction(Rule):
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:
         """The path cannot merge: a new segment starts (each side's spent segments stay spent)."""
-        return FractionState(p0=None, lr=None, seg=max(mine.seg, other.seg) + 1, start=mine.start,
+        return self.State(p0=None, lr=None, seg=max(mine.seg, other.seg) + 1, start=mine.start,
                              alarms=mine.alarms + other.alarms, stat=None)
 
 

@@ -3,8 +3,9 @@
 Lindon & Malek's Dirichlet-multinomial Bayes factor averaged over concentrations
 (detector.engine.stats), with its per-declaration constants hoisted (same floats). Counts are
 distinct enrolled users by their first variant; the test restarts at each alarm, each new split
-and each state merge, each time in a new segment of the experiment's alpha budget
-(detector.engine.budget), so the lifetime bound holds across restarts.
+(after `EngineConfig.split_change_grace_ms` of event time, whose enrolments are left out: the
+flag and the registration are rarely changed at the same instant) and each state merge, each
+time in a new segment of the experiment's alpha budget (detector.engine.budget), so the lifetime bound holds across restarts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class SrmState(msgspec.Struct, array_like=True):
     alarms: int = 0
     stat: float | None = None  # last ln BF
     seg: int = 1  # segment of the alpha budget
+    grace_until: int | None = None  # after a split change: users enrolled before this (ms) are left out
 
 
 def srm_key(exp: Expectation) -> list:
@@ -93,13 +95,23 @@ class Srm(Rule):
         rs = self.state(st)
         key = plan.key
         if rs.key is not key and rs.key != key:  # new declaration (or first look): the test starts here
-            if rs.key is not None:  # a new split: a new segment of the budget
+            if rs.key is not None:  # a new split: a new segment of the budget, after the grace
                 rs.seg += 1
+                grace = plan.config.split_change_grace_ms
+                rs.grace_until = bmin + grace if grace > 0 else None
             rs.key = key
             batch_vc = batch.new_variants
             rs.base = {v: c - batch_vc.get(v, 0) for v, c in st.variants.items()}
             # the users of this batch belong to the new test
             rs.start = bmin
+        if rs.grace_until is not None:
+            # Grace after a split change (a time fixed by the declaration, not by the data, so
+            # leaving these users out keeps the test valid): the test starts after it.
+            if bmax < rs.grace_until:
+                rs.base = dict(st.variants)
+                rs.start = bmax
+                return None
+            rs.grace_until = None
         if len(key) < 2:
             return None
         vc, base = st.variants, rs.base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from pathlib import Path
@@ -17,14 +18,15 @@ from detector.registration.errors import RegistrationError
 from detector.registration.files import yaml_load
 from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
 from detector.registration.risk import assess, diff
-from detector.web.auth import PUBLIC, Principal, add_route, audit_user_read, declare_framework_route
+from detector.web import fleet_auth
+from detector.web.auth import ANONYMOUS, PUBLIC, Principal, add_route, audit_user_read, declare_framework_route
 from detector.web.console import session as sess
+from detector.web.redact import without_user_ids
 from detector.web.console.words import RULE_TITLES, explain, fraction_text, plural, wilson
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 1024 * 1024
-ALL_SCOPES = frozenset({"read", "read:users", "write", "respond", "ingest"})
 
 
 class Principals(Protocol):
@@ -33,28 +35,6 @@ class Principals(Protocol):
     def by_token(self, token: str) -> Principal | None: ...
 
     def by_name(self, name: str) -> Principal | None: ...
-
-    def secrets(self) -> list[str]: ...
-
-
-class SingleToken:
-    """`DETECTOR_API_TOKEN`: one token with every scope (the worker's configuration)."""
-
-    def __init__(self, token: str | None, name: str = "api-token") -> None:
-        self.token, self.name = token or "", name
-
-    def by_token(self, token: str) -> Principal | None:
-        import hmac
-
-        if self.token and hmac.compare_digest(token.encode(), self.token.encode()):
-            return Principal(self.name, ALL_SCOPES)
-        return None
-
-    def by_name(self, name: str) -> Principal | None:
-        return Principal(self.name, ALL_SCOPES) if self.token and name == self.name else None
-
-    def secrets(self) -> list[str]:
-        return [self.token]
 
 
 class Console:
@@ -66,21 +46,37 @@ class Console:
     """
 
     def __init__(self, *, registrations, incidents, ingest, principals: Principals,
-                 session_secret: str | None = None, external_url: str | None = None,
+                 session_secret: str | None = None, api_token: str | None = None, external_url: str | None = None,
                  grafana_url: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.registrations = registrations
         self.incidents = incidents
         self.ingest = ingest
         self.principals = principals
-        self.key = sess.derive_key(session_secret, principals.secrets())
+        self.key = sess.derive_key(session_secret, api_token)
         self.external_url = (external_url or "").rstrip("/") or None
         self.grafana_url = grafana_url
         self.clock = clock
 
     # ---- sessions ------------------------------------------------------------------------
     def principal(self, request: web.Request) -> Principal | None:
+        hop = request.get(fleet_auth.HOP_KEY)
+        if hop is not None:  # forwarded by another worker: its session's principal (it kept the cookie)
+            return hop.principal if hop.session and hop.principal.authenticated else None
         name = sess.read_session(self.key, request.cookies.get(sess.COOKIE), self.clock())
         return self.principals.by_name(name) if name else None
+
+    def _csrf(self, request: web.Request) -> str:
+        """The CSRF token forms of this session must carry ("" without a session)."""
+        hop = request.get(fleet_auth.HOP_KEY)
+        if hop is not None:
+            return hop.csrf
+        cookie = request.cookies.get(sess.COOKIE)
+        return sess.csrf_token(self.key, cookie) if cookie else ""
+
+    def hop(self, request: web.Request) -> fleet_auth.Hop:
+        """What a worker forwarding this page tells the owner instead of sending the session cookie."""
+        p = self.principal(request)
+        return fleet_auth.Hop(p or ANONYMOUS, session=True, csrf=self._csrf(request) if p else "")
 
     def _require(self, request: web.Request, scope: str = "read") -> Principal:
         p = self.principal(request)
@@ -96,15 +92,15 @@ class Console:
             raise _page_error(413, "The form is too large (at most 1 MiB).")
         form = await request.post()
         token = form.get("csrf")
-        if not sess.csrf_ok(self.key, request.cookies.get(sess.COOKIE), token if isinstance(token, str) else None):
+        expected = self._csrf(request)
+        if not (expected and isinstance(token, str) and hmac.compare_digest(expected, token)):
             log.warning("console form refused: missing or wrong CSRF token",
                         extra={"path": request.path, "principal": p.name})
             raise _page_error(403, "This form has expired or did not come from this console: reload the page and try again.")
         return p, form
 
     def _ctx(self, request: web.Request, p: Principal | None, **extra: Any) -> dict[str, Any]:
-        cookie = request.cookies.get(sess.COOKIE)
-        return {"principal": p, "csrf": sess.csrf_token(self.key, cookie) if cookie and p else "",
+        return {"principal": p, "csrf": self._csrf(request) if p else "",
                 "can": (lambda scope: p is not None and scope in p.scopes), "titles": RULE_TITLES,
                 "plural": plural, "request_path": request.path, **extra}
 
@@ -194,12 +190,16 @@ class Console:
             state=request.query.get("state", "")))
 
     # ---- incident ------------------------------------------------------------------------
-    async def incident(self, request: web.Request) -> web.Response:
-        p = self._require(request, "read")
+    def _incident(self, request: web.Request, scope: str) -> tuple[Principal, dict[str, Any]]:
+        p = self._require(request, scope)
         iid = request.match_info["id"]
         view = self.incidents.view(iid)
         if view is None:
             raise _page_error(404, f"No incident {iid} is known to this worker.")
+        return p, view
+
+    async def incident(self, request: web.Request) -> web.Response:
+        p, view = self._incident(request, "read")
         users = "read:users" in p.scopes
         blast = view.get("blast_radius") or {}
         sample = list(blast.get("sample_ids") or []) if users else []
@@ -226,11 +226,7 @@ class Console:
         raise web.HTTPSeeOther(f"/incidents/{quote(iid)}?{urlencode({'done': done})}")
 
     async def incident_csv(self, request: web.Request) -> web.StreamResponse:
-        p = self._require(request, "read:users")
-        iid = request.match_info["id"]
-        view = self.incidents.view(iid)
-        if view is None:
-            raise _page_error(404, f"No incident {iid} is known to this worker.")
+        p, view = self._incident(request, "read:users")
         experiment, rule = view["experiment"], view["rule"]
         state = self.ingest.state_of(experiment) if self.ingest is not None else None
         if state is None:
@@ -386,16 +382,17 @@ def _timeline_row(entry: dict[str, Any], users: bool) -> dict[str, Any]:
 
     e = dict(entry)
     if not users:
-        e["detail"] = {k: v for k, v in (e.get("detail") or {}).items() if k not in _USER_DETAIL_KEYS}
+        # the API's redaction (allowlist diffs of a registration change, sample ids, summaries) ...
+        detail, _ = without_user_ids(dict(e.get("detail") or {}))
+        # ... and the timeline's own fields that can carry ids
+        e["detail"] = {k: v for k, v in detail.items() if k not in _USER_DETAIL_KEYS}
         if e["kind"] == "detection":
             e["detail"].pop("summary", None)
     return {"at": e.get("at"), "title": TITLES.get(e["kind"], e["kind"]), "text": describe(e)}
 
 
 def _redact_history(h: dict[str, Any]) -> dict[str, Any]:
-    out = dict(h)
-    out["diff"] = [{**d, "old": "(hidden)", "new": "(hidden)"} if "allowlist" in str(d.get("field")) else d
-                   for d in h.get("diff") or []]
+    out, _ = without_user_ids(dict(h))
     return out
 
 

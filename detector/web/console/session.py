@@ -6,9 +6,9 @@ again at every request, so a token removed from the configuration stops working 
     cookie  = "v1." + b64(name) + "." + expires (unix s) + "." + b64(HMAC-SHA256(key, "v1|name|expires"))
     csrf    = b64(HMAC-SHA256(key, "csrf|" + cookie))[:32]      (synchroniser token, per session)
 
-The key comes from `DETECTOR_SESSION_SECRET` when set, else it is derived from the configured
-tokens (every worker of a fleet has the same tokens, hence the same key; rotating a token signs
-everyone out). Pure functions: no clock inside (`now` is passed in).
+The key comes from `DETECTOR_SESSION_SECRET` when set, else it is derived from
+`DETECTOR_API_TOKEN` (never from the tokens file, whose entries may be published digests), else it
+is random per process. Pure functions: no clock inside (`now` is passed in).
 """
 
 from __future__ import annotations
@@ -31,14 +31,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def derive_key(secret: str | None, token_secrets: list[str]) -> bytes:
-    """The signing key: the configured secret, else a hash over the configured tokens."""
+def derive_key(secret: str | None, api_token: str | None) -> bytes:
+    """The signing key: `DETECTOR_SESSION_SECRET`; else derived from `DETECTOR_API_TOKEN` (a secret
+    every worker of a fleet shares); else random for this process (sessions then hold only on the
+    worker that issued them). Never from the tokens file: its entries may be public digests."""
     if secret:
         return hashlib.sha256(b"detector-console|" + secret.encode()).digest()
-    material = b"\x00".join(sorted(t.encode() for t in token_secrets if t))
-    if not material:  # nobody can sign in anyway; keep the key unguessable
-        material = secrets.token_bytes(32)
-    return hashlib.sha256(b"detector-console-derived|" + material).digest()
+    if api_token:
+        return hmac.new(api_token.encode(), b"detector-console-session-key", hashlib.sha256).digest()
+    return secrets.token_bytes(32)
 
 
 def _sig(key: bytes, name_b64: str, expires: int) -> str:

@@ -10,6 +10,7 @@ RULE_TITLES = {
     "allowlist_breach": "Allowlist",
     "max_users_exceeded": "Maximum users",
     "fraction_exceeded": "Fraction of eligible traffic",
+    "returning_enrolled_exceeded": "Returning users enrolled",
     "segment_breach": "Segments",
     "outside_window": "Time window",
     "sample_ratio_mismatch": "Variant split (SRM)",

@@ -153,7 +153,7 @@ def test_alarm_starts_a_new_segment_with_a_higher_threshold():
     assert len(f) >= 2
     assert f[0].observed["segment"] == 1 and f[1].observed["segment"] == 2
     assert f[1].observed["threshold"] > f[0].observed["threshold"]
-    assert f[0].observed["threshold"] == pytest.approx(-math.log(1e-4 * 0.75 * 0.9))
+    assert f[0].observed["threshold"] == pytest.approx(-math.log(1e-4 * budget.RULE_SHARE["fraction_exceeded"] * 0.9))
 
 
 def test_merge_spends_a_new_segment_for_both_rules():
@@ -389,4 +389,4 @@ def test_registration_changes_mid_stream_with_the_flag_never_page(steps, under, 
         evs = _sticky_step(rng, buckets, n_new, declared * under, returning, 3, ts)
         ts += len(evs)
         out += run(st, exp, evs, batch, EngineConfig(exact_limit=300))
-    assert [f for f in out if f.rule in ("fraction_exceeded", "sample_ratio_mismatch")] == []
+    assert [f for f in out if f.rule in ("fraction_exceeded", "returning_enrolled_exceeded", "sample_ratio_mismatch")] == []

@@ -37,7 +37,8 @@ def test_valid_registration_parses_to_the_model():
     assert e.severity == "critical" and e.tolerance == 0.1 and e.alpha is None and e.schema_version == 1
     assert e.unenrolled_logged == 1.0
     population_rules = [
-        "allowlist_breach", "max_users_exceeded", "fraction_exceeded", "segment_breach", "outside_window",
+        "allowlist_breach", "max_users_exceeded", "fraction_exceeded", "returning_enrolled_exceeded", "segment_breach",
+        "outside_window",
         "sample_ratio_mismatch",
     ]
     # in registry order; the variant-level rules (engine/rules/) follow when variants are declared
