@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import msgspec
 import numpy as np
 
+from detector.engine import budget
 from detector.engine.bloom import ScalableBloom
 from detector.engine.config import EngineConfig
 from detector.engine.hashing import hash64, mix64
@@ -175,6 +176,17 @@ class Rule:
         return RuleState(state=FIRING if breached else OK, statistic=float(count), threshold=0.0,
                          offenders=count, first_offending_event_at=st.rule_first.get(self.name),
                          last_offending_event_at=st.rule_last.get(self.name))
+
+    def sequential_state(self, st: "ExperimentState", exp: Expectation | None, config: EngineConfig,
+                         breached: bool, rs: Any) -> RuleState:
+        """`observe()` of a sequential-test rule whose own state `rs` has `stat`, `seg` and `alarms`:
+        its statistic against the threshold of its running budget segment."""
+        alpha = exp.alpha if exp is not None and exp.alpha is not None else config.alpha
+        return RuleState(state=FIRING if breached else OK, statistic=rs.stat,
+                         threshold=budget.log_threshold(alpha, self.name, rs.seg),
+                         offenders=st.rule_count.get(self.name, 0),
+                         first_offending_event_at=st.rule_first.get(self.name),
+                         last_offending_event_at=st.rule_last.get(self.name), alarms=rs.alarms, segment=rs.seg)
 
     def still_holds(self, st: Any, exp: Expectation | None) -> Callable[[str], bool]:
         """For the blast radius: does a stored record of this rule still hold for user `uid`?"""

@@ -22,7 +22,7 @@ import msgspec
 
 from detector.engine import budget, stats
 from detector.engine.config import EngineConfig
-from detector.engine.rules.base import FIRING, OK, Batch, Finding, Plan, Rule, RuleState
+from detector.engine.rules.base import Batch, Finding, Plan, Rule, RuleState
 from detector.expectations import Expectation
 
 _INF = float("inf")
@@ -175,14 +175,7 @@ class Fraction(Rule):
         return stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
 
     def observe(self, st: Any, exp: Expectation | None, config: EngineConfig, breached: bool) -> RuleState:
-        fs = st.rules.get(self.name) or FractionState()
-        alpha = exp.alpha if exp.alpha is not None else config.alpha
-        return RuleState(state=FIRING if breached else OK, statistic=fs.stat,
-                         threshold=budget.log_threshold(alpha, self.name, fs.seg),
-                         offenders=st.rule_count.get(self.name, 0),
-                         first_offending_event_at=st.rule_first.get(self.name),
-                         last_offending_event_at=st.rule_last.get(self.name),
-                         alarms=fs.alarms, segment=fs.seg)
+        return self.sequential_state(st, exp, config, breached, st.rules.get(self.name) or FractionState())
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:
         """The path cannot merge: a new segment starts (each side's spent segments stay spent)."""

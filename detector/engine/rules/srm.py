@@ -17,7 +17,7 @@ import msgspec
 
 from detector.engine import budget, stats
 from detector.engine.config import EngineConfig
-from detector.engine.rules.base import FIRING, OK, Batch, Finding, Plan, Rule, RuleState
+from detector.engine.rules.base import Batch, Finding, Plan, Rule, RuleState
 from detector.expectations import Expectation
 
 _lgamma = math.lgamma
@@ -163,13 +163,7 @@ class Srm(Rule):
         return stats.srm_log_mixture(counts, [p / tot for _, p in key], config.srm_concentrations) > 0.0
 
     def observe(self, st: Any, exp: Expectation | None, config: EngineConfig, breached: bool) -> RuleState:
-        rs = st.rules.get(self.name) or SrmState()
-        alpha = exp.alpha if exp.alpha is not None else config.alpha
-        return RuleState(state=FIRING if breached else OK, statistic=rs.stat,
-                         threshold=budget.log_threshold(alpha, self.name, rs.seg),
-                         offenders=st.rule_count.get(self.name, 0),
-                         first_offending_event_at=st.rule_first.get(self.name),
-                         last_offending_event_at=st.rule_last.get(self.name), alarms=rs.alarms, segment=rs.seg)
+        return self.sequential_state(st, exp, config, breached, st.rules.get(self.name) or SrmState())
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:
         """The test restarts at the merge point on the merged counts."""
