@@ -177,6 +177,9 @@ class Namespace:
             # Most tests follow one experiment's incident, so `unregistered` pages on its own here;
             # the day-one test (tests/e2e/test_day_one.py) runs the default digest.
             "DETECTOR_UNREGISTERED": "page",
+            # Workers of one namespace form a fleet: their hops are signed with this secret (tests
+            # of a worker without it, or with another one, set their own).
+            "DETECTOR_FLEET_SECRET": "harness-fleet-secret-7d1c03aa",
         }
         env.update(extra)
         return env
