@@ -149,7 +149,7 @@ class Console:
         raise resp
 
     # ---- overview --------------------------------------------------------------------------
-    def rows(self, query) -> list[dict[str, Any]]:
+    def rows(self) -> list[dict[str, Any]]:
         regs = self.registrations.all()
         names = set(regs) | set(self.ingest.experiments() if self.ingest is not None else ())
         firing: dict[str, list[dict]] = {}
@@ -172,18 +172,16 @@ class Console:
                 "rules": {r: v.get("state") for r, v in rules.items()},
                 "last_event_at": obs.get("last_event_at"),
             })
-        owner_q, state_q = query.get("owner", "").strip(), query.get("state", "").strip()
-        if owner_q:
-            rows = [r for r in rows if r["owner"] == owner_q]
-        if state_q in ("firing", "ok"):
-            rows = [r for r in rows if r["state"] == state_q]
         rows.sort(key=lambda r: (r["state"] != "firing", r["experiment"]))
         return rows
 
     async def overview(self, request: web.Request) -> web.Response:
         p = self._require(request, "read")
-        rows = self.rows(request.query)
-        owners = sorted({r["owner"] for r in self.rows({}) if r["owner"]})
+        every = self.rows()  # observed once; the owner list and the filters both read it
+        owners = sorted({r["owner"] for r in every if r["owner"]})
+        owner_q, state_q = request.query.get("owner", "").strip(), request.query.get("state", "").strip()
+        rows = [r for r in every if (not owner_q or r["owner"] == owner_q)
+                and (state_q not in ("firing", "ok") or r["state"] == state_q)]
         template = "_experiments.html" if request.query.get("partial") == "1" else "overview.html"
         return aiohttp_jinja2.render_template(template, request, self._ctx(
             request, p, rows=rows, owners=owners, owner=request.query.get("owner", ""),
