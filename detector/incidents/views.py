@@ -17,13 +17,13 @@ resolution before the notification that announces it) and delivery results follo
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import orjson
 
 from detector.alerts.times import rfc3339
+from detector.timestamps import parse_rfc3339
 
 TITLES = {
     "configuration_changed": "Configuration changed",
@@ -52,7 +52,7 @@ def _ms(value: Any) -> int | None:
     if isinstance(value, (int, float)):
         return int(value)
     try:
-        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
+        return parse_rfc3339(str(value), strict=False)
     except ValueError:
         return None
 
