@@ -18,6 +18,7 @@ import orjson
 from detector import __version__
 from detector.alerts.outbound import KillUrlPolicy
 from detector.alerts.routing import AlertingConfig, load_alerting
+from detector.web.auth import TokenStore
 from detector.engine import observe
 from detector.flags.sources import parse_sources
 from detector.flags.watcher import FlagMetrics, FlagWatcher, owned_partition, users_per_day
@@ -41,8 +42,9 @@ MIRRORED = ("registrations", "registration-history", "incidents")  # tables ever
 
 
 
-def create_app(settings: Settings | None = None, alerting: AlertingConfig | None = None) -> faust.App:
-    """The app; `alerting` is the configuration the worker already loaded and checked (else loaded here)."""
+def create_app(settings: Settings | None = None, alerting: AlertingConfig | None = None,
+               tokens: TokenStore | None = None) -> faust.App:
+    """The app; `alerting` and `tokens` are what the worker already loaded and checked (else loaded here)."""
     settings = settings or Settings()
     p = settings.partitions
     app = faust.App(
@@ -198,6 +200,7 @@ def create_app(settings: Settings | None = None, alerting: AlertingConfig | None
         exposures=lambda include_registered=False: exposures(ingest, publisher, parsed.get,
                                                              include_registered=include_registered),
         fleet=fleet,
+        tokens=tokens,
         flags=flags,
         source_metrics=source_metrics,
     )

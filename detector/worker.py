@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
     from detector.web.auth import AuthConfigError, anonymous_scopes, load_tokens
 
     try:
-        load_tokens(settings.api_token, settings.api_tokens_file)
+        tokens = load_tokens(settings.api_token, settings.api_tokens_file)
         anonymous_scopes(settings.anonymous_read)
         alerting = load_alerting(
             settings.alerting_config if settings.alerting_config and os.path.exists(settings.alerting_config) else None,
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     from detector.app import create_app
 
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = create_app(settings, alerting)  # loaded (and its sinks reported) once, above
+    app = create_app(settings, alerting, tokens)  # loaded (and reported) once, above
     log.info("starting worker %s on http://%s:%d", settings.app_id, settings.web_host, settings.web_port)
     worker = faust.Worker(app, loglevel=level, override_logging=False, redirect_stdouts=False)
     worker.spinner = None  # Faust's terminal spinner writes escape codes between our JSON log lines

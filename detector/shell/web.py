@@ -26,9 +26,10 @@ from detector.web.middleware import install
 
 
 def add_routes(app: web.Application, *, settings, metrics, registrations, ingest, publisher, incidents, started_at,
-               exposures=None, fleet=None, flags=None, source_metrics=None):
+               exposures=None, fleet=None, flags=None, source_metrics=None, tokens=None):
     app.middlewares.append(metrics.aiohttp_middleware())
-    tokens = auth.load_tokens(settings.api_token, settings.api_tokens_file)
+    if tokens is None:  # the worker passes the store it checked at start-up
+        tokens = auth.load_tokens(settings.api_token, settings.api_tokens_file)
     install(app, tokens=tokens, anonymous_read=settings.anonymous_read, registry=metrics.registry)
     if fleet is not None:  # any worker answers as the owner would (detector/web/fleet.py); after auth
         fleet.install(app)
