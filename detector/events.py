@@ -241,6 +241,30 @@ def _fast_batch(values: list, record_ts: list[int]) -> list[Assignment] | None:
     return evs
 
 
+FAST_SUB = 1024  # records per _fast_batch call on a large batch
+
+
+def _fast_batch_cached(values: list, record_ts: list[int]) -> list[Assignment] | None:
+    """`_fast_batch` over a whole fetch, FAST_SUB records at a time (same result, or None).
+
+    `_fast_batch` makes ~10 C-level passes over its records (the values, then the decoded
+    structs); on a fetch of 10,000-20,000 records (~3 MB of objects) each pass misses the CPU
+    cache, and they cost more than the msgspec decode itself. A slice of 1,024 stays in cache
+    from the decode to the last check: 2.1 -> 1.2-1.5 CPU-us an event (bench/hotpath.py's events).
+    Every slice passing its checks is what the whole batch passing them proves, slice by slice.
+    """
+    n = len(values)
+    if n <= FAST_SUB:
+        return _fast_batch(values, record_ts)
+    out: list[Assignment] = []
+    for lo in range(0, n, FAST_SUB):
+        part = _fast_batch(values[lo:lo + FAST_SUB], record_ts[lo:lo + FAST_SUB])
+        if part is None:
+            return None
+        out += part
+    return out
+
+
 def _fill_defaults(evs: list, columns: tuple[list, list, list, list], record_ts: list[int]) -> None:
     """Give absent optional fields `decode`'s defaults (ts: the record time), in place.
 
@@ -268,7 +292,7 @@ def decode_batch(
     if decode_one is None or decode_one is decode:
         if not values:
             return [], None, []
-        evs = _fast_batch(values, record_ts)
+        evs = _fast_batch_cached(values, record_ts)
         if evs is not None:
             return evs, None, []
         decode_one = decode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from detector.events import FAST_CHUNK, Assignment, Rejected, decode, decode_batch
+from detector.events import FAST_CHUNK, FAST_SUB, Assignment, Rejected, decode, decode_batch
 
 NOW = 1_750_000_000_000
 GOOD = [
@@ -68,6 +68,16 @@ def test_all_good_batch_takes_the_fast_path_and_matches_decode():
     events, positions, rejects = decode_batch(values, stamps)
     assert positions is None and rejects == []
     _check(values, stamps)
+
+
+def test_a_fetch_of_several_slices_takes_the_fast_path_and_matches_decode():
+    values = GOOD * (FAST_SUB + 1)  # decoded FAST_SUB records at a time
+    stamps = [NOW] * len(values)
+    events, positions, rejects = decode_batch(values, stamps)
+    assert len(values) > 3 * FAST_SUB and positions is None and rejects == [] and len(events) == len(values)
+    _check(values, stamps)
+    odd = values[:2 * FAST_SUB] + [ODD[-5]] + values[2 * FAST_SUB:]  # one bad record in the third slice
+    _check(odd, [NOW] * len(odd))
 
 
 def test_each_odd_record_alone_matches_decode():
