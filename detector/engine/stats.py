@@ -23,6 +23,7 @@ Fraction rule (unit: a distinct user at their FIRST evaluation; see detector.eng
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 
 RATIOS = (1.1, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 SRM_CONCENTRATIONS = (1e2, 1e3, 1e4)
@@ -38,7 +39,7 @@ def fraction_alternative(p0: float, r: float) -> float:
     return min(r * p0, 1.0 - (1.0 - p0) / r)
 
 
-def fraction_alternatives(p0: float, ratios=RATIOS) -> tuple[tuple[float, float], ...]:
+def fraction_alternatives(p0: float, ratios: Iterable[float] = RATIOS) -> tuple[tuple[float, float], ...]:
     """(ln(p_j/p0), ln((1-p_j)/(1-p0))) per ratio (one entry per ratio; empty unless 0 < p0 < 1)."""
     if not 0.0 < p0 < 1.0:
         return ()
@@ -49,7 +50,7 @@ def fraction_alternatives(p0: float, ratios=RATIOS) -> tuple[tuple[float, float]
     return tuple(out)
 
 
-def log_mean_exp(xs) -> float:
+def log_mean_exp(xs: Sequence[float]) -> float:
     m = max(xs)
     if m == -math.inf:
         return m
@@ -108,7 +109,7 @@ def linear_count(s: int, slots: float) -> float:
     return -slots * _log1p(-s / slots)
 
 
-def srm_log_bf(counts, probs, k: float) -> float:
+def srm_log_bf(counts: Iterable[int], probs: Iterable[float], k: float) -> float:
     """Lindon-Malek ln BF for variant counts against declared probabilities, concentration k."""
     a_sum = 0.0
     n = 0
@@ -121,6 +122,6 @@ def srm_log_bf(counts, probs, k: float) -> float:
     return acc + _lgamma(a_sum) - _lgamma(a_sum + n)
 
 
-def srm_log_mixture(counts, probs, ks=SRM_CONCENTRATIONS) -> float:
+def srm_log_mixture(counts: Sequence[int], probs: Sequence[float], ks: Iterable[float] = SRM_CONCENTRATIONS) -> float:
     """ln of the average of the Bayes factors over concentrations ks."""
     return log_mean_exp([srm_log_bf(counts, probs, k) for k in ks])

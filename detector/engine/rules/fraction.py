@@ -16,7 +16,7 @@ segment with its own share of the experiment's lifetime alpha (detector.engine.b
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -24,6 +24,9 @@ from detector.engine import budget, stats
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, RuleState
 from detector.registration.compiled import CompiledRegistration
+
+if TYPE_CHECKING:
+    from detector.engine.state import ExperimentState
 
 _INF = float("inf")
 _LOG_W0 = math.log(budget.START_WEIGHT)
@@ -50,6 +53,7 @@ class FractionPlan(Plan):
     def __init__(self, rule: Rule, exp: CompiledRegistration, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
         self.alpha = exp.alpha if exp.alpha is not None else config.alpha
+        assert exp.fraction is not None  # what activates the rule
         p0 = self.p0 = stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
         self.alts = stats.fraction_alternatives(p0, config.fraction_ratios) if 0.0 < p0 < 1.0 else None
 
@@ -68,7 +72,8 @@ class Fraction(Rule):
     def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and exp.fraction is not None and exp.unenrolled_logged > 0
 
-    def expected(self, exp: CompiledRegistration | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict[str, Any]:
+        assert exp is not None and exp.fraction is not None  # what activates the rule
         return {"fraction": exp.fraction, "tolerance": exp.tolerance, "alpha": exp.alpha,
                 "unenrolled_logged": exp.unenrolled_logged,
                 "alert_above": exp.fraction * (1 + exp.tolerance)}
@@ -82,11 +87,11 @@ class Fraction(Rule):
         """(p0, alternatives) the batch's trials are judged against."""
         return plan.p0, plan.alts
 
-    def describe(self, st: Any, exp: CompiledRegistration, s: int, n: int, p0: float, lm: float, thr: float) -> str:
+    def describe(self, st: "ExperimentState", exp: CompiledRegistration, s: int, n: int, p0: float, lm: float, thr: float) -> str:
         return (f"{st.experiment}: {s} of {n} new eligible users enrolled at first evaluation ({s / n if n else 0:.4%}) "
                 f"vs declared {exp.fraction:.4%} (ln e-value {lm:.1f} >= {thr:.1f})")
 
-    def judge(self, st: Any, batch: Batch, plan: FractionPlan) -> Finding | None:
+    def judge(self, st: "ExperimentState", batch: Batch, plan: FractionPlan) -> Finding | None:
         dn, dx = self.trials(batch)
         fs = self.state(st)
         p0, alts = self.null(fs, plan)
@@ -94,6 +99,7 @@ class Fraction(Rule):
             return None
         bmin, bmax = batch.bmin, batch.bmax
         exp = plan.exp
+        assert exp is not None  # active only under a registration
         fs.p0 = p0
         if fs.start is None:
             fs.start = bmin
@@ -156,10 +162,11 @@ class Fraction(Rule):
         fs.stat = 0.0
         return f
 
-    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
         """The alarm state, judged against `exp` (possibly a newer declaration): "firing" from an
         alarm until the users since that alarm favour the declaration 20:1. A registration that
         catches up with a legitimate ramp resolves the page; one that does not keeps it."""
+        assert exp is not None  # active only under a registration
         fs = st.rules.get(self.name)
         if fs is None or fs.alarms == 0 or exp.unenrolled_logged <= 0:
             return False
@@ -172,9 +179,10 @@ class Fraction(Rule):
         return stats.log_mixture(fs.sx, fs.sn, alts) > RESOLVE_LOG_E
 
     def resolve_p0(self, fs: Any, exp: CompiledRegistration, config: EngineConfig) -> float:
+        assert exp.fraction is not None
         return stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
 
-    def observe(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
+    def observe(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
         return self.sequential_state(st, exp, config, breached, st.rules.get(self.name) or FractionState())
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:
