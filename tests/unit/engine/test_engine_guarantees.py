@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st_
 
 from detector.engine import EngineConfig, ExperimentState, budget, observe, process_batch, rule_breaches, stats
-from detector.expectations import Expectation
+from detector.expectations import DEFAULT_TOLERANCE, Expectation
 from detector.registration.model import RegistrationError, expectation_to_dict, parse_expectation
 from tests.unit.engine.helpers import T0, ev
 
@@ -308,7 +308,7 @@ def test_sampled_not_enrolled_evaluations_do_not_page():
 def test_registration_field_unenrolled_logged():
     doc = {"experiment": "e", "population": {"fraction": 0.1, "unenrolled_logged": 0.5}}
     e = parse_expectation(doc)
-    assert e.unenrolled_logged == 0.5 and e.tolerance == 0.1 and e.alpha is None
+    assert e.unenrolled_logged == 0.5 and e.tolerance == DEFAULT_TOLERANCE == 0.06 and e.alpha is None
     assert expectation_to_dict(e)["population"]["unenrolled_logged"] == 0.5
     assert parse_expectation(expectation_to_dict(e)) == e
     with pytest.raises(RegistrationError) as info:
@@ -368,7 +368,7 @@ def test_engine_statistic_equals_the_closed_form_over_first_evaluations():
         if dn:
             lr = stats.sr_update(lr, start_log_weight(n, n + dn), dx, dn, alts)
             n += dn
-            assert fs_of(st).stat == pytest.approx(stats.log_mean_exp(lr), abs=1e-9)
+            assert fs_of(st).stat == pytest.approx(stats.log_weighted_sum(lr), abs=1e-9)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)
