@@ -390,3 +390,32 @@ def test_registration_changes_mid_stream_with_the_flag_never_page(steps, under, 
         ts += len(evs)
         out += run(st, exp, evs, batch, EngineConfig(exact_limit=300))
     assert [f for f in out if f.rule in ("fraction_exceeded", "returning_enrolled_exceeded", "sample_ratio_mismatch")] == []
+
+
+def test_a_state_from_another_grid_of_alternatives_starts_a_new_segment():
+    """A checkpoint written by an engine with another mixture grid (an upgrade) cannot continue its
+    e-process: the next batch starts a new budget segment (its own share of alpha), and the
+    spent segment stays spent."""
+    exp = Expectation("exp", fraction=0.01)
+    st = ExperimentState.new("exp")
+    old_grid = EngineConfig(fraction_ratios=(1.1, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0),
+                            fraction_weights=(1.0,) * 10)
+    run(st, exp, [ev(f"u{i}", enrolled=i % 50 == 0, ts=T0 + i) for i in range(500)], config=old_grid)
+    assert len(fs_of(st).lr) == 10 and fs_of(st).seg == 1
+    back = ExperimentState.from_bytes(st.to_bytes())
+    run(back, exp, [ev(f"v{i}", enrolled=i % 50 == 0, ts=T0 + 1000 + i) for i in range(100)])
+    fs = fs_of(back)
+    assert len(fs.lr) == len(stats.RATIOS) and fs.seg == 2 and fs.sn == 100
+    thr = observe(back, exp).rules["fraction_exceeded"].threshold
+    assert thr == pytest.approx(budget.log_threshold(1e-4, "fraction_exceeded", 2))
+
+
+def test_mixture_weights_are_a_prior_over_the_ratios():
+    """The prior sums to 1 (any positive weights are normalised); the mixture e-value is the
+    prior-weighted mean, so its initial value is START_WEIGHT whatever the weights."""
+    lp = stats.ratio_log_weights()
+    assert len(lp) == len(stats.RATIOS) and math.fsum(math.exp(x) for x in lp) == pytest.approx(1.0)
+    assert stats.log_weighted_sum([math.log(budget.START_WEIGHT)] * len(lp), lp) == pytest.approx(
+        math.log(budget.START_WEIGHT))
+    with pytest.raises(ValueError):
+        stats.ratio_log_weights((1.0, 0.0))
