@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.stats_model import SRPaths, look_schedule  # noqa: E402
 from detector.engine import EngineConfig, ExperimentState, budget, process_batch, stats  # noqa: E402
 from detector.events import Assignment  # noqa: E402
-from detector.expectations import DEFAULT_TOLERANCE, Expectation  # noqa: E402
+from detector.registration.compiled import DEFAULT_TOLERANCE, CompiledRegistration  # noqa: E402
 
 P0 = 0.01
 ALPHA = 1e-4
@@ -259,12 +259,12 @@ def engine_paths(rng, n_paths: int, steps, config: EngineConfig, asym: float = 1
     for i in range(n_paths):
         st = ExperimentState.new("e")
         model = SRPaths(1)
-        exps: dict[float, Expectation] = {}
+        exps: dict[float, CompiledRegistration] = {}
         fired = False
         for evs, declared, dn, dx in engine_stream(rng, "e", steps, asym=asym):
             exp = exps.get(declared)
             if exp is None:
-                exp = exps[declared] = Expectation("e", fraction=declared, tolerance=tolerance,
+                exp = exps[declared] = CompiledRegistration("e", fraction=declared, tolerance=tolerance,
                                                    variants={"control": 0.5, "treatment": 0.5})
             n_before, x_before = st.n, st.f_x
             out = process_batch(st, exp, evs, config)
@@ -290,7 +290,7 @@ def returning_bug(rng, first: int, visits: int, returning: float, bug_rate: floa
     after the bug until the returning-users rule pages, same for the fraction rule, users newly
     enrolled when the returning-users rule paged, or by the end if it never did)."""
     st = ExperimentState.new("e")
-    exp = Expectation("e", fraction=fraction)
+    exp = CompiledRegistration("e", fraction=fraction)
     bucket = rng.random(first + visits)
     evs = [Assignment("e", f"u{i}", "on" if bucket[i] < fraction else None, bool(bucket[i] < fraction), T0 + i)
            for i in range(first)]
@@ -331,7 +331,7 @@ def _engine_ramp_chunk(args: tuple[int, int]) -> tuple[int, int, dict[str, int]]
     seed, n = args
     rng = np.random.default_rng(seed)
     cfg = EngineConfig()
-    exps = {f: Expectation("e", fraction=f, variants={"control": 0.5, "treatment": 0.5}) for f in RAMP}
+    exps = {f: CompiledRegistration("e", fraction=f, variants={"control": 0.5, "treatment": 0.5}) for f in RAMP}
     fired = 0
     by_rule: dict[str, int] = {}
     for _ in range(n):

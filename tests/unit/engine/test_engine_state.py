@@ -9,7 +9,7 @@ from detector.engine import EngineConfig, ExperimentState, observe, process_batc
 from detector.engine import stats
 from detector.engine.bloom import ScalableBloom
 from detector.engine.hashing import hash64, hash64_one
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from tests.unit.engine.helpers import T0, ev
 
 
@@ -61,7 +61,7 @@ def test_repeats_never_count_twice_exact_and_sketch():
 
 
 def test_round_trip_exact_bytes_and_identical_continuation():
-    exp = Expectation("exp", allowlist=frozenset({"user-0"}), fraction=0.1, variants={"a": 0.5, "b": 0.5},
+    exp = CompiledRegistration("exp", allowlist=frozenset({"user-0"}), fraction=0.1, variants={"a": 0.5, "b": 0.5},
                       segments={"c": frozenset({"x"})}, starts_at=T0, ends_at=T0 + 10**9)
     for cfg in (EngineConfig(), EngineConfig(exact_limit=50, blast_radius_limit=5)):
         evs = _stream(2000, 8000)
@@ -85,7 +85,7 @@ def test_state_is_compact():
     st = ExperimentState.new("exp")
     evs = _stream(100000, 200000, enrolled_every=100)
     for i in range(0, len(evs), 5000):
-        process_batch(st, Expectation("exp", fraction=0.01), evs[i:i + 5000], cfg)
+        process_batch(st, CompiledRegistration("exp", fraction=0.01), evs[i:i + 5000], cfg)
     size = len(st.to_bytes())
     assert size <= 16 * 1024 + 2 * st.n, size  # target 16 KiB + 2 B/user
 
