@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 SEVERITIES = ("critical", "error", "warning", "info")
 # Relative excess the fraction rule ignores unless the registration says otherwise: covers a
-# logging asymmetry of up to ~9% between enrolled and not-enrolled evaluations (README "Statistics").
-DEFAULT_TOLERANCE = 0.1
+# logging asymmetry of up to ~5.6% between enrolled and not-enrolled evaluations (not-enrolled
+# evaluations logged at rate >= 0.944; README "Statistics" has the trade-off with detection delay).
+DEFAULT_TOLERANCE = 0.06
 
 
 @dataclass(frozen=True)

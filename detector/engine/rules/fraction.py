@@ -48,7 +48,7 @@ class FractionState(msgspec.Struct, array_like=True):
 
 
 class FractionPlan(Plan):
-    __slots__ = ("p0", "alpha", "alts")
+    __slots__ = ("p0", "alpha", "alts", "log_pi")
 
     def __init__(self, rule: Rule, exp: CompiledRegistration, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
@@ -56,6 +56,7 @@ class FractionPlan(Plan):
         assert exp.fraction is not None  # what activates the rule
         p0 = self.p0 = stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
         self.alts = stats.fraction_alternatives(p0, config.fraction_ratios) if 0.0 < p0 < 1.0 else None
+        self.log_pi = stats.ratio_log_weights(config.fraction_weights)
 
 
 def start_log_weight(n_before: int, n_after: int) -> float:
@@ -106,6 +107,11 @@ class Fraction(Rule):
         if p0 >= 1.0:
             fs.stat = 0.0
             return None
+        if fs.lr is not None and alts is not None and len(fs.lr) != len(alts):
+            # the state was written under another grid of alternatives (an engine upgrade): its
+            # e-process cannot continue, so a new segment starts with its own share of alpha
+            fs.seg += 1
+            fs.lr = None
         if fs.lr is None:  # a new segment starts with this batch
             fs.lr = [_LOG_W0] * len(alts or (0,))
             fs.sn = fs.sx = 0
@@ -120,7 +126,7 @@ class Fraction(Rule):
             fs.lr = stats.sr_update(fs.lr, start_log_weight(fs.sn, fs.sn + dn), dx, dn, alts)
             fs.sn += dn
             fs.sx += dx
-            lm = stats.log_mean_exp(fs.lr)
+            lm = stats.log_weighted_sum(fs.lr, plan.log_pi)
         if lm <= prev:
             fs.onset = None
         elif fs.onset is None:
@@ -176,7 +182,7 @@ class Fraction(Rule):
         if p0 <= 0.0:
             return True
         alts = stats.fraction_alternatives(p0, config.fraction_ratios)
-        return stats.log_mixture(fs.sx, fs.sn, alts) > RESOLVE_LOG_E
+        return stats.log_mixture(fs.sx, fs.sn, alts, stats.ratio_log_weights(config.fraction_weights)) > RESOLVE_LOG_E
 
     def resolve_p0(self, fs: Any, exp: CompiledRegistration, config: EngineConfig) -> float:
         assert exp.fraction is not None

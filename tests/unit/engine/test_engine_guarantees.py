@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st_
 
 from detector.engine import EngineConfig, ExperimentState, budget, observe, process_batch, rule_breaches, stats
-from detector.registration.compiled import CompiledRegistration
+from detector.registration.compiled import DEFAULT_TOLERANCE, CompiledRegistration
 from detector.registration.errors import RegistrationError
 from detector.registration.model import parse_registration, registration_to_dict
 from tests.unit.engine.helpers import T0, ev
@@ -309,7 +309,7 @@ def test_sampled_not_enrolled_evaluations_do_not_page():
 def test_registration_field_unenrolled_logged():
     doc = {"experiment": "e", "population": {"fraction": 0.1, "unenrolled_logged": 0.5}}
     e = parse_registration(doc)
-    assert e.unenrolled_logged == 0.5 and e.tolerance == 0.1 and e.alpha is None
+    assert e.unenrolled_logged == 0.5 and e.tolerance == DEFAULT_TOLERANCE == 0.06 and e.alpha is None
     assert registration_to_dict(e)["population"]["unenrolled_logged"] == 0.5
     assert parse_registration(registration_to_dict(e)) == e
     with pytest.raises(RegistrationError) as info:
@@ -369,7 +369,7 @@ def test_engine_statistic_equals_the_closed_form_over_first_evaluations():
         if dn:
             lr = stats.sr_update(lr, start_log_weight(n, n + dn), dx, dn, alts)
             n += dn
-            assert fs_of(st).stat == pytest.approx(stats.log_mean_exp(lr), abs=1e-9)
+            assert fs_of(st).stat == pytest.approx(stats.log_weighted_sum(lr), abs=1e-9)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)
@@ -391,3 +391,32 @@ def test_registration_changes_mid_stream_with_the_flag_never_page(steps, under, 
         ts += len(evs)
         out += run(st, exp, evs, batch, EngineConfig(exact_limit=300))
     assert [f for f in out if f.rule in ("fraction_exceeded", "returning_enrolled_exceeded", "sample_ratio_mismatch")] == []
+
+
+def test_a_state_from_another_grid_of_alternatives_starts_a_new_segment():
+    """A checkpoint written by an engine with another mixture grid (an upgrade) cannot continue its
+    e-process: the next batch starts a new budget segment (its own share of alpha), and the
+    spent segment stays spent."""
+    exp = CompiledRegistration("exp", fraction=0.01)
+    st = ExperimentState.new("exp")
+    old_grid = EngineConfig(fraction_ratios=(1.1, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0),
+                            fraction_weights=(1.0,) * 10)
+    run(st, exp, [ev(f"u{i}", enrolled=i % 50 == 0, ts=T0 + i) for i in range(500)], config=old_grid)
+    assert len(fs_of(st).lr) == 10 and fs_of(st).seg == 1
+    back = ExperimentState.from_bytes(st.to_bytes())
+    run(back, exp, [ev(f"v{i}", enrolled=i % 50 == 0, ts=T0 + 1000 + i) for i in range(100)])
+    fs = fs_of(back)
+    assert len(fs.lr) == len(stats.RATIOS) and fs.seg == 2 and fs.sn == 100
+    thr = observe(back, exp).rules["fraction_exceeded"].threshold
+    assert thr == pytest.approx(budget.log_threshold(1e-4, "fraction_exceeded", 2))
+
+
+def test_mixture_weights_are_a_prior_over_the_ratios():
+    """The prior sums to 1 (any positive weights are normalised); the mixture e-value is the
+    prior-weighted mean, so its initial value is START_WEIGHT whatever the weights."""
+    lp = stats.ratio_log_weights()
+    assert len(lp) == len(stats.RATIOS) and math.fsum(math.exp(x) for x in lp) == pytest.approx(1.0)
+    assert stats.log_weighted_sum([math.log(budget.START_WEIGHT)] * len(lp), lp) == pytest.approx(
+        math.log(budget.START_WEIGHT))
+    with pytest.raises(ValueError):
+        stats.ratio_log_weights((1.0, 0.0))

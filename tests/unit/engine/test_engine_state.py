@@ -152,8 +152,9 @@ def test_mixture_sprt_matches_notes_formula():
     alts = stats.fraction_alternatives(p0)
     s, n = 7, 300
     ps = [min(r * p0, 1 - (1 - p0) / r) for r in stats.RATIOS]  # capped below 1
-    direct = math.log(sum(math.exp(s * math.log(p / p0) + (n - s) * math.log((1 - p) / (1 - p0)))
-                          for p in ps) / len(ps))
+    pis = [w / sum(stats.RATIO_WEIGHTS) for w in stats.RATIO_WEIGHTS]  # the prior over ratios
+    direct = math.log(sum(pi * math.exp(s * math.log(p / p0) + (n - s) * math.log((1 - p) / (1 - p0)))
+                          for p, pi in zip(ps, pis)))
     assert abs(stats.log_mixture(s, n, alts) - direct) < 1e-9
     for p0 in (0.01, 0.2, 0.5, 0.9):  # one alternative per ratio, each strictly between p0 and 1
         al = stats.fraction_alternatives(p0)

@@ -79,8 +79,9 @@ def test_sdk_redrawing_at_every_evaluation_does_not_page_by_default():
 
 
 def test_undeclared_ramp_of_returning_users_pages_only_with_the_sticky_bound():
-    """Flag 1% -> 3% on returning users only, declaration stays 1%: below p0 for the default null
-    (each evaluation enrolled with probability <= 1.1%), evidence under the sticky bound (0.1%)."""
+    """Flag 1% -> 2% on returning users only, declaration stays 1%: below p0 for the default null
+    (a user left out at 1% enrols at 2% with probability 1.01%, under the default alert level
+    1.06%), evidence under the sticky bound (0.1%)."""
     found = {}
     rng = random.Random(4)
     returning = [rng.randrange(20_000) for _ in range(40_000)]
@@ -88,7 +89,7 @@ def test_undeclared_ramp_of_returning_users_pages_only_with_the_sticky_bound():
         st = ExperimentState.new("exp")
         exp = CompiledRegistration("exp", fraction=0.01)
         evs = _review_stream(20_000, 0, bug=False)
-        evs += [ev(f"u{u}", enrolled=_bucket(u) < 0.03, ts=T0 + 50_000 + k) for k, u in enumerate(returning)]
+        evs += [ev(f"u{u}", enrolled=_bucket(u) < 0.02, ts=T0 + 50_000 + k) for k, u in enumerate(returning)]
         found[name] = [f for f in run(st, exp, evs, 500, cfg) if f.rule == NAME]
     assert found["sticky"] and not found["default"]
 

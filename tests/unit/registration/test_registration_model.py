@@ -34,7 +34,7 @@ def test_valid_registration_parses_to_the_model():
     assert e.segments == {"country": frozenset({"US"})}
     assert e.variants == {"control": 0.5, "treatment": 0.5}
     assert e.starts_at == 1612893600000
-    assert e.severity == "critical" and e.tolerance == 0.1 and e.alpha is None and e.schema_version == 1
+    assert e.severity == "critical" and e.tolerance == 0.06 and e.alpha is None and e.schema_version == 1
     assert e.unenrolled_logged == 1.0
     population_rules = [
         "allowlist_breach", "max_users_exceeded", "fraction_exceeded", "returning_enrolled_exceeded", "segment_breach",
