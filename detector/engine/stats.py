@@ -64,7 +64,7 @@ def log_mean_exp(xs: Sequence[float]) -> float:
     return m + _log(sum(_exp(x - m) for x in xs) / len(xs))
 
 
-def ratio_log_weights(weights=RATIO_WEIGHTS) -> tuple[float, ...]:
+def ratio_log_weights(weights: Sequence[float] = RATIO_WEIGHTS) -> tuple[float, ...]:
     """ln pi_j of the mixture over ratios: the weights normalised to sum 1."""
     if not weights or min(weights) <= 0:
         raise ValueError("mixture weights must be positive")
@@ -75,12 +75,12 @@ def ratio_log_weights(weights=RATIO_WEIGHTS) -> tuple[float, ...]:
 LOG_PI = ratio_log_weights()
 
 
-def log_weighted_sum(log_r, log_pi=LOG_PI) -> float:
+def log_weighted_sum(log_r: Iterable[float], log_pi: Iterable[float] = LOG_PI) -> float:
     """ln sum_j pi_j R_j from ln R_j and ln pi_j."""
     return log_sum_exp([lr + lp for lr, lp in zip(log_r, log_pi)])
 
 
-def log_sum_exp(xs) -> float:
+def log_sum_exp(xs: Sequence[float]) -> float:
     m = max(xs)
     if m == -math.inf:
         return m
@@ -96,7 +96,7 @@ def log_add(a: float, b: float) -> float:
     return a + _log1p(_exp(b - a))
 
 
-def log_mixture(s: int, n: int, alts: tuple[tuple[float, float], ...], log_pi=LOG_PI) -> float:
+def log_mixture(s: int, n: int, alts: tuple[tuple[float, float], ...], log_pi: Iterable[float] = LOG_PI) -> float:
     """ln of the mixture SPRT e-value for S enrolled out of n trials at one p0 (prior weights pi)."""
     if not alts:
         return 0.0
