@@ -326,6 +326,10 @@ class ExperimentState:
                                                 o.rules.get(name) or rule.State(), self)
 
 
+# The declarations above mirror the checkpoint's fields (typed as held in memory): keep them in step.
+assert set(ExperimentState.__annotations__) == set(ExperimentState.__slots__), "ExperimentState vs _Snap fields"
+
+
 def _stored(st: ExperimentState, rule: str) -> int:
     bit = RULE_BITS.get(rule, 0)
     return sum(1 for rec in st._off.values() if rec[2] & bit)
