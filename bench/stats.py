@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             ("100k users at declared 1%, then 200k visits, 95% returning, bug enrolls every returning visit",
              100_000, 200_000, 1.0),
             ("same, bug enrolls 20% of returning visits", 100_000, 200_000, 0.2),
-            (f"same, bug enrolls 1% of returning visits (below p0 = {100 * (1 + DEFAULT_TOLERANCE):g}%: not evidence, by design)",
+            (f"same, bug enrolls 1% of returning visits (below p0 = {0.01 * (1 + DEFAULT_TOLERANCE):.2%}: not evidence, by design)",
              100_000, 200_000, 0.01)):
         r_at, f_at, newly = returning_bug(rng, first, visits, 0.95, bug)
         out.append(f"| {label} | {'never' if r_at is None else f'{r_at:,} visits'} | "

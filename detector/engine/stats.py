@@ -28,6 +28,7 @@ Fraction rule (unit: a distinct user at their FIRST evaluation; see detector.eng
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 
 RATIOS = (1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0, 100.0)
@@ -73,6 +74,13 @@ def ratio_log_weights(weights: Sequence[float] = RATIO_WEIGHTS) -> tuple[float, 
 
 
 LOG_PI = ratio_log_weights()
+
+
+def grid_id(ratios: Sequence[float] = RATIOS, weights: Sequence[float] = RATIO_WEIGHTS) -> int:
+    """A stable nonzero id of a mixture (ratios and weights), kept with the state built on it."""
+    if len(ratios) != len(weights):
+        raise ValueError("one weight per ratio")
+    return zlib.crc32(repr((tuple(map(float, ratios)), tuple(map(float, weights)))).encode()) or 1
 
 
 def log_weighted_sum(log_r: Iterable[float], log_pi: Iterable[float] = LOG_PI) -> float:

@@ -37,15 +37,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from detector.engine import stats
 from detector.engine.rules.base import Batch
-from detector.engine.rules.fraction import Fraction, FractionPlan, FractionState
+from detector.engine.rules.fraction import Fraction, FractionPlan, SequentialState
 from detector.registration.compiled import CompiledRegistration
 
 if TYPE_CHECKING:
     from detector.engine.state import ExperimentState
 
 
-class ReturningState(FractionState, array_like=True):
+class ReturningState(SequentialState, array_like=True):
     pmin: float | None = None  # smallest declared fraction seen over the experiment's life
+    grid: int = 0  # as FractionState (after pmin: checkpoints written before these fields still decode)
+    cap: float = 0.0
 
 
 class ReturningPlan(FractionPlan):
