@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detector.engine.stats import RATIOS, SRM_CONCENTRATIONS
+from detector.engine.stats import RATIO_WEIGHTS, RATIOS, SRM_CONCENTRATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +13,7 @@ class EngineConfig:
     blast_radius_limit: int = 1_000_000  # offender ids kept; beyond, counted only
     sample_ids_limit: int = 1000  # ids carried by a finding
     fraction_ratios: tuple[float, ...] = RATIOS
+    fraction_weights: tuple[float, ...] = RATIO_WEIGHTS  # prior weight per ratio (same length)
     srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
     # --- statistics (fraction / split rules; README "Statistics") ---
     alpha: float = 1e-4  # per-experiment lifetime false-alarm budget when the registration sets none
@@ -24,6 +25,10 @@ class EngineConfig:
     unregistered_severity: str = "warning"
     fingerprint_bits: int = 30  # seen-set fingerprints: new-user false positive = keys / 2^bits
     small_batch_keys: int = 24  # batches with at most this many distinct users probe the user set in plain Python
+
+    def __post_init__(self) -> None:
+        if len(self.fraction_weights) != len(self.fraction_ratios) or min(self.fraction_weights, default=0) <= 0:
+            raise ValueError("fraction_weights: one positive weight per ratio in fraction_ratios")
 
 
 DEFAULT_CONFIG = EngineConfig()
