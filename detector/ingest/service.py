@@ -203,17 +203,22 @@ class IngestService(Service):
                 # Checkpoint each partition every interval, one partition per turn of this loop, so
                 # serialising state (every dirty experiment's sketches) blocks detection for an
                 # eighth of the time it would take all at once; and every dirty partition at once
-                # when caught up (an empty fetch), so that an idle detector has everything it
-                # applied checkpointed and committed. A partition's interval stretches to 10x its
-                # last checkpoint's duration (serialising, writing, the broker's acks), so that
-                # checkpoints never take more than ~10% of the time, of this process or of the broker.
+                # when caught up (an empty fetch, no record known to be waiting), so that an idle
+                # detector has everything it applied checkpointed and committed. An empty fetch
+                # while the broker holds more (the loop drained the buffers before the next fetch
+                # came back) is not idleness: a full checkpoint there, waiting for its acks,
+                # stalled a catching-up worker ~8% of its time. A partition's interval stretches
+                # to 10x its last checkpoint's duration (serialising, writing, the broker's acks),
+                # so that checkpoints never take more than ~10% of the time, of this process or of
+                # the broker.
                 due = self._most_overdue(now, interval)
-                if batch:
+                busy = bool(batch) or await self._behind()
+                if busy:
                     parts, wait = ([due] if due is not None else []), False
                 else:
                     parts, wait = [p for p, det in self.partitions.items() if det.dirty or p == due], True
                 # Source topics' offsets are committed with the checkpoints, at most every interval.
-                src_due = self._sources_dirty and (not batch or now - self._sources_checkpointed_at >= interval)
+                src_due = self._sources_dirty and (not busy or now - self._sources_checkpointed_at >= interval)
                 if parts or src_due:
                     try:
                         await self.checkpoint(partitions=parts, wait=wait)
@@ -241,6 +246,10 @@ class IngestService(Service):
                 (log.info if ok else log.warning)("Kafka at %s is %s", self.settings.kafka_bootstrap,
                                                   "reachable again" if ok else "unreachable")
             self.connected = ok
+
+    async def _behind(self) -> bool:
+        """True when some owned partition has records beyond this consumer's position (as of the last fetch)."""
+        return any(n > 0 for n in (await self.lags()).values())
 
     def _most_overdue(self, now: float, interval: float) -> int | None:
         """The owned partition whose checkpoint is most overdue, if any is due."""
