@@ -311,7 +311,10 @@ class IngestService(Service):
                 offsets = [offsets[i] for i in positions]
         else:
             offsets = None
-        findings = det.apply(events, offsets, self.registration_of, last_offset=last)
+        findings = []
+        for found in det.steps(events, offsets, self.registration_of, last_offset=last):
+            findings += found
+            await asyncio.sleep(0)  # a turn of the event loop: it reads the next fetch meanwhile
         if findings:
             await self.alerts.on_findings(partition, findings, time.time())
         await self._reject(topic, partition, records, rejects, len(events))
