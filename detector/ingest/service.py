@@ -149,8 +149,12 @@ class IngestService(Service):
             key_deserializer=fastfetch.RAW if raw else None,
             enable_auto_commit=False,
             auto_offset_reset=s.offset_reset,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_bytes=32 * 1024 * 1024,
+            # aiokafka fetches a partition again only once its buffer is empty, one request at a
+            # time: 16 MB a partition (~80k records; 64 MB a fetch) keeps a catching-up worker fed
+            # through fewer round trips, and fewer loop turns mean fewer checkpoint turns (1M-event
+            # runs: 8.8-9.5 -> 7.1-8.7 CPU-us/event, +10-30% events/s against 4 MB / 32 MB).
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
             **({"partition_assignment_strategy": (self.assignor,)} if self.assignor is not None else {}),
