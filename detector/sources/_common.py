@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -477,17 +477,27 @@ def times_ms(col: list, record_ts: list[int]) -> list[int] | None:
         return None
 
 
-def limits_ok(experiments: list, users: list, variants: list, ts: list, record_ts: list[int]) -> bool:
-    """True when every row is within the native limits (`check`), proven with C-level passes."""
+# Wire-struct field types for the fast path: msgspec checks the native length limits while it
+# parses (a longer or empty value fails the fast wire; the per-record path then decides).
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
+EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS_MS)]
+
+
+def limits_ok(experiments: list[str], users: list[str], variants: list, ts: list[int], record_ts: list[int],
+              *, lengths_checked: bool = False) -> bool:
+    """True when every row is within the native limits (`check`), proven with C-level passes.
+
+    `lengths_checked`: the caller guarantees every experiment and user is 1..256 characters and
+    every variant at most 256 (their wire fields are `Id` / `Text`), so only NULs and times are left.
+    """
     if not experiments:
         return True
-    if set(map(type, experiments)) != {str} or set(map(type, users)) != {str}:
-        return False
     strings = [v for v in variants if v is not None]
-    if not set(map(type, strings)) <= {str}:
-        return False
-    if min(map(len, experiments)) == 0 or min(map(len, users)) == 0 or max(map(len, experiments)) > MAX_ID_CHARS \
-            or max(map(len, users)) > MAX_ID_CHARS or (strings and max(map(len, strings)) > MAX_ID_CHARS):
+    if not lengths_checked and (
+            min(map(len, experiments)) == 0 or min(map(len, users)) == 0
+            or max(map(len, experiments)) > MAX_ID_CHARS or max(map(len, users)) > MAX_ID_CHARS
+            or (strings and max(map(len, strings)) > MAX_ID_CHARS)):
         return False
     if "\x00" in "\x01".join(experiments) or "\x00" in "\x01".join(users) or "\x00" in "\x01".join(strings):
         return False
@@ -503,12 +513,13 @@ def limits_ok(experiments: list, users: list, variants: list, ts: list, record_t
 
 
 def assignments(experiments: list, users: list, variants: list, enrolled: list, ts: list,
-                attributes: list | None, record_ts: list[int]) -> list[Assignment] | None:
+                attributes: list | None, record_ts: list[int], *, lengths_checked: bool = False
+                ) -> list[Assignment] | None:
     """Build the batch's assignments (as `assignment` does per row) when `limits_ok`, else None.
 
     `variants` must already be None where not enrolled, and `attributes` None where empty.
     """
-    if not limits_ok(experiments, users, variants, ts, record_ts):
+    if not limits_ok(experiments, users, variants, ts, record_ts, lengths_checked=lengths_checked):
         return None
     if attributes is None:
         return list(map(Assignment, experiments, users, variants, enrolled, ts))
@@ -526,3 +537,22 @@ def cached(fn: Callable[..., Any], *cols: list) -> list:
     for k in table:
         table[k] = fn(*k) if len(cols) > 1 else fn(k)
     return list(map(table.__getitem__, keys))
+
+
+def either(first: list, second: list) -> list:
+    """`a or b` row by row (the first column's empty values fall back to the second's)."""
+    return first if all(first) else [a or b for a, b in zip(first, second)]
+
+
+def enrolled_only(variants: list, enrolled: list) -> list:
+    """The variant where enrolled, None elsewhere (what `assignment` stores)."""
+    return variants if False not in enrolled else [v if e else None for v, e in zip(variants, enrolled)]
+
+
+def attributes_of(dicts: list) -> list:
+    """`scalar_attributes(d.items()) or None` for a column of dicts (or None), once per distinct dict."""
+    return cached(_scalar_or_none, [None if not d else tuple(d.items()) for d in dicts])
+
+
+def _scalar_or_none(items: tuple | None) -> dict[str, str] | None:
+    return scalar_attributes(items) or None if items else None

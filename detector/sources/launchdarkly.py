@@ -24,21 +24,30 @@ Other kinds (`index`, `identify`, `custom`, `summary`, ...) are `not_exposure`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import attrgetter, methodcaller
 from typing import Any
 
 import msgspec
 
+from detector.events import Assignment
+
 from ._common import (
     NO_IDENTITY,
+    EpochMs,
+    Id,
+    Text,
     NOT_EXPOSURE,
     Reject,
     StructDecoder,
     assignment,
+    assignments,
+    column,
     ensure_options,
     epoch_ms,
     ident,
     scalar_text,
+    times_ms,
 )
 
 FORMAT = "launchdarkly"
@@ -91,20 +100,19 @@ def _context_key(ctx: dict[str, Any], kind: str) -> str | None:
     return None
 
 
-def _convert(kind: str):
-    is_user = kind == "user"
-
+def _convert(kind_of: Callable[[str], str]):
     def convert(w: _Event, record_ts: int):
         if w.kind != KIND:
             raise Reject(f"LaunchDarkly {w.kind[:40]!r} event, not a feature evaluation", NOT_EXPOSURE)
         if not w.key:
             raise Reject("feature event without key (the flag key)")
+        kind = kind_of(w.key)
         user = None
         if w.contextKeys is not None:
             user = w.contextKeys.get(kind)
         elif w.context is not None:
             user = _context_key(w.context, kind)
-        elif is_user:
+        elif kind == "user":
             user = w.userKey or (ident(w.user.key) if w.user is not None else None)
         if not user:
             raise Reject(f"evaluation of {w.key!r} has no {kind!r} context key", NO_IDENTITY)
@@ -116,7 +124,61 @@ def _convert(kind: str):
     return convert
 
 
-def decoder(options: Mapping[str, str] | None = None) -> StructDecoder:
+class _FastEvent(_Event, gc=False):
+    """`_Event` with the native limits checked by msgspec (see `Id`, `Text`)."""
+
+    key: Id | None = None
+    creationDate: EpochMs | None = None  # noqa: N815
+    contextKeys: dict[str, Text] | None = None  # noqa: N815
+    value: Text | bool | int | float | None = None  # other values (JSON flags): the per-record path
+
+
+_kind, _key, _context_keys, _variation = column("kind"), column("key"), column("contextKeys"), column("variation")
+_value, _reason, _creation = column("value"), column("reason"), column("creationDate")
+_reason_kind = attrgetter("kind")
+
+
+def _fast(kind_of: Callable[[str], str], kinds: Mapping[str, str], default: str):
+    """`convert` over a batch in columns, or None (see _common's fast path)."""
+    get_default = methodcaller("get", default)
+
+    def fast(wires: list, record_ts: list[int]) -> list[Assignment] | None:
+        n = len(wires)
+        if _kind(wires).count(KIND) != n:
+            return None
+        keys, context_keys = _key(wires), _context_keys(wires)
+        if not all(keys) or None in context_keys:
+            return None
+        if kinds:  # the context kind each experiment's registration names
+            users = list(map(dict.get, context_keys, map(kind_of, keys)))
+        else:
+            users = list(map(get_default, context_keys))
+        ts = times_ms(_creation(wires), record_ts)
+        if not all(users) or ts is None:
+            return None
+        variations, values, reasons = _variation(wires), _value(wires), _reason(wires)
+        reason_kinds = list(map(_reason_kind, reasons)) if None not in reasons else \
+            [None if r is None else r.kind for r in reasons]
+        enrolled = [v is not None and k not in FALLBACK_REASONS for v, k in zip(variations, reason_kinds)]
+        variants = values if set(map(type, values)) == {str} else list(map(variant_of, values, variations))
+        if False in enrolled:
+            variants = [v if e else None for v, e in zip(variants, enrolled)]
+        return assignments(keys, users, variants, enrolled, ts, None, record_ts, lengths_checked=True)
+
+    return fast
+
+
+def decoder(options: Mapping[str, str] | None = None, context_kinds: Mapping[str, str] | None = None) -> StructDecoder:
+    """The decoder; `context_kinds` maps an experiment (flag key) to the context kind its
+    registration names (read at each decode, so a change applies to the events decoded after
+    it); other experiments use the `context_kind` option, default `user`."""
     opts = ensure_options(FORMAT, options or {}, OPTIONS)
-    return StructDecoder(FORMAT, _Event, _convert(opts.get("context_kind", "user")), _Envelope,
-                         lambda e: e.kind in (KIND, None))
+    default = opts.get("context_kind", "user")
+    kinds: Mapping[str, str] = context_kinds if context_kinds is not None else {}
+    get = kinds.get
+
+    def kind_of(experiment: str) -> str:
+        return get(experiment) or default
+
+    return StructDecoder(FORMAT, _Event, _convert(kind_of), _Envelope, lambda e: e.kind in (KIND, None),
+                         _fast(kind_of, kinds, default), _FastEvent)

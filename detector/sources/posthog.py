@@ -33,6 +33,8 @@ from detector.events import Assignment
 
 from ._common import (
     NO_IDENTITY,
+    Id,
+    Text,
     NOT_EXPOSURE,
     Reject,
     StructDecoder,
@@ -98,8 +100,18 @@ def _convert(identity: str):
     return convert
 
 
+class _FastProperties(_Properties, gc=False):
+    flag: Id | None = msgspec.field(default=None, name="$feature_flag")
+    response: Text | bool | None = msgspec.field(default=None, name="$feature_flag_response")
+
+
 class _FastEvent(_Event, gc=False):
-    timestamp: str | int | None = None  # RFC 3339 text parsed per batch (`times_ms`)
+    """`_Event` with the native limits checked by msgspec; times parsed per batch (`times_ms`)."""
+
+    distinct_id: Id | int | None = None
+    person_id: Id | None = None
+    properties: _FastProperties | None = None
+    timestamp: str | int | None = None
 
 
 _event, _properties, _timestamp = column("event"), column("properties"), column("timestamp")
@@ -129,7 +141,7 @@ def _fast(identity: str):
             enrolled = [not (r is None or r is False) for r in responses]
             variants = [None if r is None or r is False else "true" if r is True else r for r in responses]
         attrs = cached(country_platform, _country(props), _device(props))
-        return assignments(flags, users, variants, enrolled, ts, attrs, record_ts)
+        return assignments(flags, users, variants, enrolled, ts, attrs, record_ts, lengths_checked=True)
 
     return fast
 
