@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
+from msgspec import UnsetType
 import orjson
 
 from detector.timestamps import EPOCH
@@ -245,31 +246,24 @@ def _one(decoder, value: bytes | None, record_ts_ms: int) -> Assignment | Reject
     return events[0] if events else rejects[0][1]
 
 
-class StructDecoder:
-    """Batch decoder of one format: msgspec wire struct + converter (see the module docstring).
+class _Blocks:
+    """The batch loop shared by the decoders: the columnar fast path by blocks, else `_per_record`.
 
-    `envelope` is a loose struct (every field optional, any type) and `is_exposure(envelope)`
-    says whether a record msgspec refused was meant to be an exposure of this format (a record
-    without the format's discriminating field counts as one: it is malformed, not another event).
+    `_fast(wires, record_ts, values)` (or None: no fast path) maps a block of structs decoded by
+    `_fast_decode` from `values` to assignments, or returns None when it cannot prove a record decodes as
+    `_per_record` would decode it.
     """
 
-    def __init__(self, format: str, wire: type, convert: Callable[[Any, int], Assignment],
-                 envelope: type, is_exposure: Callable[[Any], bool],
-                 fast: Callable[[list, list[int]], list[Assignment] | None] | None = None,
-                 fast_wire: type | None = None) -> None:
-        self.format = format
-        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(wire).decode
-        self._envelope: Callable[[bytes], Any] = msgspec.json.Decoder(envelope).decode
-        self._is_exposure = is_exposure
-        self._convert = convert
-        self._fast = fast
-        self._fast_decode: Callable[[bytes], Any] | None = (
-            None if fast is None else self._decode if fast_wire in (None, wire)
-            else msgspec.json.Decoder(fast_wire).decode)
+    format: str
+    _fast: Callable[[list, list[int], list], list[Assignment] | None] | None = None
+    _fast_decode: Callable[[bytes], Any] | None = None
 
     def decode_one(self, value: bytes | None, record_ts_ms: int = 0) -> Assignment | Rejected:
         """One record (the signature of `detector.events.decode`). Never raises."""
         return _one(self, value, record_ts_ms)
+
+    def _per_record(self, values: list, record_ts: list[int]) -> Batch:
+        raise NotImplementedError
 
     def decode_batch(self, values: list, record_ts: list[int]) -> Batch:
         """(events, positions or None when every record decoded, [(position, Rejected)]). Never raises.
@@ -305,9 +299,32 @@ class StructDecoder:
         try:
             if max(map(len, values)) > MAX_VALUE_BYTES:
                 return None
-            return self._fast(list(map(self._fast_decode, values)), record_ts)  # type: ignore[misc]
+            return self._fast(list(map(self._fast_decode, values)), record_ts, values)  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - malformed JSON, or a shape it did not foresee
             return None
+
+
+class StructDecoder(_Blocks):
+    """Batch decoder of one format: msgspec wire struct + converter (see the module docstring).
+
+    `envelope` is a loose struct (every field optional, any type) and `is_exposure(envelope)`
+    says whether a record msgspec refused was meant to be an exposure of this format (a record
+    without the format's discriminating field counts as one: it is malformed, not another event).
+    """
+
+    def __init__(self, format: str, wire: type, convert: Callable[[Any, int], Assignment],
+                 envelope: type, is_exposure: Callable[[Any], bool],
+                 fast: Callable[[list, list[int], list], list[Assignment] | None] | None = None,
+                 fast_wire: type | None = None) -> None:
+        self.format = format
+        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(wire).decode
+        self._envelope: Callable[[bytes], Any] = msgspec.json.Decoder(envelope).decode
+        self._is_exposure = is_exposure
+        self._convert = convert
+        self._fast = fast
+        self._fast_decode: Callable[[bytes], Any] | None = (
+            None if fast is None else self._decode if fast_wire in (None, wire)
+            else msgspec.json.Decoder(fast_wire).decode)
 
     def _per_record(self, values: list, record_ts: list[int]) -> Batch:
         """Every record through `convert` (a msgspec-refused record told apart by its envelope)."""
@@ -371,17 +388,19 @@ class StructDecoder:
         return Rejected(f"invalid {self.format} exposure: {error}"[:500], value, kind)
 
 
-class RecordDecoder:
-    """Batch interface over a per-record decoder (formats whose shapes need a dict walk)."""
+class RecordDecoder(_Blocks):
+    """Batch interface over a per-record decoder (formats whose shapes need a dict walk), with an
+    optional columnar fast path for the common shape (`fast` over structs of `fast_wire`)."""
 
-    def __init__(self, format: str, decode_one: Callable[[bytes | None, int], Assignment | Rejected]) -> None:
+    def __init__(self, format: str, decode_one: Callable[[bytes | None, int], Assignment | Rejected],
+                 fast: Callable[[list, list[int], list], list[Assignment] | None] | None = None,
+                 fast_wire: type | None = None) -> None:
         self.format = format
         self._decode_one = decode_one
+        self._fast = fast
+        self._fast_decode = None if fast_wire is None else msgspec.json.Decoder(fast_wire).decode
 
-    def decode_one(self, value: bytes | None, record_ts_ms: int = 0) -> Assignment | Rejected:
-        return _one(self, value, record_ts_ms)
-
-    def decode_batch(self, values: list, record_ts: list[int]) -> Batch:
+    def _per_record(self, values: list, record_ts: list[int]) -> Batch:
         events: list[Assignment] = []
         positions: list[int] = []
         rejects: list[tuple[int, Rejected]] = []
@@ -415,7 +434,7 @@ def ensure_options(format: str, options: Mapping[str, str], allowed: Mapping[str
 
 
 # ---- columnar fast path ---------------------------------------------------------------------
-# A format may give `StructDecoder` a `fast(wires, record_ts)` function: it maps a whole batch of
+# A format may give its decoder a `fast(wires, record_ts, values)` function: it maps a whole batch of
 # wire structs to assignments with C-level passes over columns (attrgetter maps, list.count,
 # numpy), and returns None as soon as one record is not of the common shape it proves it handles
 # exactly as `convert` would; the decoder then takes the per-record path for that chunk. The
@@ -584,3 +603,21 @@ def attributes_of(dicts: list) -> list:
 
 def _scalar_or_none(items: tuple | None) -> dict[str, str] | None:
     return scalar_attributes(items) or None if items else None
+
+
+def only_known_keys(values: list[bytes], columns: list[list]) -> bool:
+    """True when the JSON objects in `values` hold no key but the decoded fields, once each.
+
+    `columns` has one list per field of the struct they were decoded into, UNSET where absent,
+    every value a scalar. Without a backslash in the batch every JSON string has exactly two
+    quotes; each present field accounts for its key, plus its value when that is a string, so
+    any other key (or a repeated one) makes the count differ.
+    """
+    buf = b"".join(values)
+    if b"\\" in buf:
+        return False
+    strings = 0
+    for col in columns:
+        types = list(map(type, col))
+        strings += len(col) - types.count(UnsetType) + types.count(str)
+    return buf.count(b'"') == 2 * strings

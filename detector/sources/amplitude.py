@@ -122,7 +122,7 @@ def _fast(identity: str):
     """`convert` over a batch in columns, or None (see _common's fast path)."""
     user_of = column("device_id" if identity == "device_id" else "user_id")
 
-    def fast(wires: list, record_ts: list[int]) -> list[Assignment] | None:
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
         types = _type(wires)
         if sum(map(types.count, EVENT_TYPES)) != len(wires):
             return None

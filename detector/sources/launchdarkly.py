@@ -142,7 +142,7 @@ def _fast(kind_of: Callable[[str], str], kinds: Mapping[str, str], default: str)
     """`convert` over a batch in columns, or None (see _common's fast path)."""
     get_default = methodcaller("get", default)
 
-    def fast(wires: list, record_ts: list[int]) -> list[Assignment] | None:
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
         n = len(wires)
         if _kind(wires).count(KIND) != n:
             return None

@@ -25,13 +25,23 @@ or `feature_flag.context.<name>` and the other non-`feature_flag.*` scalar attri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from collections.abc import Mapping
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from detector.events import Assignment, Rejected
 
 from ._common import (
+    Id,
+    Text,
+    assignments,
+    cached,
+    column,
+    enrolled_only,
+    only_known_keys,
+    times_ms,
     NOT_EXPOSURE,
     RecordDecoder,
     Reject,
@@ -187,6 +197,52 @@ def _otlp_record(doc: dict) -> tuple[dict, Any]:
     return attrs, rec.get("timeUnixNano") or rec.get("observedTimeUnixNano")
 
 
+class _FlatEvaluation(msgspec.Struct, gc=False):
+    """The common flat OpenTelemetry shape, for the fast path: these keys only (`only_known_keys`)."""
+
+    event_name: str | None | UnsetType = msgspec.field(default=UNSET, name="event.name")
+    key: Id | UnsetType = msgspec.field(default=UNSET, name="feature_flag.key")
+    variant: Text | None | UnsetType = msgspec.field(default=UNSET, name="feature_flag.result.variant")
+    value: str | bool | int | float | None | UnsetType = msgspec.field(default=UNSET, name="feature_flag.result.value")
+    user: Id | UnsetType = msgspec.field(default=UNSET, name="feature_flag.context.id")
+    reason: str | None | UnsetType = msgspec.field(default=UNSET, name="feature_flag.result.reason")
+    error: str | None | UnsetType = msgspec.field(default=UNSET, name="error.type")
+    provider: str | None | UnsetType = msgspec.field(default=UNSET, name="feature_flag.provider.name")
+    timestamp: str | int | None | UnsetType = UNSET
+
+
+_FIELDS = [column(f) for f in _FlatEvaluation.__struct_fields__]
+_key, _variant_col, _value, _user = column("key"), column("variant"), column("value"), column("user")
+_reason, _error, _timestamp = column("reason"), column("error"), column("timestamp")
+
+
+def _enrolled_of(reason: Any, error: Any) -> bool:
+    return _enrolled(None if reason is UNSET or reason == "" else reason, None if error is UNSET or error == "" else error)
+
+
+def _variant_of(variant: Any, value: Any) -> str | None:
+    if variant.__class__ is str and variant:
+        return variant
+    return _variant(None, None if value is UNSET or value == "" else value, "feature_flag.result.variant")
+
+
+def _fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
+    """`_from_attributes` over a batch of flat OTel evaluations with no other key, or None."""
+    keys, users = _key(wires), _user(wires)
+    if UNSET in keys or UNSET in users or not only_known_keys(values, [f(wires) for f in _FIELDS]):
+        return None
+    stamps = _timestamp(wires)
+    ts = times_ms(stamps if UNSET not in stamps else [None if t is UNSET else t for t in stamps], record_ts)
+    if ts is None:
+        return None
+    variants, flag_values = _variant_col(wires), _value(wires)
+    if not (set(map(type, variants)) == {str} and all(variants)):
+        variants = list(map(_variant_of, variants, flag_values))
+    enrolled = cached(_enrolled_of, _reason(wires), _error(wires))
+    return assignments(keys, users, enrolled_only(variants, enrolled), enrolled, ts, None, record_ts,
+                       lengths_checked=True)
+
+
 def decoder(options: Mapping[str, str] | None = None) -> RecordDecoder:
     ensure_options(FORMAT, options or {}, OPTIONS)
-    return RecordDecoder(FORMAT, decode_openfeature)
+    return RecordDecoder(FORMAT, decode_openfeature, _fast, _FlatEvaluation)

@@ -126,7 +126,7 @@ _flag_key, _flag_key_snake, _enabled = column("flagKey"), column("flag_key"), co
 _variation, _variation_snake = column("variationKey"), column("variation_key")
 
 
-def _fast(wires: list, record_ts: list[int]) -> list[Assignment] | None:
+def _fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
     """`_convert` over a batch of `flag` decisions in columns, or None (see _common's fast path)."""
     if _type(wires).count("flag") != len(wires):
         return None

@@ -122,7 +122,7 @@ def _fast(identity: str):
     """`convert` over a batch of `_FastEvent`s in columns, or None (see _common's fast path)."""
     user_of = column("person_id" if identity == "person_id" else "distinct_id")
 
-    def fast(wires: list, record_ts: list[int]) -> list[Assignment] | None:
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
         n = len(wires)
         if _event(wires).count(EVENT) != n:
             return None

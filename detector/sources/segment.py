@@ -199,7 +199,7 @@ def _fast(identity: str):
     """`convert` over a batch of A/B-testing spec events in columns, or None (see _common's fast path)."""
     use_user, use_anon = identity != "anonymous_id", identity != "user_id"
 
-    def fast(wires: list, record_ts: list[int]) -> list[Assignment] | None:
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
         n = len(wires)
         types = _type(wires)
         if types.count("track") + types.count(None) != n or _event(wires).count(EVENT) != n:

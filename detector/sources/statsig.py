@@ -174,7 +174,7 @@ def _fast(identity: str):
         return None
     user_id = column("stableID" if identity == "stable_id" else "userID")
 
-    def fast(wires: list, record_ts: list[int]) -> list[Assignment] | None:
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
         names = _name(wires)
         if sum(map(names.count, CONFIG_EVENTS)) != len(wires):
             return None

@@ -137,7 +137,7 @@ def _fast(identity: str):
     """`convert` over a batch in columns, or None (see _common's fast path)."""
     user_of = column("sessionId" if identity == "session_id" else "userId")
 
-    def fast(wires: list, record_ts: list[int]) -> list[Assignment] | None:
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
         types = _type(wires)
         getvariant = types.count("getVariant")
         if getvariant + types.count("isEnabled") != len(wires):
