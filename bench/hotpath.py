@@ -50,9 +50,9 @@ def partition_slices(n: int, chunk: int, partitions: int, seed: int = 7):
     return out
 
 
-def run_once(slices, expectations) -> dict:
+def run_once(slices, registrations) -> dict:
     parts: dict[int, PartitionDetector] = {}
-    lookup = expectations.get
+    lookup = registrations.get
     dec = eng = 0.0
     n = findings = 0
     offset: dict[int, int] = {}

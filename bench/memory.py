@@ -26,7 +26,7 @@ import workload as wl  # noqa: E402
 
 from detector.engine import ExperimentState, process_batch  # noqa: E402
 from detector.events import Assignment  # noqa: E402
-from detector.expectations import Expectation  # noqa: E402
+from detector.registration.compiled import CompiledRegistration  # noqa: E402
 from detector.ingest.partition import PartitionDetector  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def rss_mb() -> float:
 
 
 def state_size(users: int, batch: int = 20000) -> tuple[int, str]:
-    exp = Expectation("mem", variants={"control": 0.5, "treatment": 0.5})
+    exp = CompiledRegistration("mem", variants={"control": 0.5, "treatment": 0.5})
     st = ExperimentState.new("mem")
     t = 1_700_000_000_000
     for rep in range(2):
@@ -56,7 +56,7 @@ def many_experiments(n_exp: int, n_events: int, batch: int = 20000) -> dict:
     ranks = np.arange(1, n_exp + 1, dtype=np.float64)
     w = 1.0 / ranks
     w /= w.sum()
-    regs = {f"m{i:05d}": Expectation(f"m{i:05d}", variants={"control": 0.5, "treatment": 0.5}) for i in range(n_exp)}
+    regs = {f"m{i:05d}": CompiledRegistration(f"m{i:05d}", variants={"control": 0.5, "treatment": 0.5}) for i in range(n_exp)}
     gc.collect()
     base = rss_mb()
     det = PartitionDetector(0)

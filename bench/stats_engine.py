@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detector.engine import EngineConfig, ExperimentState, by_experiment, process_batch  # noqa: E402
 from detector.events import Assignment  # noqa: E402
-from detector.expectations import Expectation  # noqa: E402
+from detector.registration.compiled import CompiledRegistration  # noqa: E402
 
 NOTES = """
 Notes:
@@ -37,8 +37,8 @@ Notes:
   user at 100k users, ~1.6 at 1M, whatever the enrolled share, so the state meets 16 KiB + 2 B/user; a
   collision only drops a new user (undercount ~ users/2^31 on average, column above), never an overcount.
   In memory the set is 4 B a user (sorted uint32), i.e. RSS is still ~2x the serialised size.
-- Fixed cost per call: per-expectation values (alternatives, thresholds, SRM constants, segment tuples) are
-  cached by the expectation object; batches with no enrolled and no new eligible user return before any rule;
+- Fixed cost per call: per-registration values (alternatives, thresholds, SRM constants, segment tuples) are
+  cached by the registration object; batches with no enrolled and no new eligible user return before any rule;
   the sequential statistics run only when the distinct counts changed; ids are hashed with XXH3 (one C call,
   ~0.2-0.4 us a key here, for small and large batches alike: since state format 3; before, a hand-written
   numpy hash cost ~25 numpy calls a batch and its pure-Python twin ~3-4 us a key for small batches);
@@ -60,10 +60,10 @@ def scenario(name: str, n_events: int, batch: int, seed: int = 1):
         n_users = max(1, n_events // 5)
     users = [f"{rng.getrandbits(128):032x}" for _ in range(min(n_users, 2_000_000))]
     if name == "full-rollout-incident":
-        exp = Expectation("e", allowlist=frozenset({"qa-1", "qa-2", "qa-3"}), max_users=3, fraction=0.01,
+        exp = CompiledRegistration("e", allowlist=frozenset({"qa-1", "qa-2", "qa-3"}), max_users=3, fraction=0.01,
                           variants={"a": 0.5, "b": 0.5})
     else:
-        exp = Expectation("e", fraction=0.01, variants={"a": 0.5, "b": 0.5}, starts_at=0, ends_at=10**14,
+        exp = CompiledRegistration("e", fraction=0.01, variants={"a": 0.5, "b": 0.5}, starts_at=0, ends_at=10**14,
                           segments={"country": frozenset({"US", "CA"})})
     st = ExperimentState.new("e")
     cfg = EngineConfig()
@@ -89,7 +89,7 @@ def scenario(name: str, n_events: int, batch: int, seed: int = 1):
     return cpu / done * 1e6, wall / done * 1e6, st.n, size, findings, 1 - st.n / len(distinct)
 
 
-def zipf_expectations(n_exp: int = 1000):
+def zipf_registrations(n_exp: int = 1000):
     """A mix like bench/throughput.py's workload: mostly null streams, a few breaches."""
     exps = {}
     for i in range(n_exp):
@@ -97,24 +97,24 @@ def zipf_expectations(n_exp: int = 1000):
         kind = i % 10
         win = dict(starts_at=0, ends_at=10**14)
         if kind <= 5:
-            exps[name] = Expectation(name, fraction=(0.01, 0.05, 0.2, 0.5)[i % 4], variants={"a": 0.5, "b": 0.5}, **win)
+            exps[name] = CompiledRegistration(name, fraction=(0.01, 0.05, 0.2, 0.5)[i % 4], variants={"a": 0.5, "b": 0.5}, **win)
         elif kind == 6:
-            exps[name] = Expectation(name, segments={"country": frozenset({"US", "CA"})}, variants={"a": 0.5, "b": 0.5})
+            exps[name] = CompiledRegistration(name, segments={"country": frozenset({"US", "CA"})}, variants={"a": 0.5, "b": 0.5})
         elif kind == 7:
-            exps[name] = Expectation(name, max_users=10**9, variants={"a": 0.5, "b": 0.5})
+            exps[name] = CompiledRegistration(name, max_users=10**9, variants={"a": 0.5, "b": 0.5})
         elif kind == 8:
-            exps[name] = Expectation(name, allowlist=frozenset(f"qa-{i}-{k}" for k in range(50)), max_users=50)
+            exps[name] = CompiledRegistration(name, allowlist=frozenset(f"qa-{i}-{k}" for k in range(50)), max_users=50)
         else:
-            exps[name] = Expectation(name, variants={"a": 0.2, "b": 0.8})
+            exps[name] = CompiledRegistration(name, variants={"a": 0.2, "b": 0.8})
     # breaches: a 100% rollout against a declared 1%, and an allowlist leaking real users
-    exps["exp-0040"] = Expectation("exp-0040", fraction=0.01, variants={"a": 0.5, "b": 0.5})
+    exps["exp-0040"] = CompiledRegistration("exp-0040", fraction=0.01, variants={"a": 0.5, "b": 0.5})
     return exps
 
 
 def worker_zipf(n_events: int, batch: int = 20_000, n_exp: int = 1000, seed: int = 7, warmup_batches: int = 2):
     """CPU us/event of the engine calls (and of grouping + calls) over Zipf-distributed experiment groups."""
     rng = random.Random(seed)
-    exps = zipf_expectations(n_exp)
+    exps = zipf_registrations(n_exp)
     names = sorted(exps)
     weights = [1.0 / (i + 1) for i in range(n_exp)]
     tot = sum(weights)
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
                "1 - counted / true distinct users (fingerprint collisions; never an overcount).")
     out += ["", "### Engine in the worker's shape: 20k-event fetches over 1,000 Zipf(1) experiments", "",
             "Each 20k-event batch is grouped by experiment (as `PartitionDetector.apply` does) and "
-            "`process_batch` is called once per group; 2 warm-up batches excluded. Expectation mix: fractions "
+            "`process_batch` is called once per group; 2 warm-up batches excluded. Registration mix: fractions "
             "1-50% with 50/50 splits and a window, segments, max_users, 50-user allowlists with QA-only "
             "traffic (one leaking 1% real users), an 80/20 split, and one 100% rollout against a declared 1%.", "",
             "| events | calls per 20k batch | median events per call | us/call (CPU) | us/event engine (CPU) "

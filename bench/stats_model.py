@@ -33,6 +33,9 @@ def look_log_weight(n_before: np.ndarray | float, n_after: np.ndarray | float) -
         return np.where(na > nb, np.log(np.maximum(w, 0.0)), -np.inf)
 
 
+LOG_PI = np.array(stats.LOG_PI)
+
+
 class SRPaths:
     """ln R_j for P paths; `look` applies m trials with x enrolled (arrays of shape (P,))."""
 
@@ -41,7 +44,7 @@ class SRPaths:
         self.n = np.zeros(n_paths)
 
     def look(self, x: np.ndarray, m: np.ndarray | int, p0: float) -> np.ndarray:
-        """Update with one look; returns ln mean_j R_j per path."""
+        """Update with one look; returns ln sum_j pi_j R_j per path."""
         a, b = alts_np(p0)
         m = np.broadcast_to(np.asarray(m, float), self.n.shape)
         lw = look_log_weight(self.n, self.n + m)
@@ -51,7 +54,8 @@ class SRPaths:
         return self.stat()
 
     def stat(self) -> np.ndarray:
-        return logsumexp(self.lr, axis=1) - math.log(self.lr.shape[1])
+        """ln sum_j pi_j R_j per path (the prior weights of detector.engine.stats)."""
+        return logsumexp(self.lr + LOG_PI[None, :], axis=1)
 
     def subset(self, keep: np.ndarray) -> None:
         self.lr = self.lr[keep]

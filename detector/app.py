@@ -33,7 +33,7 @@ from detector.shell.outbox import AlertPublisher
 from detector.registration.store import KafkaRegistrationService, ParsedRegistrations, RegistrationFold
 from detector.shell.web import add_routes
 from detector.sources.metrics import SourceMetrics
-from detector.web.expectations_api import MAX_BODY_BYTES
+from detector.web.registrations_api import MAX_BODY_BYTES
 from detector.web.fleet import Fleet
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None, alerting: AlertingConfig | None
     fleet = Fleet(settings, experiment_of_incident=lambda iid: _experiment_of_incident(
         publisher, mirror.table("incidents"), iid))
     source_metrics = SourceMetrics(metrics.registry)
-    ingest = IngestService(settings, expectation_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop,
+    ingest = IngestService(settings, registration_of=parsed.get, alerts=publisher, metrics=metrics, loop=app.loop,
                            assignor=fleet.assignor, source_metrics=source_metrics)
     fleet.ingest = ingest
     publisher.exposure_of = exposure_of(ingest, parsed.get)  # the digest lists what the engine observed

@@ -32,7 +32,7 @@ from typing import TextIO
 
 from detector.engine import EngineConfig, ExperimentState, Finding, by_experiment, observe, process_batch
 from detector.events import decode_batch
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.registration import load_dir
 
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     if args.batch < 1:
         err.write("detector replay: --batch must be >= 1\n")
         return 2
-    registrations: dict[str, Expectation] = {}
+    registrations: dict[str, CompiledRegistration] = {}
     if args.registrations:
         if not os.path.isdir(args.registrations):
             err.write(f"detector replay: {args.registrations}: not a directory\n")

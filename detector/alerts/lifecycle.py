@@ -138,7 +138,7 @@ class Lifecycle:
         """Merge a batch of findings into incidents; return notifications now due.
 
         `findings` are engine `Finding`s; `registrations` maps experiment ->
-        Expectation-like objects (or dicts) for `owner` and `labels`.
+        CompiledRegistration-like objects (or dicts) for `owner` and `labels`.
         """
         for finding in findings:
             self._merge(finding, now_ms, registrations or {})

@@ -2,9 +2,9 @@
 
     state = ExperimentState.new("exp-key")
     for experiment, events in by_experiment(mixed_events).items(): ...
-    findings = process_batch(state, expectation_or_None, events, config)
+    findings = process_batch(state, registration_or_None, events, config)
     state.to_bytes() / ExperimentState.from_bytes(b) / state.merge(other)
-    observe(state, expectation) -> Observation;  rule_breaches(state, expectation) -> {rule: bool}
+    observe(state, registration) -> Observation;  rule_breaches(state, registration) -> {rule: bool}
 
 The rules are one module each under `detector.engine.rules`, listed in its `RULES` registry.
 """

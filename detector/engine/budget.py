@@ -27,10 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-RULE_SHARE = {"fraction_exceeded": 0.6, "returning_enrolled_exceeded": 0.15, "sample_ratio_mismatch": 0.25}
+# the fraction rule watches the incident class the product exists for (more users enrolled than
+# declared); it gets most of the budget, the two auxiliary rules the rest
+RULE_SHARE = {"fraction_exceeded": 0.7, "returning_enrolled_exceeded": 0.1, "sample_ratio_mismatch": 0.2}
 assert sum(RULE_SHARE.values()) <= 1.0
 FIRST_SEGMENT_SHARE = 0.9  # the first segment (no alarm yet) gets most of the rule's budget
-START_WEIGHT = 0.9  # of a fraction segment's e-process: the start of the segment (mixture SPRT)
+START_WEIGHT = 0.95  # of a fraction segment's e-process: the start of the segment (mixture SPRT)
 START_CDF_C = 16.0  # start_cdf scale (users)
 
 

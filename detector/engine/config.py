@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detector.engine.stats import RATIOS, SRM_CONCENTRATIONS
+from detector.engine.stats import RATIO_WEIGHTS, RATIOS, SRM_CONCENTRATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +13,7 @@ class EngineConfig:
     blast_radius_limit: int = 1_000_000  # offender ids kept; beyond, counted only
     sample_ids_limit: int = 1000  # ids carried by a finding
     fraction_ratios: tuple[float, ...] = RATIOS
+    fraction_weights: tuple[float, ...] = RATIO_WEIGHTS  # prior weight per ratio (same length)
     srm_concentrations: tuple[float, ...] = SRM_CONCENTRATIONS
     # --- statistics (fraction / split rules; README "Statistics") ---
     alpha: float = 1e-4  # per-experiment lifetime false-alarm budget when the registration sets none

@@ -25,7 +25,7 @@ from detector.engine.hashing import hash64, hash64_list
 from detector.engine.rules import RULES, Batch, Finding, Plan, Rule, RuleState
 from detector.engine.state import ExperimentState
 from detector.events import Assignment
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 _variant_of = attrgetter("variant")
 _ts_of = attrgetter("ts")
@@ -83,7 +83,7 @@ class Observation(msgspec.Struct):
         return msgspec.to_builtins(self)
 
 
-def declared(exp: Expectation | None) -> Declared:
+def declared(exp: CompiledRegistration | None) -> Declared:
     """The declaration as plain data (allowlist as a sorted list)."""
     if exp is None:
         return Declared()
@@ -107,7 +107,7 @@ def declared(exp: Expectation | None) -> Declared:
 class _Plans:
     __slots__ = ("exp", "config", "active")
 
-    def __init__(self, exp: Expectation | None, config: EngineConfig) -> None:
+    def __init__(self, exp: CompiledRegistration | None, config: EngineConfig) -> None:
         self.exp = exp
         self.config = config
         self.active: tuple[tuple[Rule, Plan], ...] = tuple(
@@ -117,7 +117,7 @@ class _Plans:
 _PLANS: dict[tuple[int, int], _Plans] = {}
 
 
-def _plans(exp: Expectation | None, config: EngineConfig) -> _Plans:
+def _plans(exp: CompiledRegistration | None, config: EngineConfig) -> _Plans:
     key = (id(exp), id(config))
     p = _PLANS.get(key)
     if p is None or p.exp is not exp or p.config is not config:
@@ -128,7 +128,7 @@ def _plans(exp: Expectation | None, config: EngineConfig) -> _Plans:
 
 
 # ---------------------------------------------------------------------------------------
-def process_batch(state: ExperimentState, expectation: Expectation | None,
+def process_batch(state: ExperimentState, registration: CompiledRegistration | None,
                   events: Sequence[Assignment], config: EngineConfig = DEFAULT_CONFIG) -> list[Finding]:
     """Fold one batch (one experiment, input order) into `state`; return the findings it triggers."""
     if not events:
@@ -229,7 +229,7 @@ def process_batch(state: ExperimentState, expectation: Expectation | None,
     batch = Batch(events, enr_events, enr_first, new_enr, dn, ds, batch_vc, bmin, bmax, first_event_ever, dx,
                   tn, tx)
     findings: list[Finding] = []
-    for rule, plan in _plans(expectation, config).active:
+    for rule, plan in _plans(registration, config).active:
         f = rule.judge(st, batch, plan)
         if f is not None:
             findings.append(f)
@@ -263,21 +263,21 @@ def _sketch_membership(fs, batch_users, enr_first, config, want_new=False):
 
 
 # ---------------------------------------------------------------------------------------
-def rule_breaches(state: ExperimentState, expectation: Expectation | None,
+def rule_breaches(state: ExperimentState, registration: CompiledRegistration | None,
                   config: EngineConfig = DEFAULT_CONFIG) -> dict[str, bool]:
     """Re-judge the current state under a (possibly new) declaration; rule -> breached.
 
     Each active rule's `breached` (exact where the state allows; the statistical rules as
     their alarm logic leaves them, re-judged on the users since their last alarm).
     """
-    return {r.name: r.breached(state, expectation, config) for r in RULES if r.active(expectation)}
+    return {r.name: r.breached(state, registration, config) for r in RULES if r.active(registration)}
 
 
-def observe(state: ExperimentState, expectation: Expectation | None,
+def observe(state: ExperimentState, registration: CompiledRegistration | None,
             config: EngineConfig = DEFAULT_CONFIG) -> Observation:
     """Observed vs expected and the state of each active rule."""
     st = state
-    exp = expectation
+    exp = registration
     variants = dict(st.variants)
     if st.variant_none:
         variants["(none)"] = st.variant_none

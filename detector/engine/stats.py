@@ -7,10 +7,15 @@ Fraction rule (unit: a distinct user at their FIRST evaluation; see detector.eng
   is <= 1 whenever the trial's true enrolment probability is <= p0 (the ratio increases
   with that probability and equals 1 at p0). p0 may change between trials (a registration
   change): each trial is judged against the p0 in force when it is processed.
+- The alternatives are mixed with prior weights pi_j (RATIO_WEIGHTS, summing to 1): the weight
+  is the only price of the mixture (ln(1/pi_j) nats on alternative j's threshold), and a nats
+  costs ln(1/pi_j) / KL_j users, so the prior leans on the moderate ratios (1.5x-2.5x), where
+  evidence accrues slowly and every nat costs hundreds of users, and keeps a little on large
+  ratios, where one enrolled user brings ln(r) nats and the weight costs a user or two.
 - Weighted Shiryaev-Roberts e-detector over start points (one statistic for a fixed onset
   and a late onset): R_j(t) = (R_j(t-1) + w_t) * LR_j(t), R_j(0) = w_0, with w_0 + sum w_t <= 1.
-  Q(t) = mean_j R_j(t) + (1 - w_0 - sum_{s<=t} w_s) is a nonnegative supermartingale with
-  Q(0) <= 1 under H0, so P(sup_t mean_j R_j(t) >= 1/alpha) <= alpha (Ville's inequality)
+  Q(t) = sum_j pi_j R_j(t) + (1 - w_0 - sum_{s<=t} w_s) is a nonnegative supermartingale with
+  Q(0) <= 1 under H0, so P(sup_t sum_j pi_j R_j(t) >= 1/alpha) <= alpha (Ville's inequality)
   at any number or timing of looks, over an unbounded horizon. The w_0 part is the
   mixture SPRT from the segment's start; the w_t parts are the same test started at t (a
   late onset is judged on the users since the onset, not diluted by a healthy history).
@@ -24,7 +29,9 @@ from __future__ import annotations
 
 import math
 
-RATIOS = (1.1, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+RATIOS = (1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0, 100.0)
+# prior weight of each ratio (normalised to sum 1 by ratio_log_weights); see the module docstring
+RATIO_WEIGHTS = (0.3, 0.7, 2.0, 4.0, 4.0, 2.0, 1.0, 0.4, 0.2, 0.15, 0.15)
 SRM_CONCENTRATIONS = (1e2, 1e3, 1e4)
 
 _lgamma = math.lgamma
@@ -56,6 +63,29 @@ def log_mean_exp(xs) -> float:
     return m + _log(sum(_exp(x - m) for x in xs) / len(xs))
 
 
+def ratio_log_weights(weights=RATIO_WEIGHTS) -> tuple[float, ...]:
+    """ln pi_j of the mixture over ratios: the weights normalised to sum 1."""
+    if not weights or min(weights) <= 0:
+        raise ValueError("mixture weights must be positive")
+    tot = math.fsum(weights)
+    return tuple(_log(w / tot) for w in weights)
+
+
+LOG_PI = ratio_log_weights()
+
+
+def log_weighted_sum(log_r, log_pi=LOG_PI) -> float:
+    """ln sum_j pi_j R_j from ln R_j and ln pi_j."""
+    return log_sum_exp([lr + lp for lr, lp in zip(log_r, log_pi)])
+
+
+def log_sum_exp(xs) -> float:
+    m = max(xs)
+    if m == -math.inf:
+        return m
+    return m + _log(sum(_exp(x - m) for x in xs))
+
+
 def log_add(a: float, b: float) -> float:
     """ln(e^a + e^b)."""
     if a < b:
@@ -65,12 +95,12 @@ def log_add(a: float, b: float) -> float:
     return a + _log1p(_exp(b - a))
 
 
-def log_mixture(s: int, n: int, alts: tuple[tuple[float, float], ...]) -> float:
-    """ln of the mixture SPRT e-value for S enrolled out of n trials at one p0 (uniform weights)."""
+def log_mixture(s: int, n: int, alts: tuple[tuple[float, float], ...], log_pi=LOG_PI) -> float:
+    """ln of the mixture SPRT e-value for S enrolled out of n trials at one p0 (prior weights pi)."""
     if not alts:
         return 0.0
     f = n - s
-    return log_mean_exp([s * a + f * b for a, b in alts])
+    return log_weighted_sum([s * a + f * b for a, b in alts], log_pi)
 
 
 def sr_update(log_r: list[float], log_w: float, x: int, m: int,

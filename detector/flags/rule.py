@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from detector.engine.rules import Finding
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 from .model import ConfiguredExposure, RuleExposure, normalise
 
@@ -52,7 +52,7 @@ class Verdict:
         return bool(self.reasons)
 
 
-def compare(exp: Expectation, conf: ConfiguredExposure) -> Verdict | None:
+def compare(exp: CompiledRegistration, conf: ConfiguredExposure) -> Verdict | None:
     """The comparison itself; None when the configuration cannot be judged ("cannot tell")."""
     if conf.cannot_tell is not None:
         return None
@@ -143,7 +143,7 @@ def blast_radius_text(verdict: Verdict, users_per_day: float | None) -> str:
 
 
 def config_exceeds_declaration(
-    exp: Expectation,
+    exp: CompiledRegistration,
     flag: dict[str, str],
     after: ConfiguredExposure,
     before: ConfiguredExposure | None,

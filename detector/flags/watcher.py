@@ -28,7 +28,7 @@ from typing import Any
 from mode import Service
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 from .model import ConfiguredExposure, FlagDocument, FormatError
 from .rule import RULE, compare, config_exceeds_declaration
@@ -89,7 +89,7 @@ class FlagWatcher(Service):
         self,
         specs: list[SourceSpec],
         *,
-        registrations: Callable[[], Mapping[str, Expectation]],
+        registrations: Callable[[], Mapping[str, CompiledRegistration]],
         owner_of: Callable[[str], int | None],  # experiment -> its partition, if this worker owns it
         publisher,  # detector.shell.outbox.AlertPublisher
         lock: asyncio.Lock,  # the ingest service's lock (lifecycles vs checkpoints)
@@ -240,7 +240,7 @@ class FlagWatcher(Service):
             self.metrics.fetches.labels(st.spec.name, outcome).inc()
 
     # ---- judging -----------------------------------------------------------------------------
-    def lookup(self, exp: Expectation) -> tuple[str, SourceState | None, str]:
+    def lookup(self, exp: CompiledRegistration) -> tuple[str, SourceState | None, str]:
         """(state, source, flag key): found, unknown (a source not read yet), unknown_source or not_found."""
         wanted = exp.flag.source if exp.flag is not None else None
         key = exp.flag.key if exp.flag is not None else exp.experiment

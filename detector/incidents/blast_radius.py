@@ -85,10 +85,10 @@ class Judge:
 
     Each rule answers for its own records (`Rule.still_holds` in detector.engine.rules)."""
 
-    def __init__(self, state: Any, expectation: Any | None, *, as_recorded: bool = False) -> None:
+    def __init__(self, state: Any, registration: Any | None, *, as_recorded: bool = False) -> None:
         self.as_recorded = as_recorded
         self.state = state
-        self.exp = expectation
+        self.exp = registration
         self._holds: dict[str, Callable[[str], bool]] = {}
 
     def rules(self, uid: str, recorded: Iterable[str]) -> tuple[str, ...]:
@@ -110,14 +110,14 @@ def _never(uid: str) -> bool:
     return False
 
 
-def offenders(state: Any, expectation: Any | None = None, *, rule: str | None = None,
+def offenders(state: Any, registration: Any | None = None, *, rule: str | None = None,
               as_recorded: bool = False, start: int = 0) -> Iterator[tuple[int, Offender]]:
     """(position, Offender) for every stored record at or after `start` still out of target.
 
     Takes a snapshot of the records first, so the caller may await between items while
     the engine keeps appending.
     """
-    judge = Judge(state, expectation, as_recorded=as_recorded)
+    judge = Judge(state, registration, as_recorded=as_recorded)
     records = list(islice(state.offenders(), start, None))
     for i, (uid, ts, variant, recorded) in enumerate(records, start):
         rules = judge.rules(uid, recorded)
@@ -155,13 +155,13 @@ def _check_cursor(state: Any, position: int, uid: str) -> None:
         raise CursorError("stale cursor: the experiment's state was rebuilt since; start again without a cursor")
 
 
-def summary(state: Any, expectation: Any | None = None, *, as_recorded: bool = False,
+def summary(state: Any, registration: Any | None = None, *, as_recorded: bool = False,
             rule: str | None = None) -> dict[str, Any]:
     """Counts: users still out of target among the stored records, per rule, and the bound."""
     stored = 0
     matching = 0
     by_rule: dict[str, int] = {}
-    for _, off in offenders(state, expectation, as_recorded=as_recorded):
+    for _, off in offenders(state, registration, as_recorded=as_recorded):
         stored += 1
         if rule is None or rule in off.rules:
             matching += 1
@@ -178,7 +178,7 @@ def summary(state: Any, expectation: Any | None = None, *, as_recorded: bool = F
     }
 
 
-def page(state: Any, expectation: Any | None = None, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None,
+def page(state: Any, registration: Any | None = None, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None,
          rule: str | None = None, as_recorded: bool = False) -> dict[str, Any]:
     """One page of offenders and the cursor of the next (None at the end)."""
     limit = max(1, min(int(limit), MAX_LIMIT))
@@ -189,7 +189,7 @@ def page(state: Any, expectation: Any | None = None, *, limit: int = DEFAULT_LIM
     users: list[Offender] = []
     next_cursor = None
     last_pos = None
-    for pos, off in offenders(state, expectation, rule=rule, as_recorded=as_recorded, start=start):
+    for pos, off in offenders(state, registration, rule=rule, as_recorded=as_recorded, start=start):
         if len(users) == limit:
             next_cursor = encode_cursor((last_pos or 0) + 1, users[-1].user_id)
             break
@@ -205,7 +205,7 @@ def page(state: Any, expectation: Any | None = None, *, limit: int = DEFAULT_LIM
         "next_cursor": next_cursor,
     }
     if not cursor:  # the full counts cost a pass over the records: first page only
-        body["summary"] = summary(state, expectation, as_recorded=as_recorded, rule=rule)
+        body["summary"] = summary(state, registration, as_recorded=as_recorded, rule=rule)
     return body
 
 
@@ -220,12 +220,12 @@ def csv_text(rows: Iterable[Offender], header: bool = True) -> str:
     return buf.getvalue()
 
 
-def csv_chunks(state: Any, expectation: Any | None = None, *, rule: str | None = None,
+def csv_chunks(state: Any, registration: Any | None = None, *, rule: str | None = None,
                as_recorded: bool = False, chunk_rows: int = 5000) -> Iterator[str]:
     """The whole blast radius as CSV text in chunks (header first), for a streaming response."""
     yield csv_text((), header=True)
     batch: list[Offender] = []
-    for _, off in offenders(state, expectation, rule=rule, as_recorded=as_recorded):
+    for _, off in offenders(state, registration, rule=rule, as_recorded=as_recorded):
         batch.append(off)
         if len(batch) >= chunk_rows:
             yield csv_text(batch, header=False)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from detector.discovery import AttributeSample
 from detector.engine import EngineConfig, ExperimentState, Finding, by_experiment, process_batch
 from detector.events import Assignment
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.ingest import checkpoint
 
 
@@ -43,7 +43,7 @@ class PartitionDetector:
         self,
         events: Sequence[Assignment],
         offsets: Sequence[int] | None,
-        expectations: Mapping[str, Expectation] | Callable[[str], Expectation | None],
+        registrations: Mapping[str, CompiledRegistration] | Callable[[str], CompiledRegistration | None],
         last_offset: int | None = None,
     ) -> list[Finding]:
         """Run one batch (events in offset order) through the engine; returns the findings.
@@ -54,7 +54,7 @@ class PartitionDetector:
         """
         if not events:
             return []
-        lookup = expectations if callable(expectations) else expectations.get
+        lookup = registrations if callable(registrations) else registrations.get
         last = offsets[-1] if last_offset is None else last_offset  # type: ignore[index]  # one of them is given
         if offsets is not None and offsets[0] <= self.skip_upto:
             # Replaying after a restore: drop what each experiment's checkpoint already covers.

@@ -69,7 +69,7 @@ class IngestService(Service):
         self,
         settings: Settings,
         *,
-        expectation_of: Callable,  # experiment -> Expectation | None
+        registration_of: Callable,  # experiment -> CompiledRegistration | None
         alerts,  # detector.alerts.publisher.AlertPublisher
         metrics=None,
         source_metrics=None,  # detector.sources.metrics.SourceMetrics
@@ -97,7 +97,7 @@ class IngestService(Service):
         self.registrations_ready = False
         self.settings = settings
         self.topics = settings.topics
-        self.expectation_of = expectation_of
+        self.registration_of = registration_of
         self.alerts = alerts
         self.metrics = metrics
         self.partitions: dict[int, PartitionDetector] = {}
@@ -255,7 +255,7 @@ class IngestService(Service):
         deadline = time.monotonic() + self.registrations_wait_s
         t0 = time.monotonic()
         while keys:
-            keys = {k for k in keys if self.expectation_of(k) is None}
+            keys = {k for k in keys if self.registration_of(k) is None}
             if not keys or self.should_stop:
                 break
             if time.monotonic() > deadline:
@@ -289,7 +289,7 @@ class IngestService(Service):
                 offsets = [offsets[i] for i in positions]
         else:
             offsets = None
-        findings = det.apply(events, offsets, self.expectation_of, last_offset=last)
+        findings = det.apply(events, offsets, self.registration_of, last_offset=last)
         if findings:
             await self.alerts.on_findings(partition, findings, time.time())
         await self._reject(topic, partition, records, rejects, len(events))

@@ -4,6 +4,7 @@ A registration enters the system as YAML (`DETECTOR_EXPECTATIONS_DIR`, `detector
 CLI (`detector register`) or the API (`PUT /v1/expectations/{experiment}`); all of them go through
 `parse_registration`, so they accept and reject exactly the same documents.
 
+    compiled.py the engine's compiled, immutable view (CompiledRegistration)
     model.py    the pydantic model (the source of validation, JSON Schema, OpenAPI), compile, canonical form
     errors.py   pydantic errors -> FieldError messages with paths and "did you mean" hints
     schema.py   the generated JSON Schema (config/expectation.schema.json)
@@ -16,7 +17,7 @@ CLI (`detector register`) or the API (`PUT /v1/expectations/{experiment}`); all 
     cli.py      detector register | sync | registrations
 """
 
-from detector.expectations import Expectation, Flag
+from detector.registration.compiled import CompiledRegistration, Flag
 from detector.registration.errors import FieldError, RegistrationError
 from detector.registration.files import load_dir, load_file, load_path, load_yaml_documents
 from detector.registration.model import Registration, parse_registration, registration_to_dict
@@ -24,7 +25,7 @@ from detector.registration.risk import Risk, assess, diff
 from detector.registration.service import InMemoryRegistrationService, RegistrationService
 
 __all__ = [
-    "Expectation",
+    "CompiledRegistration",
     "FieldError",
     "Flag",
     "InMemoryRegistrationService",

@@ -199,7 +199,7 @@ class _LocalInvalid(Exception):
 
 def _push(
     client: Client,
-    expectations: dict[str, Any],
+    registrations: dict[str, Any],
     *,
     dry_run: bool,
     confirm: bool,
@@ -208,13 +208,13 @@ def _push(
     err: TextIO,
 ) -> int:
     """Dry-run everything, then (unless --dry-run or a problem) write everything."""
-    names = sorted(expectations)
+    names = sorted(registrations)
     prune = sorted(prune or [])
     codes: list[int] = []
     planned: list[tuple[str, str]] = []  # (kind, experiment)
     for name in names:
         reply = client.request(
-            "PUT", _exp_path(name), body=registration_to_dict(expectations[name]),
+            "PUT", _exp_path(name), body=registration_to_dict(registrations[name]),
             query={"dry_run": True, "confirm": confirm},
         )
         if reply.status != 200:
@@ -254,7 +254,7 @@ def _push(
         return EXIT_OK
     for kind, name in planned:
         if kind == "put":
-            reply = client.request("PUT", _exp_path(name), body=registration_to_dict(expectations[name]),
+            reply = client.request("PUT", _exp_path(name), body=registration_to_dict(registrations[name]),
                                    query={"confirm": confirm})
         else:
             reply = client.request("DELETE", _exp_path(name), query={"confirm": confirm})
@@ -286,7 +286,7 @@ def _cmd_register(argv: list[str], out: TextIO, err: TextIO, *, sync: bool) -> i
     prog = "detector sync" if sync else "detector register"
     p = _Parser(prog=prog, description=(
         "Push every registration in DIR; --prune also deletes registrations absent from it." if sync
-        else "Register expectations from YAML files or directories."))
+        else "Push registrations from YAML files or directories."))
     if sync:
         p.add_argument("paths", nargs=1, metavar="DIR")
         p.add_argument("--prune", action="store_true", help="delete registrations that are not in DIR")
@@ -299,13 +299,13 @@ def _cmd_register(argv: list[str], out: TextIO, err: TextIO, *, sync: bool) -> i
     if sync and not os.path.isdir(args.paths[0]):
         raise _Usage(f"{args.paths[0]} is not a directory")
     try:
-        expectations = _load(args.paths)
+        registrations = _load(args.paths)
     except _LocalInvalid as exc:
         for line in exc.errors:
             print(line, file=err)
         print(f"invalid: {len(exc.errors)} problem(s); nothing was sent", file=err)
         return EXIT_INVALID
-    if not expectations:
+    if not registrations:
         print("no registrations found", file=err)
         return EXIT_INVALID
     client = _client(args)
@@ -316,12 +316,12 @@ def _cmd_register(argv: list[str], out: TextIO, err: TextIO, *, sync: bool) -> i
             _print_errors(reply.body, err)
             return _status_exit(reply.status)
         remote = {e["experiment"] for e in reply.body.get("expectations", [])}
-        extra = sorted(remote - set(expectations))
+        extra = sorted(remote - set(registrations))
         if args.prune:
             prune = extra
         for name in extra if not args.prune else []:
             print(f"{name}: registered on the worker but not in {args.paths[0]} (kept; --prune deletes it)", file=out)
-    return _push(client, expectations, dry_run=args.dry_run, confirm=args.confirm, prune=prune, out=out, err=err)
+    return _push(client, registrations, dry_run=args.dry_run, confirm=args.confirm, prune=prune, out=out, err=err)
 
 
 def _cmd_registrations(argv: list[str], out: TextIO, err: TextIO, prog: str = "detector registrations") -> int:

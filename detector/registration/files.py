@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.registration.errors import FieldError, RegistrationError
 from detector.registration.model import parse_registration
 from detector.yaml_limits import BoundedLoader, short_repr
@@ -75,7 +75,7 @@ def load_yaml_documents(text: str | bytes, source: str = "(input)") -> list[Any]
     return out
 
 
-def load_file(path: str | os.PathLike[str]) -> list[Expectation]:
+def load_file(path: str | os.PathLike[str]) -> list[CompiledRegistration]:
     """Every registration in one YAML file; errors name the file (and the entry, if several)."""
     path = Path(path)
     source = str(path)
@@ -87,7 +87,7 @@ def load_file(path: str | os.PathLike[str]) -> list[Expectation]:
     if not raws:
         raise RegistrationError([FieldError("(file)", "holds no registration", source)])
     errors: list[FieldError] = []
-    out: list[Expectation] = []
+    out: list[CompiledRegistration] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(raws):
         where = source if len(raws) == 1 else f"{source}[{i}]"
@@ -123,7 +123,7 @@ def yaml_files(path: str | os.PathLike[str]) -> list[Path]:
     return sorted(files)
 
 
-def load_dir(path: str | os.PathLike[str]) -> dict[str, Expectation]:
+def load_dir(path: str | os.PathLike[str]) -> dict[str, CompiledRegistration]:
     """Every registration in the YAML files under a directory, keyed by experiment.
 
     All files are validated before anything is returned: one bad file fails the whole load with
@@ -134,15 +134,15 @@ def load_dir(path: str | os.PathLike[str]) -> dict[str, Expectation]:
     if not root.is_dir():
         raise RegistrationError([FieldError("(directory)", "is not a directory", str(root))])
     errors: list[FieldError] = []
-    out: dict[str, Expectation] = {}
+    out: dict[str, CompiledRegistration] = {}
     where: dict[str, str] = {}
     for file in yaml_files(root):
         try:
-            expectations = load_file(file)
+            registrations = load_file(file)
         except RegistrationError as exc:
             errors += exc.errors
             continue
-        for exp in expectations:
+        for exp in registrations:
             if exp.experiment in out:
                 errors.append(
                     FieldError("experiment", f"{exp.experiment!r} is also registered in {where[exp.experiment]}",
@@ -156,7 +156,7 @@ def load_dir(path: str | os.PathLike[str]) -> dict[str, Expectation]:
     return out
 
 
-def load_path(path: str | os.PathLike[str]) -> dict[str, Expectation]:
+def load_path(path: str | os.PathLike[str]) -> dict[str, CompiledRegistration]:
     """A file or a directory, as `load_dir` returns it."""
     p = Path(path)
     if p.is_dir():

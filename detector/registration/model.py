@@ -8,7 +8,7 @@ keep their historical names because they are contracts).
 types and constraints are the validation, and `detector.registration.schema` generates the JSON
 Schema and the OpenAPI components from it, so the three cannot drift. `parse_registration`
 validates a raw document and compiles it into the engine's immutable view
-(`detector.expectations.Expectation`: epoch milliseconds, frozensets), or raises
+(`detector.registration.compiled.CompiledRegistration`: epoch milliseconds, frozensets), or raises
 `RegistrationError` listing *every* problem, each a `FieldError` with a dotted path
 (`population.allowlist[3]`) and a message that says what is wrong and what is expected
 (`errors.py` turns pydantic's errors into those messages, with "did you mean" hints).
@@ -55,7 +55,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from detector.expectations import DEFAULT_TOLERANCE, Expectation, Flag
+from detector.registration.compiled import DEFAULT_TOLERANCE, CompiledRegistration, Flag
 from detector.registration.errors import MESSAGES, FieldError, RegistrationError, got, translate
 from detector.timestamps import EXAMPLE, RFC3339_PATTERN, format_timestamp, parse_rfc3339
 
@@ -279,10 +279,10 @@ MESSAGES[("less_than_equal", "alpha")] = MESSAGES[("greater_than", "alpha")]
 
 
 # ------------------------------------------------------------------------------ compile/encode
-def compile_registration(doc: Registration) -> Expectation:
+def compile_registration(doc: Registration) -> CompiledRegistration:
     """The engine's immutable view of a validated document."""
     pop = doc.population or Population()
-    return Expectation(
+    return CompiledRegistration(
         experiment=doc.experiment,
         owner=doc.owner,
         description=doc.description,
@@ -305,7 +305,7 @@ def compile_registration(doc: Registration) -> Expectation:
     )
 
 
-def parse_registration(raw: Any, *, path_experiment: str | None = None) -> Expectation:
+def parse_registration(raw: Any, *, path_experiment: str | None = None) -> CompiledRegistration:
     """Validate a raw registration (a dict from YAML or a JSON body) and compile it.
 
     `path_experiment` is the experiment named by the API path (or the CLI): the body must agree
@@ -343,7 +343,7 @@ def _dedupe(errors: list[FieldError]) -> list[FieldError]:
     return out
 
 
-def registration_to_dict(e: Expectation) -> dict[str, Any]:
+def registration_to_dict(e: CompiledRegistration) -> dict[str, Any]:
     """Canonical JSON form: stable key order, sorted sets, RFC 3339 UTC times, no null fields,
     `mode` only when not the default. The inverse of `parse_registration`."""
     out: dict[str, Any] = {"schema_version": e.schema_version, "experiment": e.experiment}
@@ -391,27 +391,3 @@ EXPERIMENT_KEY_RE = re.compile(EXPERIMENT_KEY_PATTERN[1:-1])
 def valid_experiment_key(key: Any) -> bool:
     return isinstance(key, str) and EXPERIMENT_KEY_RE.fullmatch(key) is not None
 
-
-# --- names from before the rename, for branches written against them; remove once merged ---
-_RENAMED = {
-    "parse_expectation": ("detector.registration.model", "parse_registration"),
-    "expectation_to_dict": ("detector.registration.model", "registration_to_dict"),
-    "RegistrationError": ("detector.registration.errors", "RegistrationError"),
-    "FieldError": ("detector.registration.errors", "FieldError"),
-    "format_timestamp": ("detector.timestamps", "format_timestamp"),
-    "parse_timestamp": ("detector.timestamps", "parse_rfc3339"),
-    "yaml_load": ("detector.registration.files", "yaml_load"),
-    "load_yaml_documents": ("detector.registration.files", "load_yaml_documents"),
-    "load_file": ("detector.registration.files", "load_file"),
-    "load_dir": ("detector.registration.files", "load_dir"),
-    "load_path": ("detector.registration.files", "load_path"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _RENAMED:
-        import importlib
-
-        module, attr = _RENAMED[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,21 +18,21 @@ from typing import Any
 
 import orjson
 
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.registration.model import parse_registration, registration_to_dict
 
 
 @dataclass(frozen=True)
 class RegistrationRecord:
     experiment: str
-    registration: Expectation | None  # None: the registration was deleted
+    registration: CompiledRegistration | None  # None: the registration was deleted
     document: dict[str, Any] | None  # the canonical form as stored (what the table holds)
     who: str = "unknown"
     at_ms: int = 0
     source: str = "unknown"
 
 
-def encode_record(registration: Expectation | None, who: str, source: str, at_ms: int | None = None) -> bytes:
+def encode_record(registration: CompiledRegistration | None, who: str, source: str, at_ms: int | None = None) -> bytes:
     return orjson.dumps(
         {
             "registration": None if registration is None else registration_to_dict(registration),

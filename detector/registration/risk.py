@@ -28,7 +28,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.registration.model import registration_to_dict
 
 LARGE_FRACTION_WITH_ALLOWLIST = 0.5
@@ -75,8 +75,8 @@ def has_traffic(observed: dict[str, Any] | None) -> bool:
 
 
 def assess(
-    old: Expectation | None,
-    new: Expectation | None,
+    old: CompiledRegistration | None,
+    new: CompiledRegistration | None,
     observed: dict[str, Any] | None,
     *,
     now_ms: int | None = None,
@@ -199,7 +199,7 @@ _TEST_ONLY = re.compile(r"(?<![a-z])(qa|test accounts?|test users?|testing|inter
                         re.IGNORECASE)
 
 
-def _says_test_only(e: Expectation) -> bool:
+def _says_test_only(e: CompiledRegistration) -> bool:
     return bool(_TEST_ONLY.search(e.description or "") or _TEST_ONLY.search(e.experiment.replace("-", " ").replace("_", " ")))
 
 
@@ -211,7 +211,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def flat(e: Expectation | None) -> dict[str, Any]:
+def flat(e: CompiledRegistration | None) -> dict[str, Any]:
     """Canonical form flattened to dotted fields (`population.max_users`); {} for None."""
     out: dict[str, Any] = {}
     if e is not None:
@@ -219,7 +219,7 @@ def flat(e: Expectation | None) -> dict[str, Any]:
     return out
 
 
-def diff(old: Expectation | None, new: Expectation | None) -> list[dict[str, Any]]:
+def diff(old: CompiledRegistration | None, new: CompiledRegistration | None) -> list[dict[str, Any]]:
     """Field-level changes `{field, old, new}` (None = absent), in canonical field order.
 
     Allowlist changes also carry `added` / `removed`; when either side is longer than

@@ -76,7 +76,7 @@ def model_schema(model: type[BaseModel], *, mode: str = "validation") -> dict[st
     return tidy(raw)
 
 
-def expectation_json_schema(*, require_experiment: bool = True) -> dict[str, Any]:
+def registration_json_schema(*, require_experiment: bool = True) -> dict[str, Any]:
     """The registration's JSON Schema (`require_experiment=False`: an API body, path names it)."""
     body = model_schema(Registration)
     schema: dict[str, Any] = {"$schema": DIALECT, "$id": SCHEMA_ID, "title": "Exposure registration", **body}
@@ -87,7 +87,7 @@ def expectation_json_schema(*, require_experiment: bool = True) -> dict[str, Any
 
 
 def main() -> int:
-    json.dump(expectation_json_schema(), sys.stdout, indent=2)
+    json.dump(registration_json_schema(), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 

@@ -26,19 +26,19 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.timestamps import format_timestamp
 from detector.registration.risk import diff
 
 
 @runtime_checkable
 class RegistrationService(Protocol):
-    def all(self) -> dict[str, Expectation]:
+    def all(self) -> dict[str, CompiledRegistration]:
         """Current registrations, keyed by experiment."""
 
-    def get(self, experiment: str) -> Expectation | None: ...
+    def get(self, experiment: str) -> CompiledRegistration | None: ...
 
-    async def put(self, expectation: Expectation, who: str) -> None:
+    async def put(self, registration: CompiledRegistration, who: str) -> None:
         """Write the registration (to the compacted topic `exposure.expectations`)."""
 
     async def delete(self, experiment: str, who: str) -> None:
@@ -57,32 +57,32 @@ class InMemoryRegistrationService:
 
     def __init__(
         self,
-        initial: dict[str, Expectation] | None = None,
+        initial: dict[str, CompiledRegistration] | None = None,
         *,
         observations: dict[str, dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._items: dict[str, Expectation] = dict(initial or {})
+        self._items: dict[str, CompiledRegistration] = dict(initial or {})
         self._history: dict[str, list[dict[str, Any]]] = {}
         self.observations: dict[str, dict[str, Any]] = dict(observations or {})
         self.writes = 0
         self._clock = clock
 
-    def all(self) -> dict[str, Expectation]:
+    def all(self) -> dict[str, CompiledRegistration]:
         return dict(self._items)
 
-    def get(self, experiment: str) -> Expectation | None:
+    def get(self, experiment: str) -> CompiledRegistration | None:
         return self._items.get(experiment)
 
     def _record(self, experiment: str, who: str, action: str, changes: list[dict[str, Any]]) -> None:
         at = format_timestamp(int(self._clock() * 1000))
         self._history.setdefault(experiment, []).append({"at": at, "who": who, "action": action, "diff": changes})
 
-    async def put(self, expectation: Expectation, who: str) -> None:
-        old = self._items.get(expectation.experiment)
+    async def put(self, registration: CompiledRegistration, who: str) -> None:
+        old = self._items.get(registration.experiment)
         self.writes += 1
-        self._items[expectation.experiment] = expectation
-        self._record(expectation.experiment, who, "create" if old is None else "update", diff(old, expectation))
+        self._items[registration.experiment] = registration
+        self._record(registration.experiment, who, "create" if old is None else "update", diff(old, registration))
 
     async def delete(self, experiment: str, who: str) -> None:
         old = self._items.pop(experiment, None)

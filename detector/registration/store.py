@@ -2,7 +2,7 @@
 
     exposure.expectations ──(RegistrationFold, in the worker's Faust agent)──► table of canonical
                                                                                documents + history
-    ParsedRegistrations: compiled `Expectation`s over that table, re-compiled only when a value changes
+    ParsedRegistrations: `CompiledRegistration`s over that table, re-compiled only when a value changes
     KafkaRegistrationService: the API's `RegistrationService` (writes records, reads the cache)
     TopicRegistrations: the same over the topic read directly, before the Faust app runs (start-up sync)
 
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.kafka_io import latest_values
 from detector.kafka_security import KafkaConnection, client_kwargs
 from detector.registration.model import parse_registration
@@ -41,18 +41,18 @@ HISTORY_LIMIT = 100  # changes kept per experiment
 
 
 class ParsedRegistrations:
-    """Compiled `Expectation`s over a table of canonical registration documents; a document is
+    """`CompiledRegistration`s over a table of canonical registration documents; a document is
     compiled only when its value changes (or `remember` was told the result)."""
 
     def __init__(self, table: TableView) -> None:
         self.table = table
-        self._cache: dict[str, tuple[dict, Expectation]] = {}
+        self._cache: dict[str, tuple[dict, CompiledRegistration]] = {}
 
-    def remember(self, experiment: str, document: dict, registration: Expectation) -> None:
+    def remember(self, experiment: str, document: dict, registration: CompiledRegistration) -> None:
         """The fold already validated `document`: keep its compiled form."""
         self._cache[experiment] = (document, registration)
 
-    def get(self, experiment: str) -> Expectation | None:
+    def get(self, experiment: str) -> CompiledRegistration | None:
         raw = self.table.get(experiment)
         if raw is None:
             return None
@@ -63,11 +63,11 @@ class ParsedRegistrations:
         self._cache[experiment] = (raw, registration)
         return registration
 
-    def all(self) -> dict[str, Expectation]:
+    def all(self) -> dict[str, CompiledRegistration]:
         return {k: e for k in list(self.table.keys()) if (e := self.get(k)) is not None}
 
 
-def history_entry(old: Expectation | None, record: RegistrationRecord) -> dict[str, Any]:
+def history_entry(old: CompiledRegistration | None, record: RegistrationRecord) -> dict[str, Any]:
     """One change-history entry (who, when, diff) from the previous registration and the new record."""
     new = record.registration
     action = "delete" if new is None else ("create" if old is None else "update")
@@ -135,13 +135,13 @@ class KafkaRegistrationService:
         self.metrics = metrics
         self.source = source
 
-    def all(self) -> dict[str, Expectation]:
+    def all(self) -> dict[str, CompiledRegistration]:
         return self.parsed.all()
 
-    def get(self, experiment: str) -> Expectation | None:
+    def get(self, experiment: str) -> CompiledRegistration | None:
         return self.parsed.get(experiment)
 
-    async def put(self, registration: Expectation, who: str) -> None:
+    async def put(self, registration: CompiledRegistration, who: str) -> None:
         await self.send(registration.experiment.encode(), encode_record(registration, who, self.source))
         if self.metrics is not None:
             self.metrics.record_registration(self.source, "written")
@@ -158,10 +158,10 @@ class KafkaRegistrationService:
         return self.observe(experiment)
 
 
-async def read_registrations(bootstrap: KafkaConnection | str, topic: str) -> dict[str, Expectation]:
+async def read_registrations(bootstrap: KafkaConnection | str, topic: str) -> dict[str, CompiledRegistration]:
     """The valid registrations the topic holds now (read to its end; invalid records skipped,
     as the fold skips them)."""
-    out: dict[str, Expectation] = {}
+    out: dict[str, CompiledRegistration] = {}
     for key, value in (await latest_values(bootstrap, topic)).items():
         try:
             record = decode_record(key, value)
@@ -178,7 +178,7 @@ class TopicRegistrations:
 
     def __init__(self, bootstrap: KafkaConnection | str, topic: str, source: str = "yaml") -> None:
         self.bootstrap, self.topic, self.source = bootstrap, topic, source
-        self._current: dict[str, Expectation] = {}
+        self._current: dict[str, CompiledRegistration] = {}
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> TopicRegistrations:
@@ -191,18 +191,18 @@ class TopicRegistrations:
         if self._producer is not None:
             await self._producer.stop()
 
-    def all(self) -> dict[str, Expectation]:
+    def all(self) -> dict[str, CompiledRegistration]:
         return dict(self._current)
 
-    def get(self, experiment: str) -> Expectation | None:
+    def get(self, experiment: str) -> CompiledRegistration | None:
         return self._current.get(experiment)
 
-    async def _send(self, experiment: str, registration: Expectation | None, who: str) -> None:
+    async def _send(self, experiment: str, registration: CompiledRegistration | None, who: str) -> None:
         assert self._producer is not None, "use TopicRegistrations as an async context manager"
         await self._producer.send_and_wait(self.topic, key=experiment.encode(),
                                            value=encode_record(registration, who, self.source))
 
-    async def put(self, registration: Expectation, who: str) -> None:
+    async def put(self, registration: CompiledRegistration, who: str) -> None:
         await self._send(registration.experiment, registration, who)
         self._current[registration.experiment] = registration
 

@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from detector.engine import budget
 from detector.observability.metrics import PREFIX
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 log = logging.getLogger(__name__)
 
 
 class AlphaBudgetWatch:
-    def __init__(self, registrations: Callable[[], Mapping[str, Expectation]], false_pages_per_month: float,
+    def __init__(self, registrations: Callable[[], Mapping[str, CompiledRegistration]], false_pages_per_month: float,
                  default_alpha: float, registry: CollectorRegistry, now_ms: Callable[[], int]) -> None:
         self.registrations = registrations
         self.budget = false_pages_per_month

@@ -2,7 +2,7 @@
 
 Faust's `GlobalTable` promises every key on every worker, but with several workers in the group
 a worker only sees the writes its own agents made after recovery (measured with three workers:
-each held only the registrations of the expectations partitions it consumed). The detector needs
+each held only the registrations of the exposure.expectations partitions it consumed). The detector needs
 the whole registrations table on the worker that owns an experiment's assignments (else it pages
 `unregistered` for a registered experiment), and the incident table wherever an API call lands.
 

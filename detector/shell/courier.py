@@ -30,14 +30,14 @@ log = logging.getLogger(__name__)
 
 
 class Courier:
-    def __init__(self, config: AlertingConfig, expectation_of, topics: Topics, metrics=None,
+    def __init__(self, config: AlertingConfig, registration_of, topics: Topics, metrics=None,
                  kill_policy: KillUrlPolicy | None = None, store=None) -> None:
         self.topics = topics
         self.config = config
         # `store`: a changelog-backed table the rate limiter keeps its windows in (and the summaries sent).
         self.store = {} if store is None else store
         self.limiter = RateLimiter(config.policy, self.store)
-        self.expectation_of = expectation_of
+        self.registration_of = registration_of
         self.metrics = metrics
         # The kill switch may only call what the operator allows (checked again at send time,
         # and on every address the name resolves to, by its own session's resolver).
@@ -82,7 +82,7 @@ class Courier:
             outcome = await deliver(n, sink, self.session, self.config.delivery, deadline_at=deadline_at)
             deliveries[key] = outcome.status
             await self._record(n, outcome, send)
-        kill_url = getattr(self.expectation_of(n.experiment), "kill_url", None)
+        kill_url = getattr(self.registration_of(n.experiment), "kill_url", None)
         if kill_url and n.is_first_page:
             key = f"mitigation|{n.incident_id}"
             if deliveries.get(key) is None:

@@ -18,7 +18,7 @@ def observation_view(obs: Observation) -> dict[str, Any]:
     return {**observed, "rules": msgspec.to_builtins(obs.rules)}
 
 
-def exposures(ingest, publisher, expectation_of, *, include_registered: bool = False) -> list:
+def exposures(ingest, publisher, registration_of, *, include_registered: bool = False) -> list:
     """`discovery.Exposure` of every experiment this worker holds (unregistered ones unless asked for all)."""
     from detector.discovery import exposure
 
@@ -29,14 +29,14 @@ def exposures(ingest, publisher, expectation_of, *, include_registered: bool = F
     out = []
     for det in list(ingest.partitions.values()):
         for name, state in list(det.states.items()):
-            reg = expectation_of(name)
+            reg = registration_of(name)
             if reg is not None and not include_registered:
                 continue
             out.append(exposure(state, reg, det.attributes.of(name), open_rules.get(name, ())))
     return sorted(out, key=lambda e: e.experiment)
 
 
-def exposure_of(ingest, expectation_of):
+def exposure_of(ingest, registration_of):
     """experiment -> the short exposure the `unregistered` digest lists (None if not held here)."""
     from detector.discovery import digest_entry, exposure
 
@@ -44,7 +44,7 @@ def exposure_of(ingest, expectation_of):
         for det in ingest.partitions.values():
             state = det.states.get(name)
             if state is not None:
-                return digest_entry(exposure(state, expectation_of(name), det.attributes.of(name)))
+                return digest_entry(exposure(state, registration_of(name), det.attributes.of(name)))
         return None
 
     return look

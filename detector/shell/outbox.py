@@ -34,7 +34,7 @@ SNAPSHOT_EVERY_S = 15.0
 
 
 class AlertPublisher:
-    def __init__(self, config: LifecycleConfig, expectation_of: Callable, topics: Topics, metrics=None,
+    def __init__(self, config: LifecycleConfig, registration_of: Callable, topics: Topics, metrics=None,
                  policy: NotificationPolicy | None = None, digest_store=None,
                  exposure_of: Callable[[str], dict | None] | None = None, engine_config=None) -> None:
         self.engine_config = engine_config  # the worker's EngineConfig: re-judging reads the same knobs
@@ -47,7 +47,7 @@ class AlertPublisher:
         self._digest_seen = -1  # sum of the lifecycles' digest_changes at the last digest tick
         self._snapped: dict[str, float] = {}  # incident id -> monotonic time of its last view snapshot
         self._unsnapped: dict[str, Any] = {}  # folded incidents changed since their last snapshot
-        self.expectation_of = expectation_of
+        self.registration_of = registration_of
         self.metrics = metrics
         self.lifecycles: dict[int, Lifecycle] = {}
         self._written: dict[int, bytes] = {}  # last checkpointed lifecycle bytes per partition
@@ -62,7 +62,7 @@ class AlertPublisher:
 
     # ---- inputs from the ingest service -------------------------------------------------
     async def on_findings(self, partition: int, findings, now_s: float) -> None:
-        regs = {f.experiment: self.expectation_of(f.experiment) for f in findings}
+        regs = {f.experiment: self.registration_of(f.experiment) for f in findings}
         lc = self.lifecycle(partition)
         notes = lc.on_findings(findings, int(now_s * 1000), {k: v for k, v in regs.items() if v is not None})
         await self._publish(lc, notes, {f.experiment for f in findings})
@@ -101,10 +101,10 @@ class AlertPublisher:
         lc = self.lifecycle(partition)
         now_ms = int(now_s * 1000)
         lc.record_registration_change(experiment, now_ms)
-        expectation = self.expectation_of(experiment)
-        breaches = (rule_breaches(state, expectation) if self.engine_config is None
-                    else rule_breaches(state, expectation, self.engine_config))
-        if expectation is not None:  # registered now: its `unregistered` incident is over
+        registration = self.registration_of(experiment)
+        breaches = (rule_breaches(state, registration) if self.engine_config is None
+                    else rule_breaches(state, registration, self.engine_config))
+        if registration is not None:  # registered now: its `unregistered` incident is over
             breaches.setdefault("unregistered", False)
         notes = lc.on_rule_breaches(experiment, breaches, now_ms, reason="registration changed")
         await self._publish(lc, notes, (experiment,))

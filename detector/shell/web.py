@@ -20,7 +20,7 @@ from detector.web.auth import PUBLIC, STATUS, add_route
 from detector.web.collector import add_collector_routes
 from detector.web.console import Console, add_console_routes
 from detector.web.discovery_api import add_routes as add_discovery_routes
-from detector.web.expectations_api import add_routes as add_expectation_routes
+from detector.web.registrations_api import add_routes as add_registration_routes
 from detector.web.incidents_api import add_routes as add_incident_routes
 from detector.web.middleware import install
 
@@ -64,7 +64,7 @@ def add_routes(app: web.Application, *, settings, metrics, registrations, ingest
     add_route(r, "GET", "/v1/experiments/{experiment}/dashboard.json", dashboard, access=STATUS)
     kill_policy = KillUrlPolicy.from_settings(settings)
     specs = [st.spec for st in flags.states.values()] if flags is not None else []
-    add_expectation_routes(r, registrations, kill_url_problem=kill_policy.url_problem,
+    add_registration_routes(r, registrations, kill_url_problem=kill_policy.url_problem,
                            extra_risks=lambda new: unconfigured_flag_source(new, specs))
     # Incidents (list, timeline JSON/Markdown, ack, resolve) and blast radius: detector/web/incidents_api.py
     incidents_api = add_incident_routes(r, publisher=publisher, incidents=incidents, ingest=ingest,

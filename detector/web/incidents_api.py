@@ -42,7 +42,7 @@ from detector.incidents import blast_radius as br
 from detector.incidents.views import incident_markdown, incident_summary, incident_view, matches
 from detector.registration.model import valid_experiment_key
 from detector.web.auth import READ, READ_USERS, RESPOND, audit_user_read, add_route, principal
-from detector.web.expectations_api import USER_HEADER
+from detector.web.registrations_api import USER_HEADER
 from detector.web.problems import (
     MAX_PAGE,
     HTTPProblem,
@@ -79,7 +79,7 @@ class IncidentsAPI:
         except Exception:
             return []
 
-    def _expectation(self, experiment: str):
+    def _registration(self, experiment: str):
         return self.registrations.get(experiment) if self.registrations is not None else None
 
     def _raw(self, iid: str) -> tuple[dict | None, dict]:
@@ -218,7 +218,7 @@ class IncidentsAPI:
             raise _field_problem(400, "invalid format", "format", "use json or csv")
         as_recorded = _bool_param(q, "as_recorded")
         state = self.ingest.state_of(experiment) if self.ingest is not None else None
-        expectation = self._expectation(experiment)
+        registration = self._registration(experiment)
         if state is None:
             owned = len(getattr(self.ingest, "partitions", ()) or ())
             total = getattr(getattr(self.ingest, "settings", None), "partitions", None)
@@ -226,7 +226,7 @@ class IncidentsAPI:
                 raise _field_problem(
                     404, f"no state for {experiment!r} on this worker", "experiment",
                     f"this worker owns {owned} of {total} partitions: ask the worker that owns the experiment's partition")
-            if expectation is None:
+            if registration is None:
                 raise _field_problem(404, f"unknown experiment {experiment!r}", "experiment", "neither registered nor observed")
             state = _Empty(experiment)
         if fmt == "csv":
@@ -237,18 +237,18 @@ class IncidentsAPI:
             })
             audit_user_read(request, what="blast radius csv", experiment=experiment, fields=["user_id"])
             await resp.prepare(request)
-            for chunk in br.csv_chunks(state, expectation, rule=rule, as_recorded=as_recorded):
+            for chunk in br.csv_chunks(state, registration, rule=rule, as_recorded=as_recorded):
                 await resp.write(chunk.encode())
             await resp.write_eof()
             return resp
         limit = int_param(q, "limit", br.DEFAULT_LIMIT, 1, br.MAX_LIMIT)
         try:
-            body = br.page(state, expectation, limit=limit, cursor=q.get("cursor") or None, rule=rule,
+            body = br.page(state, registration, limit=limit, cursor=q.get("cursor") or None, rule=rule,
                            as_recorded=as_recorded)
         except br.CursorError as exc:
             raise _field_problem(400, str(exc), "cursor", "pass next_cursor from the previous page unchanged") from None
         body["experiment"] = experiment
-        body["registered"] = expectation is not None
+        body["registered"] = registration is not None
         if body["next_cursor"]:
             body["next"] = next_link(request, body["next_cursor"])
         audit_user_read(request, what="blast radius", experiment=experiment, count=body["count"])
@@ -327,7 +327,7 @@ def add_routes(
     `publisher`: `AlertPublisher` (local lifecycles: find, incidents, acknowledge, resolve);
     `incidents`: the `incidents` table (id -> {"incident", "deliveries"});
     `ingest`: has `state_of(experiment)` (engine state) and `partitions`;
-    `registrations`: has `get(experiment)` -> Expectation and `history(experiment)`.
+    `registrations`: has `get(experiment)` -> CompiledRegistration and `history(experiment)`.
     `base_url`: `DETECTOR_EXTERNAL_URL`, the only source of absolute links.
     The app must carry the middleware stack (`detector.web.middleware.install`).
     """

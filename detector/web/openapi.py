@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 from detector.engine.rules import RULE_NAMES
 from detector.flags.rule import RULE as FLAG_RULE
 from detector.registration.model import Registration
-from detector.registration.schema import expectation_json_schema, model_schema
+from detector.registration.schema import registration_json_schema, model_schema
 
 API_VERSION = "1.0.0"
 COMPONENTS = "#/components/schemas/"
@@ -201,7 +201,7 @@ def _schemas() -> dict[str, Any]:
     _, top = models_json_schema([(m, "validation") for m in BODY_MODELS], ref_template=COMPONENTS + "{model}")
     schemas = {name: _strip_titles(body) for name, body in top["$defs"].items()}
     for name in ("Registration", "RegistrationBody"):
-        full = expectation_json_schema(require_experiment=(name == "Registration"))
+        full = registration_json_schema(require_experiment=(name == "Registration"))
         for key in ("$schema", "$id"):
             full.pop(key, None)
         schemas[name] = full

@@ -1,7 +1,7 @@
 """The rules, one module each, and their registry.
 
 `RULES` is the only list of rules: the engine judges them in this order, and the state
-(offender bits, per-rule state), `Expectation.active_rules()`, the OpenAPI rule enum, the
+(offender bits, per-rule state), `CompiledRegistration.active_rules()`, the OpenAPI rule enum, the
 API's expected view, `observe()`, the metrics and the blast radius's re-judging all read it.
 Adding a rule: its module here (a `Rule` subclass and `RULE = ...`), its tests, one line below.
 """

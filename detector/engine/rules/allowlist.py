@@ -6,7 +6,7 @@ from typing import Any
 
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, stored_records, tmin, users
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 ALLOWLIST_BIT = 2
 
@@ -15,10 +15,10 @@ class Allowlist(Rule):
     name = "allowlist_breach"
     bit = ALLOWLIST_BIT
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and exp.allowlist is not None
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         al = sorted(exp.allowlist or ())
         return {"allowlist": al[:100], "allowlist_size": len(al)}
 
@@ -39,7 +39,7 @@ class Allowlist(Rule):
             summary=f"{st.experiment}: {users(st.rule_count[self.name], 'enrolled user')} not on the "
                     f"allowlist of {len(al)}")
 
-    def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
+    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
         """Exact against every enrolled id while exact; else the stored records, the pigeonhole
         on the enrolled lower bound, and offenders counted beyond the stored records."""
         al = exp.allowlist
@@ -48,7 +48,7 @@ class Allowlist(Rule):
         b = any(u not in al for u in st._off) or st.enrolled_lower_bound() > len(al)
         return b or st.rule_count.get(self.name, 0) > stored_records(st, self.bit)
 
-    def still_holds(self, st: Any, exp: Expectation | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None):
         if exp is None or exp.allowlist is None:
             return constant(False)
         al = exp.allowlist

@@ -21,7 +21,7 @@ from detector.engine.bloom import ScalableBloom
 from detector.engine.config import EngineConfig
 from detector.engine.hashing import hash64, mix64
 from detector.events import Assignment
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 if TYPE_CHECKING:
     from detector.engine.state import ExperimentState
@@ -118,7 +118,7 @@ class Plan:
 
     __slots__ = ("rule", "exp", "config", "_expected")
 
-    def __init__(self, rule: "Rule", exp: Expectation | None, config: EngineConfig) -> None:
+    def __init__(self, rule: "Rule", exp: CompiledRegistration | None, config: EngineConfig) -> None:
         self.rule = rule
         self.exp = exp
         self.config = config
@@ -150,14 +150,14 @@ class Rule:
     plan_type: ClassVar[type[Plan]] = Plan
 
     # -- which declarations switch it on, what they expect -------------------------------------
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         raise NotImplementedError
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         """The declared side of this rule, JSON-able (findings' `expected`, the API's view)."""
         raise NotImplementedError
 
-    def prepare(self, exp: Expectation | None, config: EngineConfig) -> Plan:
+    def prepare(self, exp: CompiledRegistration | None, config: EngineConfig) -> Plan:
         return self.plan_type(self, exp, config)
 
     # -- the hot path ---------------------------------------------------------------------------
@@ -166,18 +166,18 @@ class Rule:
         raise NotImplementedError
 
     # -- re-judging the current state ------------------------------------------------------------
-    def breached(self, st: "ExperimentState", exp: Expectation, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration, config: EngineConfig) -> bool:
         """Is the current state in breach under `exp` (possibly a newer declaration)?"""
         raise NotImplementedError
 
-    def observe(self, st: "ExperimentState", exp: Expectation | None, config: EngineConfig,
+    def observe(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig,
                 breached: bool) -> RuleState:
         count = st.rule_count.get(self.name, 0)
         return RuleState(state=FIRING if breached else OK, statistic=float(count), threshold=0.0,
                          offenders=count, first_offending_event_at=st.rule_first.get(self.name),
                          last_offending_event_at=st.rule_last.get(self.name))
 
-    def sequential_state(self, st: "ExperimentState", exp: Expectation | None, config: EngineConfig,
+    def sequential_state(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig,
                          breached: bool, rs: Any) -> RuleState:
         """`observe()` of a sequential-test rule whose own state `rs` has `stat`, `seg` and `alarms`:
         its statistic against the threshold of its running budget segment."""
@@ -188,7 +188,7 @@ class Rule:
                          first_offending_event_at=st.rule_first.get(self.name),
                          last_offending_event_at=st.rule_last.get(self.name), alarms=rs.alarms, segment=rs.seg)
 
-    def still_holds(self, st: Any, exp: Expectation | None) -> Callable[[str], bool]:
+    def still_holds(self, st: Any, exp: CompiledRegistration | None) -> Callable[[str], bool]:
         """For the blast radius: does a stored record of this rule still hold for user `uid`?"""
         return _never
 
@@ -252,7 +252,7 @@ class VariantRule(Rule):
     State = VariantState
     max_variants: ClassVar[int] = 64  # distinct offending variant names kept in the state
 
-    def offending(self, exp: Expectation, variants: Iterable[str | None]) -> set[str | None]:
+    def offending(self, exp: CompiledRegistration, variants: Iterable[str | None]) -> set[str | None]:
         raise NotImplementedError
 
     def describe(self, st: "ExperimentState", plan: Plan, by_variant: dict[str, int]) -> str:
@@ -280,13 +280,13 @@ class VariantRule(Rule):
         return self.finding(st, plan, new, tmin(new), observed_extra={"offending_variants": dict(by_variant)},
                             summary=self.describe(st, plan, by_variant))
 
-    def breached(self, st: "ExperimentState", exp: Expectation, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration, config: EngineConfig) -> bool:
         rs = st.rules.get(self.name)
         if rs is None:
             return False
         return bool(self.offending(exp, (None if k == NO_VARIANT else k for k in rs.by_variant)))
 
-    def still_holds(self, st: Any, exp: Expectation | None) -> Callable[[str], bool]:
+    def still_holds(self, st: Any, exp: CompiledRegistration | None) -> Callable[[str], bool]:
         """On the variant of the user's record (the variant they were first recorded in)."""
         if exp is None or not self.active(exp):
             return _never

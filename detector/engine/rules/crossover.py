@@ -30,7 +30,7 @@ import msgspec
 
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, tmin
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 CROSSOVER_BIT = 256
 TRACKED_USERS = 1024
@@ -56,10 +56,10 @@ class VariantCrossover(Rule):
     bit = CROSSOVER_BIT
     State = CrossoverState
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and bool(exp.variants)
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         return {"sticky_variants": True, "variants": sorted(exp.variants or ())}
 
     def judge(self, st: Any, batch: Batch, plan: Plan) -> Finding | None:
@@ -113,10 +113,10 @@ class VariantCrossover(Rule):
             summary=f"{st.experiment}: {st.rule_count[self.name]} users seen in more than one variant "
                     f"(bucketing not sticky)")
 
-    def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
+    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
         return st.rule_count.get(self.name, 0) > 0
 
-    def still_holds(self, st: Any, exp: Expectation | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None):
         return constant(self.active(exp))
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:

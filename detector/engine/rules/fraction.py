@@ -23,7 +23,7 @@ import msgspec
 from detector.engine import budget, stats
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, RuleState
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 _INF = float("inf")
 _LOG_W0 = math.log(budget.START_WEIGHT)
@@ -45,13 +45,14 @@ class FractionState(msgspec.Struct, array_like=True):
 
 
 class FractionPlan(Plan):
-    __slots__ = ("p0", "alpha", "alts")
+    __slots__ = ("p0", "alpha", "alts", "log_pi")
 
-    def __init__(self, rule: Rule, exp: Expectation, config: EngineConfig) -> None:
+    def __init__(self, rule: Rule, exp: CompiledRegistration, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
         self.alpha = exp.alpha if exp.alpha is not None else config.alpha
         p0 = self.p0 = stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
         self.alts = stats.fraction_alternatives(p0, config.fraction_ratios) if 0.0 < p0 < 1.0 else None
+        self.log_pi = stats.ratio_log_weights(config.fraction_weights)
 
 
 def start_log_weight(n_before: int, n_after: int) -> float:
@@ -65,10 +66,10 @@ class Fraction(Rule):
     State = FractionState
     plan_type = FractionPlan
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and exp.fraction is not None and exp.unenrolled_logged > 0
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         return {"fraction": exp.fraction, "tolerance": exp.tolerance, "alpha": exp.alpha,
                 "unenrolled_logged": exp.unenrolled_logged,
                 "alert_above": exp.fraction * (1 + exp.tolerance)}
@@ -82,7 +83,7 @@ class Fraction(Rule):
         """(p0, alternatives) the batch's trials are judged against."""
         return plan.p0, plan.alts
 
-    def describe(self, st: Any, exp: Expectation, s: int, n: int, p0: float, lm: float, thr: float) -> str:
+    def describe(self, st: Any, exp: CompiledRegistration, s: int, n: int, p0: float, lm: float, thr: float) -> str:
         return (f"{st.experiment}: {s} of {n} new eligible users enrolled at first evaluation ({s / n if n else 0:.4%}) "
                 f"vs declared {exp.fraction:.4%} (ln e-value {lm:.1f} >= {thr:.1f})")
 
@@ -100,6 +101,11 @@ class Fraction(Rule):
         if p0 >= 1.0:
             fs.stat = 0.0
             return None
+        if fs.lr is not None and alts is not None and len(fs.lr) != len(alts):
+            # the state was written under another grid of alternatives (an engine upgrade): its
+            # e-process cannot continue, so a new segment starts with its own share of alpha
+            fs.seg += 1
+            fs.lr = None
         if fs.lr is None:  # a new segment starts with this batch
             fs.lr = [_LOG_W0] * len(alts or (0,))
             fs.sn = fs.sx = 0
@@ -114,7 +120,7 @@ class Fraction(Rule):
             fs.lr = stats.sr_update(fs.lr, start_log_weight(fs.sn, fs.sn + dn), dx, dn, alts)
             fs.sn += dn
             fs.sx += dx
-            lm = stats.log_mean_exp(fs.lr)
+            lm = stats.log_weighted_sum(fs.lr, plan.log_pi)
         if lm <= prev:
             fs.onset = None
         elif fs.onset is None:
@@ -156,7 +162,7 @@ class Fraction(Rule):
         fs.stat = 0.0
         return f
 
-    def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
+    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
         """The alarm state, judged against `exp` (possibly a newer declaration): "firing" from an
         alarm until the users since that alarm favour the declaration 20:1. A registration that
         catches up with a legitimate ramp resolves the page; one that does not keeps it."""
@@ -169,12 +175,12 @@ class Fraction(Rule):
         if p0 <= 0.0:
             return True
         alts = stats.fraction_alternatives(p0, config.fraction_ratios)
-        return stats.log_mixture(fs.sx, fs.sn, alts) > RESOLVE_LOG_E
+        return stats.log_mixture(fs.sx, fs.sn, alts, stats.ratio_log_weights(config.fraction_weights)) > RESOLVE_LOG_E
 
-    def resolve_p0(self, fs: Any, exp: Expectation, config: EngineConfig) -> float:
+    def resolve_p0(self, fs: Any, exp: CompiledRegistration, config: EngineConfig) -> float:
         return stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
 
-    def observe(self, st: Any, exp: Expectation | None, config: EngineConfig, breached: bool) -> RuleState:
+    def observe(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
         return self.sequential_state(st, exp, config, breached, st.rules.get(self.name) or FractionState())
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:

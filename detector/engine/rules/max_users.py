@@ -8,7 +8,7 @@ import msgspec
 
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import FIRING, OK, Batch, Finding, Plan, Rule, RuleState, constant
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 MAX_USERS_BIT = 16
 
@@ -22,10 +22,10 @@ class MaxUsers(Rule):
     bit = MAX_USERS_BIT
     State = MaxUsersState
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and exp.max_users is not None
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         return {"max_users": exp.max_users}
 
     def judge(self, st: Any, batch: Batch, plan: Plan) -> Finding | None:
@@ -59,16 +59,16 @@ class MaxUsers(Rule):
             statistic=float(cnt),
             summary=f"{st.experiment}: at least {cnt} distinct enrolled users, declared max {mx}")
 
-    def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
+    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
         return st.enrolled_lower_bound() > exp.max_users
 
-    def observe(self, st: Any, exp: Expectation | None, config: EngineConfig, breached: bool) -> RuleState:
+    def observe(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
         return RuleState(state=FIRING if breached else OK, statistic=float(st.enrolled_lower_bound()),
                          threshold=float(exp.max_users), offenders=st.rule_count.get(self.name, 0),
                          first_offending_event_at=st.rule_first.get(self.name),
                          last_offending_event_at=st.rule_last.get(self.name))
 
-    def still_holds(self, st: Any, exp: Expectation | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None):
         """Which users are "over" is the arrival order at the time; the record holds while the
         experiment is still over its cap."""
         if exp is None or exp.max_users is None:

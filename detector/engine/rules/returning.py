@@ -38,7 +38,7 @@ from typing import Any
 from detector.engine import stats
 from detector.engine.rules.base import Batch
 from detector.engine.rules.fraction import Fraction, FractionPlan, FractionState
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 
 class ReturningState(FractionState, array_like=True):
@@ -48,7 +48,7 @@ class ReturningState(FractionState, array_like=True):
 class ReturningPlan(FractionPlan):
     __slots__ = ("cache",)
 
-    def __init__(self, rule: Any, exp: Expectation, config: Any) -> None:
+    def __init__(self, rule: Any, exp: CompiledRegistration, config: Any) -> None:
         super().__init__(rule, exp, config)
         self.cache: dict[float, tuple[float, Any]] = {}
 
@@ -65,7 +65,7 @@ class ReturningPlan(FractionPlan):
         return got
 
 
-def returning_p0(exp: Expectation, pmin: float, min_tolerance: float) -> float:
+def returning_p0(exp: CompiledRegistration, pmin: float, min_tolerance: float) -> float:
     """Sticky bucketing: largest probability that a user not enrolled so far is enrolled now."""
     p = min(1.0, exp.fraction * (1.0 + max(exp.tolerance, min_tolerance)))
     if pmin >= 1.0:
@@ -79,20 +79,20 @@ class Returning(Fraction):
     State = ReturningState
     plan_type = ReturningPlan
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         # active at a declared 0% too (the fraction rule pages on any enrolment then; this one
         # only keeps the smallest declared fraction for the next ramp's null rate)
         return (exp is not None and exp.fraction is not None and exp.fraction < 1.0
                 and exp.unenrolled_logged > 0)
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         return {"fraction": exp.fraction, "tolerance": exp.tolerance, "alpha": exp.alpha,
                 "unenrolled_logged": exp.unenrolled_logged}
 
     def trials(self, batch: Batch) -> tuple[int, int]:
         return batch.tn, batch.tx
 
-    def _pmin(self, fs: Any, exp: Expectation) -> float:
+    def _pmin(self, fs: Any, exp: CompiledRegistration) -> float:
         if fs.pmin is None or exp.fraction < fs.pmin:
             fs.pmin = exp.fraction
         return fs.pmin
@@ -103,7 +103,7 @@ class Returning(Fraction):
             return 1.0, None  # no test at 0% (any enrolment is the fraction rule's breach)
         return plan.null(pmin)  # type: ignore[attr-defined]
 
-    def resolve_p0(self, fs: Any, exp: Expectation, config: Any) -> float:
+    def resolve_p0(self, fs: Any, exp: CompiledRegistration, config: Any) -> float:
         if exp.fraction <= 0.0:
             return 1.0
         if not config.returning_assume_sticky:
@@ -111,7 +111,7 @@ class Returning(Fraction):
         pmin = exp.fraction if fs.pmin is None else min(fs.pmin, exp.fraction)
         return returning_p0(exp, pmin, config.returning_min_tolerance)
 
-    def describe(self, st: Any, exp: Expectation, s: int, n: int, p0: float, lm: float, thr: float) -> str:
+    def describe(self, st: Any, exp: CompiledRegistration, s: int, n: int, p0: float, lm: float, thr: float) -> str:
         return (f"{st.experiment}: {s} of {n} evaluations of users not enrolled before turned enrolled "
                 f"({s / n if n else 0:.4%}) vs at most {p0:.4%} under declared {exp.fraction:.4%} "
                 f"(ln e-value {lm:.1f} >= {thr:.1f})")

@@ -14,7 +14,7 @@ import msgspec
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, RuleState, constant, stored_records, tmin, users
 from detector.events import Assignment
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 SEGMENT_BIT = 4
 
@@ -27,7 +27,7 @@ class SegmentState(msgspec.Struct, array_like=True):
 class SegmentPlan(Plan):
     __slots__ = ("segs",)
 
-    def __init__(self, rule: Rule, exp: Expectation, config: EngineConfig) -> None:
+    def __init__(self, rule: Rule, exp: CompiledRegistration, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
         self.segs = tuple(exp.segments.items())
 
@@ -44,10 +44,10 @@ class Segments(Rule):
     State = SegmentState
     plan_type = SegmentPlan
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and bool(exp.segments)
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         return {"segments": {k: sorted(v) for k, v in (exp.segments or {}).items()}}
 
     def judge(self, st: Any, batch: Batch, plan: SegmentPlan) -> Finding | None:
@@ -86,7 +86,7 @@ class Segments(Rule):
             summary=f"{st.experiment}: {users(st.rule_count[self.name], 'enrolled user')} outside "
                     f"segments {', '.join(f'{k}={sorted(v)}' for k, v in segs)}")
 
-    def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
+    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
         segs = tuple(exp.segments.items())
         rs = st.rules.get(self.name)
         mb = config.segment_missing_breach
@@ -94,13 +94,13 @@ class Segments(Rule):
             return True
         return st.rule_count.get(self.name, 0) > stored_records(st, self.bit)
 
-    def observe(self, st: Any, exp: Expectation | None, config: EngineConfig, breached: bool) -> RuleState:
+    def observe(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
         rs = super().observe(st, exp, config, breached)
         seg = st.rules.get(self.name)
         rs.missing_attributes = seg.missing if seg is not None else 0
         return rs
 
-    def still_holds(self, st: Any, exp: Expectation | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None):
         if exp is None or not exp.segments:
             return constant(False)
         segs = tuple(exp.segments.items())

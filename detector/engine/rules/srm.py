@@ -18,7 +18,7 @@ import msgspec
 from detector.engine import budget, stats
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, RuleState
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 _lgamma = math.lgamma
 SRM_RESOLVE_MIN_USERS = 100  # the alarm state is judged on at least this many users since the alarm
@@ -34,7 +34,7 @@ class SrmState(msgspec.Struct, array_like=True):
     grace_until: int | None = None  # after a split change: users enrolled before this (ms) are left out
 
 
-def srm_key(exp: Expectation) -> list:
+def srm_key(exp: CompiledRegistration) -> list:
     """The declared split as [[variant, weight], ...], weight-0 variants left out."""
     return [[v, float(p)] for v, p in exp.variants.items() if p > 0]
 
@@ -42,7 +42,7 @@ def srm_key(exp: Expectation) -> list:
 class SrmPlan(Plan):
     __slots__ = ("key", "probs", "consts", "alpha")
 
-    def __init__(self, rule: Rule, exp: Expectation, config: EngineConfig) -> None:
+    def __init__(self, rule: Rule, exp: CompiledRegistration, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
         self.alpha = exp.alpha if exp.alpha is not None else config.alpha
         key = self.key = srm_key(exp)
@@ -81,10 +81,10 @@ class Srm(Rule):
     State = SrmState
     plan_type = SrmPlan
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and bool(exp.variants)
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         return {"variants": dict(exp.variants or {}), "alpha": exp.alpha}
 
     def judge(self, st: Any, batch: Batch, plan: SrmPlan) -> Finding | None:
@@ -148,7 +148,7 @@ class Srm(Rule):
         rs.seg += 1
         return f
 
-    def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
+    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
         """The alarm state, judged against `exp` on the users since the last alarm: "firing" until
         at least SRM_RESOLVE_MIN_USERS users since it no longer favour a mismatch (BF <= 1; the
         Dirichlet mixture's BF falls only like sqrt(k / n) on a balanced split)."""
@@ -162,7 +162,7 @@ class Srm(Rule):
         tot = sum(p for _, p in key)
         return stats.srm_log_mixture(counts, [p / tot for _, p in key], config.srm_concentrations) > 0.0
 
-    def observe(self, st: Any, exp: Expectation | None, config: EngineConfig, breached: bool) -> RuleState:
+    def observe(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
         return self.sequential_state(st, exp, config, breached, st.rules.get(self.name) or SrmState())
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from detector.engine.rules.base import Plan, VariantRule
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 UNDECLARED_BIT = 64
 
@@ -18,13 +18,13 @@ class UndeclaredVariant(VariantRule):
     name = "undeclared_variant"
     bit = UNDECLARED_BIT
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and bool(exp.variants)
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         return {"variants": sorted(exp.variants or ())}
 
-    def offending(self, exp: Expectation, variants: Iterable[str | None]) -> set[str | None]:
+    def offending(self, exp: CompiledRegistration, variants: Iterable[str | None]) -> set[str | None]:
         declared = exp.variants or {}
         return {v for v in variants if v is not None and v not in declared}
 

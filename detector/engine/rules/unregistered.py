@@ -21,7 +21,7 @@ import msgspec
 
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import NO_VARIANT, Batch, Finding, Plan, Rule, constant
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 SAMPLE_IDS = 100
 GROWTH = 1.1
@@ -39,10 +39,10 @@ class Unregistered(Rule):
     name = "unregistered"
     State = UnregisteredState
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is None
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         return {"registered": False}
 
     def judge(self, st: Any, batch: Batch, plan: Plan) -> Finding | None:
@@ -78,10 +78,10 @@ class Unregistered(Rule):
             summary=f"{st.experiment}: assignments with no registration: {s} enrolled of "
                     f"{n} eligible distinct users")
 
-    def breached(self, st: Any, exp: Expectation | None, config: EngineConfig) -> bool:
+    def breached(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig) -> bool:
         return st.events > 0
 
-    def still_holds(self, st: Any, exp: Expectation | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None):
         return constant(exp is None)
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:

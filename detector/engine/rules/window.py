@@ -17,7 +17,7 @@ import msgspec
 from detector.engine.config import DEFAULT_CONFIG, EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, tmin, users
 from detector.events import Assignment
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 WINDOW_BIT = 8
 _INF = math.inf
@@ -27,7 +27,7 @@ class WindowState(msgspec.Struct, array_like=True):
     spans: dict[str, list[int]] = {}  # stored offender -> [first, last] offending event ms
 
 
-def window_of(exp: Expectation, config: EngineConfig = DEFAULT_CONFIG) -> tuple[float, float]:
+def window_of(exp: CompiledRegistration, config: EngineConfig = DEFAULT_CONFIG) -> tuple[float, float]:
     """[lo, hi) of the declared window widened by the grace at both edges."""
     g = config.window_grace_ms
     return (-_INF if exp.starts_at is None else exp.starts_at - g, _INF if exp.ends_at is None else exp.ends_at + g)
@@ -36,7 +36,7 @@ def window_of(exp: Expectation, config: EngineConfig = DEFAULT_CONFIG) -> tuple[
 class WindowPlan(Plan):
     __slots__ = ("lo", "hi")
 
-    def __init__(self, rule: Rule, exp: Expectation, config: EngineConfig) -> None:
+    def __init__(self, rule: Rule, exp: CompiledRegistration, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
         self.lo, self.hi = window_of(exp, config)
 
@@ -47,10 +47,10 @@ class Window(Rule):
     State = WindowState
     plan_type = WindowPlan
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and (exp.starts_at is not None or exp.ends_at is not None)
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         return {"starts_at": exp.starts_at, "ends_at": exp.ends_at}
 
     def judge(self, st: Any, batch: Batch, plan: WindowPlan) -> Finding | None:
@@ -88,11 +88,11 @@ class Window(Rule):
             summary=f"{st.experiment}: {users(st.rule_count[self.name])} enrolled outside "
                     f"the declared window")
 
-    def breached(self, st: Any, exp: Expectation, config: EngineConfig) -> bool:
+    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
         lo, hi = window_of(exp, config)
         return st.enr_min_ts is not None and (st.enr_min_ts < lo or st.enr_max_ts >= hi)
 
-    def still_holds(self, st: Any, exp: Expectation | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None):
         if exp is None or not self.active(exp):
             return constant(False)
         lo, hi = window_of(exp)

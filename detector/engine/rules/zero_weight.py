@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from detector.engine.rules.base import Plan, VariantRule
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 
 ZERO_WEIGHT_BIT = 32
 
@@ -18,13 +18,13 @@ class ZeroWeightVariant(VariantRule):
     name = "zero_weight_variant"
     bit = ZERO_WEIGHT_BIT
 
-    def active(self, exp: Expectation | None) -> bool:
+    def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and bool(exp.variants) and any(w == 0 for w in exp.variants.values())
 
-    def expected(self, exp: Expectation | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict:
         return {"zero_weight_variants": sorted(v for v, w in (exp.variants or {}).items() if w == 0)}
 
-    def offending(self, exp: Expectation, variants: Iterable[str | None]) -> set[str | None]:
+    def offending(self, exp: CompiledRegistration, variants: Iterable[str | None]) -> set[str | None]:
         declared = exp.variants or {}
         return {v for v in variants if v is not None and declared.get(v) == 0}
 

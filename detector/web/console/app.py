@@ -214,7 +214,7 @@ class Console:
         iid = request.match_info["id"]
         action = request.match_info["action"]
         p, _form = await self._form(request, "respond")
-        from detector.web.expectations_api import HTTPProblem
+        from detector.web.registrations_api import HTTPProblem
 
         try:
             done = await (self.incidents.acknowledge(iid, p.name) if action == "ack"

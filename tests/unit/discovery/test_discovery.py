@@ -18,7 +18,7 @@ from detector.discovery import (
 from detector.engine import ExperimentState, process_batch, rule_breaches
 from detector.events import Assignment
 from detector.registration.files import yaml_load
-from detector.registration.model import parse_registration as parse_expectation
+from detector.registration.model import parse_registration
 from detector.registration.risk import assess
 
 T0 = 1_700_000_000_000
@@ -60,7 +60,7 @@ def test_large_experiment_drafts_a_fraction_that_registers_and_resolves_unregist
     assert e.segments_seen == {"country": {"BR": 8}, "platform": {"ios": 8}}
     text = draft_yaml(e)
     assert "REVIEW" in text and "owner" in text and "allowlist vs fraction" in text and "country=BR" in text
-    exp = parse_expectation(yaml_load(text))
+    exp = parse_registration(yaml_load(text))
     assert exp.fraction == 0.3 and exp.tolerance >= 0.1 and exp.variants == {"control": 0.5, "treatment": 0.5}
     obs = {"enrolled_users": st.s, "observed_fraction": st.s / st.n}
     assert assess(None, exp, obs) == []  # no risk needing --confirm
@@ -73,7 +73,7 @@ def test_small_experiment_drafts_max_users_and_names_the_allowlist_choice():
     e = exposure(st, None)
     text = draft_yaml(e)
     assert "allowlist vs max_users" in text
-    exp = parse_expectation(yaml_load(text))
+    exp = parse_registration(yaml_load(text))
     assert exp.max_users >= 40 and not any(rule_breaches(st, exp).values())
 
 
@@ -82,7 +82,7 @@ def test_enrolment_only_stream_uses_max_users_and_uneven_split_is_left_to_review
     e = exposure(st, None)
     assert not e.fraction_observable
     text = draft_yaml(e)
-    exp = parse_expectation(yaml_load(text))
+    exp = parse_registration(yaml_load(text))
     assert exp.max_users >= 2 * 5000 * 0.99 and exp.fraction is None
     assert exp.variants is None or abs(sum(exp.variants.values()) - 1) < 1e-6
     assert not any(rule_breaches(st, exp).values())
@@ -101,11 +101,11 @@ def test_json_round_trip_and_csv():
 @pytest.mark.parametrize("share", [0.01, 0.05, 0.5, 0.97])
 def test_drafts_for_many_shares_parse_and_hold(share):
     st = _state(_events(f"exp-{share}", 30_000, share, seed=int(share * 100)))
-    exp = parse_expectation(yaml_load(draft_yaml(exposure(st, None))))
+    exp = parse_registration(yaml_load(draft_yaml(exposure(st, None))))
     assert not any(rule_breaches(st, exp).values())
 
 
 def test_three_way_split_sums_to_one():
     st = _state(_events("three", 9000, 0.6, variants=("a", "b", "c"), seed=5))
-    exp = parse_expectation(yaml_load(draft_yaml(exposure(st, None))))
+    exp = parse_registration(yaml_load(draft_yaml(exposure(st, None))))
     assert set(exp.variants) == {"a", "b", "c"}

@@ -8,7 +8,7 @@ import pytest
 from detector.engine import EngineConfig, ExperimentState, observe, process_batch
 from detector.engine.fpset import UserSet
 from detector.engine.hashing import hash64, hash64_list, hash64_one
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from tests.unit.engine.helpers import T0, ev
 
 
@@ -93,9 +93,9 @@ def test_user_set_serialises_within_the_state_budget_whatever_the_split():
 
 EXPS = [
     None,
-    Expectation("exp", allowlist=frozenset({"u1", "u2", "u3"}), max_users=40),
-    Expectation("exp", fraction=0.05, variants={"a": 0.5, "b": 0.5}, starts_at=T0 + 50, ends_at=T0 + 5000),
-    Expectation("exp", segments={"c": frozenset({"x"})}, variants={"a": 0.2, "b": 0.8}, fraction=0.5),
+    CompiledRegistration("exp", allowlist=frozenset({"u1", "u2", "u3"}), max_users=40),
+    CompiledRegistration("exp", fraction=0.05, variants={"a": 0.5, "b": 0.5}, starts_at=T0 + 50, ends_at=T0 + 5000),
+    CompiledRegistration("exp", segments={"c": frozenset({"x"})}, variants={"a": 0.2, "b": 0.8}, fraction=0.5),
 ]
 
 
@@ -126,11 +126,11 @@ def test_process_batch_fast_path_equals_general_path(seed, exp):
     assert list(a.offenders()) == list(b.offenders())
 
 
-def test_expectation_cache_follows_identity():
+def test_registration_cache_follows_identity():
     st = ExperimentState.new("exp")
-    e1 = Expectation("exp", allowlist=frozenset({"a"}))
+    e1 = CompiledRegistration("exp", allowlist=frozenset({"a"}))
     assert process_batch(st, e1, [ev("a")]) == []
-    e2 = Expectation("exp", allowlist=frozenset({"b"}))  # a new object: a new plan
+    e2 = CompiledRegistration("exp", allowlist=frozenset({"b"}))  # a new object: a new plan
     assert [f.rule for f in process_batch(st, e2, [ev("c", ts=T0 + 1)])] == ["allowlist_breach"]
     f = process_batch(st, e2, [ev("d", ts=T0 + 2)])[0]
     f.expected["allowlist"].append("mutated")  # findings do not share the cached dict

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings, strategies as st_
 
 from detector.engine import EngineConfig, ExperimentState, budget, observe, process_batch, rule_breaches, stats
-from detector.expectations import Expectation
-from detector.registration.model import RegistrationError, expectation_to_dict, parse_expectation
+from detector.registration.compiled import DEFAULT_TOLERANCE, CompiledRegistration
+from detector.registration.errors import RegistrationError
+from detector.registration.model import parse_registration, registration_to_dict
 from tests.unit.engine.helpers import T0, ev
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True)
@@ -44,7 +45,7 @@ def fraction_findings(out):
 def test_user_first_seen_not_enrolled_who_enrols_later_is_not_a_new_enrolment(exact_limit):
     cfg = EngineConfig(exact_limit=exact_limit)
     st = ExperimentState.new("exp")
-    exp = Expectation("exp", fraction=0.01)
+    exp = CompiledRegistration("exp", fraction=0.01)
     run(st, exp, [ev(f"u{i}", enrolled=False, ts=T0 + i) for i in range(50)], config=cfg)
     run(st, exp, [ev(f"u{i}", ts=T0 + 100 + i) for i in range(50)], config=cfg)  # all of them enrol now
     assert st.n == 50 and st.f_x == 0  # the fraction rule's counts: no new eligible user, no new trial
@@ -54,7 +55,7 @@ def test_user_first_seen_not_enrolled_who_enrols_later_is_not_a_new_enrolment(ex
 
 def test_first_event_of_a_new_user_in_a_mixed_batch_decides():
     st = ExperimentState.new("exp")
-    exp = Expectation("exp", fraction=0.5)
+    exp = CompiledRegistration("exp", fraction=0.5)
     process_batch(st, exp, [ev("a", enrolled=False, ts=T0), ev("b", ts=T0 + 1), ev("a", ts=T0 + 2),
                             ev("c", enrolled=False, ts=T0 + 3), ev("b", enrolled=False, ts=T0 + 4)])
     assert (st.n, st.f_x, st.s) == (3, 1, 2)
@@ -95,7 +96,7 @@ def test_legitimate_ramp_with_returning_users_does_not_page():
     exps = {}
     out = []
     for evs, declared in _ramp_events(rng, [(3000, f, f) for f in (0.01, 0.05, 0.25, 0.5)]):
-        exp = exps.setdefault(declared, Expectation("exp", fraction=declared, variants={"c": 0.5, "t": 0.5}))
+        exp = exps.setdefault(declared, CompiledRegistration("exp", fraction=declared, variants={"c": 0.5, "t": 0.5}))
         out += process_batch(st, exp, evs)
     assert out == []
     assert st.s > st.f_x * 1.2  # many returning users were upgraded by the ramp: not counted as trials
@@ -104,7 +105,7 @@ def test_legitimate_ramp_with_returning_users_does_not_page():
 def test_ramp_in_the_flag_before_the_declaration_pages_at_the_declared_value():
     rng = random.Random(8)
     st = ExperimentState.new("exp")
-    exp = Expectation("exp", fraction=0.01)
+    exp = CompiledRegistration("exp", fraction=0.01)
     out = []
     for evs, _ in _ramp_events(rng, [(3000, 0.01, 0.01), (5000, 0.05, 0.01)]):
         out += process_batch(st, exp, evs)
@@ -115,7 +116,7 @@ def test_ramp_in_the_flag_before_the_declaration_pages_at_the_declared_value():
 
 def test_registration_change_is_a_new_null_without_restart():
     st = ExperimentState.new("exp")
-    e1, e5 = Expectation("exp", fraction=0.01), Expectation("exp", fraction=0.05)
+    e1, e5 = CompiledRegistration("exp", fraction=0.01), CompiledRegistration("exp", fraction=0.05)
     rng = random.Random(3)
     out = run(st, e1, [ev(f"a{i}", enrolled=rng.random() < 0.01, ts=T0 + i) for i in range(5000)])
     seg = fs_of(st).seg
@@ -130,7 +131,7 @@ def test_registration_change_is_a_new_null_without_restart():
 # ---- detection ----------------------------------------------------------------------------
 def test_full_rollout_after_a_long_healthy_period_detected_fast():
     st = ExperimentState.new("exp")
-    exp = Expectation("exp", fraction=0.01, tolerance=0.0)
+    exp = CompiledRegistration("exp", fraction=0.01, tolerance=0.0)
     rng = random.Random(1)
     healthy = [ev(f"h{i}", enrolled=rng.random() < 0.01, ts=T0 + i) for i in range(200_000)]
     assert run(st, exp, healthy, batch=5000) == []
@@ -147,7 +148,7 @@ def test_full_rollout_after_a_long_healthy_period_detected_fast():
 # ---- alpha budget ---------------------------------------------------------------------------
 def test_alarm_starts_a_new_segment_with_a_higher_threshold():
     st = ExperimentState.new("exp")
-    exp = Expectation("exp", fraction=0.01)
+    exp = CompiledRegistration("exp", fraction=0.01)
     out = run(st, exp, [ev(f"u{i}", ts=T0 + i) for i in range(40)], batch=1)
     f = fraction_findings(out)
     assert len(f) >= 2
@@ -158,7 +159,7 @@ def test_alarm_starts_a_new_segment_with_a_higher_threshold():
 
 def test_merge_spends_a_new_segment_for_both_rules():
     a, b = ExperimentState.new("exp"), ExperimentState.new("exp")
-    exp = Expectation("exp", fraction=0.5, variants={"c": 0.5, "t": 0.5})
+    exp = CompiledRegistration("exp", fraction=0.5, variants={"c": 0.5, "t": 0.5})
     run(a, exp, [ev(f"a{i}", variant="c", enrolled=i % 3 == 0, ts=T0 + i) for i in range(30)])
     run(b, exp, [ev(f"b{i}", variant="t", enrolled=i % 3 == 0, ts=T0 + i) for i in range(30)])
     a.merge(b)
@@ -175,10 +176,10 @@ def test_alpha_comes_from_the_fleet_budget_unless_registered(monkeypatch):
     cfg = Settings().engine_config
     assert cfg.alpha == pytest.approx(5e-3)
     st = ExperimentState.new("exp")
-    run(st, Expectation("exp", fraction=0.5), [ev("u0", ts=T0)], config=cfg)
-    r = observe(st, Expectation("exp", fraction=0.5), cfg).rules["fraction_exceeded"]
+    run(st, CompiledRegistration("exp", fraction=0.5), [ev("u0", ts=T0)], config=cfg)
+    r = observe(st, CompiledRegistration("exp", fraction=0.5), cfg).rules["fraction_exceeded"]
     assert r.threshold == pytest.approx(budget.log_threshold(5e-3, "fraction_exceeded", 1))
-    r = observe(st, Expectation("exp", fraction=0.5, alpha=1e-6), cfg).rules["fraction_exceeded"]
+    r = observe(st, CompiledRegistration("exp", fraction=0.5, alpha=1e-6), cfg).rules["fraction_exceeded"]
     assert r.threshold == pytest.approx(budget.log_threshold(1e-6, "fraction_exceeded", 1))
 
 
@@ -241,7 +242,7 @@ def test_first_evaluation_counts_do_not_depend_on_batching(seed, n, b1, b2, exac
     for e in evs:
         first.setdefault(e.user_id, e.enrolled)
     cfg = EngineConfig(exact_limit=exact_limit)
-    exp = Expectation("exp", fraction=0.9)
+    exp = CompiledRegistration("exp", fraction=0.9)
     s1, s2 = ExperimentState.new("exp"), ExperimentState.new("exp")
     run(s1, exp, evs, b1, cfg)
     run(s2, exp, evs, b2, cfg)
@@ -254,7 +255,7 @@ def test_collisions_do_not_bias_the_first_evaluation_fraction():
     cfg = EngineConfig(fingerprint_bits=14, exact_limit=10)  # 16,384 slots
     st = ExperimentState.new("exp")
     rng = random.Random(5)
-    exp = Expectation("exp", fraction=0.3, tolerance=0.0)
+    exp = CompiledRegistration("exp", fraction=0.3, tolerance=0.0)
     evs = [ev(f"u{i}", enrolled=rng.random() < 0.2, ts=T0 + i) for i in range(40_000)]
     out = run(st, exp, evs, batch=2000, config=cfg)
     assert st.n < 16_384  # heavy collisions
@@ -266,7 +267,7 @@ def test_collisions_do_not_bias_the_first_evaluation_fraction():
 def test_enrolled_estimate_inverts_collisions():
     cfg = EngineConfig(fingerprint_bits=16, exact_limit=10)
     st = ExperimentState.new("exp")
-    run(st, Expectation("exp", max_users=10**9), [ev(f"u{i}", ts=T0 + i) for i in range(50_000)], 5000, cfg)
+    run(st, CompiledRegistration("exp", max_users=10**9), [ev(f"u{i}", ts=T0 + i) for i in range(50_000)], 5000, cfg)
     assert st.enrolled_lower_bound() < 45_000
     assert abs(st.enrolled_estimate() - 50_000) < 1_500
     assert stats.linear_count(0, 2**30) == 0.0
@@ -285,7 +286,7 @@ def test_logging_correction_bounds_what_the_detector_sees(f, tol, q, q_user):
 
 
 def test_sdk_logging_only_enrolled_users_switches_the_fraction_rule_off():
-    e = Expectation("exp", fraction=0.1, unenrolled_logged=0.0, max_users=5)
+    e = CompiledRegistration("exp", fraction=0.1, unenrolled_logged=0.0, max_users=5)
     assert e.active_rules() == ["max_users_exceeded"]
     st = ExperimentState.new("exp")
     out = run(st, e, [ev(f"u{i}", ts=T0 + i) for i in range(3)])
@@ -294,7 +295,7 @@ def test_sdk_logging_only_enrolled_users_switches_the_fraction_rule_off():
 
 def test_sampled_not_enrolled_evaluations_do_not_page():
     rng = random.Random(2)
-    e = Expectation("exp", fraction=0.05, unenrolled_logged=0.25)
+    e = CompiledRegistration("exp", fraction=0.05, unenrolled_logged=0.25)
     st = ExperimentState.new("exp")
     evs = []
     for i in range(40_000):
@@ -307,26 +308,26 @@ def test_sampled_not_enrolled_evaluations_do_not_page():
 
 def test_registration_field_unenrolled_logged():
     doc = {"experiment": "e", "population": {"fraction": 0.1, "unenrolled_logged": 0.5}}
-    e = parse_expectation(doc)
-    assert e.unenrolled_logged == 0.5 and e.tolerance == 0.1 and e.alpha is None
-    assert expectation_to_dict(e)["population"]["unenrolled_logged"] == 0.5
-    assert parse_expectation(expectation_to_dict(e)) == e
+    e = parse_registration(doc)
+    assert e.unenrolled_logged == 0.5 and e.tolerance == DEFAULT_TOLERANCE == 0.06 and e.alpha is None
+    assert registration_to_dict(e)["population"]["unenrolled_logged"] == 0.5
+    assert parse_registration(registration_to_dict(e)) == e
     with pytest.raises(RegistrationError) as info:
-        parse_expectation({"experiment": "e", "population": {"fraction": 0.1, "unenrolled_logged": 2}})
+        parse_registration({"experiment": "e", "population": {"fraction": 0.1, "unenrolled_logged": 2}})
     assert "population.unenrolled_logged" in [x.field for x in info.value.errors]
 
 
 # ---- alarm state: rule_breaches / observe agree with the alarm logic ----------------------------------
 def test_rule_state_firing_from_alarm_until_evidence_says_fixed():
     st = ExperimentState.new("exp")
-    exp = Expectation("exp", fraction=0.01, tolerance=0.0)
+    exp = CompiledRegistration("exp", fraction=0.01, tolerance=0.0)
     assert not rule_breaches(st, exp)["fraction_exceeded"]
     out = run(st, exp, [ev(f"x{i}", ts=T0 + i) for i in range(5)], batch=1)
     assert fraction_findings(out)
     assert rule_breaches(st, exp)["fraction_exceeded"]  # right after the page
     assert observe(st, exp).rules["fraction_exceeded"].state == "firing"
     # a registration that covers what was seen resolves it; one that does not keeps it
-    assert not rule_breaches(st, Expectation("exp", fraction=1.0))["fraction_exceeded"]
+    assert not rule_breaches(st, CompiledRegistration("exp", fraction=1.0))["fraction_exceeded"]
     rng = random.Random(4)
     run(st, exp, [ev(f"h{i}", enrolled=rng.random() < 0.005, ts=T0 + 100 + i) for i in range(3000)])
     assert not rule_breaches(st, exp)["fraction_exceeded"]  # fixed: healthy users since the alarm
@@ -335,7 +336,7 @@ def test_rule_state_firing_from_alarm_until_evidence_says_fixed():
 
 def test_split_rule_state_follows_its_alarm():
     st = ExperimentState.new("exp")
-    exp = Expectation("exp", variants={"c": 0.5, "t": 0.5})
+    exp = CompiledRegistration("exp", variants={"c": 0.5, "t": 0.5})
     for i in range(200):  # every user in one variant, until the page
         if process_batch(st, exp, [ev(f"u{i}", variant="t", ts=T0 + i)]):
             break
@@ -350,7 +351,7 @@ def test_engine_statistic_equals_the_closed_form_over_first_evaluations():
     from detector.engine.rules.fraction import start_log_weight
 
     rng = random.Random(11)
-    exp = Expectation("exp", fraction=0.02)
+    exp = CompiledRegistration("exp", fraction=0.02)
     p0 = stats.effective_p0(0.02, exp.tolerance)
     alts = stats.fraction_alternatives(p0)
     st = ExperimentState.new("exp")
@@ -368,7 +369,7 @@ def test_engine_statistic_equals_the_closed_form_over_first_evaluations():
         if dn:
             lr = stats.sr_update(lr, start_log_weight(n, n + dn), dx, dn, alts)
             n += dn
-            assert fs_of(st).stat == pytest.approx(stats.log_mean_exp(lr), abs=1e-9)
+            assert fs_of(st).stat == pytest.approx(stats.log_weighted_sum(lr), abs=1e-9)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)
@@ -385,8 +386,37 @@ def test_registration_changes_mid_stream_with_the_flag_never_page(steps, under, 
     out = []
     ts = T0
     for declared, n_new in steps:
-        exp = Expectation("exp", fraction=declared, variants={"c": 0.5, "t": 0.5})
+        exp = CompiledRegistration("exp", fraction=declared, variants={"c": 0.5, "t": 0.5})
         evs = _sticky_step(rng, buckets, n_new, declared * under, returning, 3, ts)
         ts += len(evs)
         out += run(st, exp, evs, batch, EngineConfig(exact_limit=300))
     assert [f for f in out if f.rule in ("fraction_exceeded", "returning_enrolled_exceeded", "sample_ratio_mismatch")] == []
+
+
+def test_a_state_from_another_grid_of_alternatives_starts_a_new_segment():
+    """A checkpoint written by an engine with another mixture grid (an upgrade) cannot continue its
+    e-process: the next batch starts a new budget segment (its own share of alpha), and the
+    spent segment stays spent."""
+    exp = CompiledRegistration("exp", fraction=0.01)
+    st = ExperimentState.new("exp")
+    old_grid = EngineConfig(fraction_ratios=(1.1, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0),
+                            fraction_weights=(1.0,) * 10)
+    run(st, exp, [ev(f"u{i}", enrolled=i % 50 == 0, ts=T0 + i) for i in range(500)], config=old_grid)
+    assert len(fs_of(st).lr) == 10 and fs_of(st).seg == 1
+    back = ExperimentState.from_bytes(st.to_bytes())
+    run(back, exp, [ev(f"v{i}", enrolled=i % 50 == 0, ts=T0 + 1000 + i) for i in range(100)])
+    fs = fs_of(back)
+    assert len(fs.lr) == len(stats.RATIOS) and fs.seg == 2 and fs.sn == 100
+    thr = observe(back, exp).rules["fraction_exceeded"].threshold
+    assert thr == pytest.approx(budget.log_threshold(1e-4, "fraction_exceeded", 2))
+
+
+def test_mixture_weights_are_a_prior_over_the_ratios():
+    """The prior sums to 1 (any positive weights are normalised); the mixture e-value is the
+    prior-weighted mean, so its initial value is START_WEIGHT whatever the weights."""
+    lp = stats.ratio_log_weights()
+    assert len(lp) == len(stats.RATIOS) and math.fsum(math.exp(x) for x in lp) == pytest.approx(1.0)
+    assert stats.log_weighted_sum([math.log(budget.START_WEIGHT)] * len(lp), lp) == pytest.approx(
+        math.log(budget.START_WEIGHT))
+    with pytest.raises(ValueError):
+        stats.ratio_log_weights((1.0, 0.0))

@@ -5,7 +5,7 @@ import random
 from hypothesis import given, settings, strategies as st_
 
 from detector.engine import EngineConfig, ExperimentState, process_batch
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from tests.unit.engine.helpers import T0, ev
 
 FAST = settings(max_examples=40, deadline=None, derandomize=True)
@@ -17,7 +17,7 @@ FAST = settings(max_examples=40, deadline=None, derandomize=True)
        repeats=st_.integers(1, 4))
 def test_fraction_at_or_under_declared_never_fires(p0, under, n, batch, seed, repeats):
     rng = random.Random(seed)
-    exp = Expectation("exp", fraction=p0, alpha=1e-4)
+    exp = CompiledRegistration("exp", fraction=p0, alpha=1e-4)
     st = ExperimentState.new("exp")
     p = p0 * under
     evs = []
@@ -35,7 +35,7 @@ def test_fraction_at_or_under_declared_never_fires(p0, under, n, batch, seed, re
        picks=st_.lists(st_.integers(0, 100), max_size=60), batch=st_.integers(1, 10))
 def test_allowlisted_users_never_fire(allow, picks, batch):
     al = sorted(allow)
-    exp = Expectation("exp", allowlist=frozenset(al), max_users=len(al),
+    exp = CompiledRegistration("exp", allowlist=frozenset(al), max_users=len(al),
                       segments={"c": frozenset({"x"})}, starts_at=T0, ends_at=T0 + 1000)
     st = ExperimentState.new("exp")
     evs = [ev(al[k % len(al)], ts=T0 + k * 9, attrs={"c": "x"}) for k in picks]
@@ -49,7 +49,7 @@ def test_allowlisted_users_never_fire(allow, picks, batch):
 def test_srm_true_split_does_not_fire(n, seed, batch, split):
     rng = random.Random(seed)
     names = [f"v{i}" for i in range(len(split))]
-    exp = Expectation("exp", variants=dict(zip(names, split)), alpha=1e-4)
+    exp = CompiledRegistration("exp", variants=dict(zip(names, split)), alpha=1e-4)
     st = ExperimentState.new("exp")
     evs = [ev(f"u{i}", variant=rng.choices(names, split)[0], ts=T0 + i) for i in range(n)]
     out = []

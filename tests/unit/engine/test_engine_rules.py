@@ -5,7 +5,7 @@ import math
 import pytest
 
 from detector.engine import EngineConfig, ExperimentState, observe, process_batch, rule_breaches
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from tests.unit.engine.helpers import T0, ev
 
 
@@ -26,13 +26,13 @@ def test_unregistered_fires_on_first_event_even_not_enrolled_and_updates_on_new_
     assert f[0].first_offending_event_at == T0 + 5
     assert set(f[0].sample_ids) == {"u2", "u3"}
     assert rule_breaches(st, None) == {"unregistered": True}
-    exp = Expectation("exp")
+    exp = CompiledRegistration("exp")
     assert "unregistered" not in rule_breaches(st, exp)
 
 
 # ---- allowlist --------------------------------------------------------------------------
 def test_allowlist_fires_on_first_offending_event_with_exact_ts():
-    exp = Expectation("exp", allowlist=frozenset({"qa-1", "qa-2"}))
+    exp = CompiledRegistration("exp", allowlist=frozenset({"qa-1", "qa-2"}))
     st = ExperimentState.new("exp")
     evs = [ev("qa-1", ts=T0), ev("qa-2", ts=T0 + 1), ev("real-1", ts=T0 + 2), ev("real-1", ts=T0 + 3),
            ev("real-2", ts=T0 + 4), ev("outsider", enrolled=False, ts=T0 + 5)]
@@ -49,12 +49,12 @@ def test_allowlist_fires_on_first_offending_event_with_exact_ts():
     assert [o[0] for o in st.offenders()] == ["real-1", "real-2", "real-3"]
     assert list(st.offenders())[0] == ("real-1", T0 + 2, "control", ("allowlist_breach",))
     assert rule_breaches(st, exp)["allowlist_breach"] is True
-    wider = Expectation("exp", allowlist=frozenset({"qa-1", "qa-2", "real-1", "real-2", "real-3"}))
+    wider = CompiledRegistration("exp", allowlist=frozenset({"qa-1", "qa-2", "real-1", "real-2", "real-3"}))
     assert rule_breaches(st, wider)["allowlist_breach"] is False
 
 
 def test_allowlist_first_event_of_a_batch_and_single_event_batches():
-    exp = Expectation("exp", allowlist=frozenset({"qa"}))
+    exp = CompiledRegistration("exp", allowlist=frozenset({"qa"}))
     st = ExperimentState.new("exp")
     assert process_batch(st, exp, [ev("qa", ts=T0)]) == []
     f = process_batch(st, exp, [ev("x", ts=T0 + 1)])
@@ -63,19 +63,19 @@ def test_allowlist_first_event_of_a_batch_and_single_event_batches():
 
 def test_allowlist_rejudge_in_sketch_mode_uses_stored_offenders():
     cfg = EngineConfig(exact_limit=4)
-    exp = Expectation("exp", allowlist=frozenset({"a", "b"}))
+    exp = CompiledRegistration("exp", allowlist=frozenset({"a", "b"}))
     st = ExperimentState.new("exp")
     process_batch(st, exp, [ev("a"), ev("b")] + [ev(f"n{i}", enrolled=False) for i in range(10)], cfg)
     assert not st.exact
     f = process_batch(st, exp, [ev("c", ts=T0 + 3)], cfg)
     assert f and f[0].blast_radius == 1
     assert rule_breaches(st, exp, cfg)["allowlist_breach"]
-    assert not rule_breaches(st, Expectation("exp", allowlist=frozenset({"a", "b", "c"})), cfg)["allowlist_breach"]
+    assert not rule_breaches(st, CompiledRegistration("exp", allowlist=frozenset({"a", "b", "c"})), cfg)["allowlist_breach"]
 
 
 # ---- max users --------------------------------------------------------------------------
 def test_max_users_exact_crossing():
-    exp = Expectation("exp", max_users=3)
+    exp = CompiledRegistration("exp", max_users=3)
     st = ExperimentState.new("exp")
     evs = [ev(f"u{i}", ts=T0 + i) for i in range(3)] + [ev("u0", ts=T0 + 10)]
     assert process_batch(st, exp, evs) == []
@@ -86,13 +86,13 @@ def test_max_users_exact_crossing():
     assert f[0].statistic == 5
     assert process_batch(st, exp, [ev("u4", ts=T0 + 30)]) == []
     assert rule_breaches(st, exp)["max_users_exceeded"]
-    assert not rule_breaches(st, Expectation("exp", max_users=10))["max_users_exceeded"]
+    assert not rule_breaches(st, CompiledRegistration("exp", max_users=10))["max_users_exceeded"]
 
 
 def test_max_users_sketch_mode_never_alarms_below_true_count():
     cfg = EngineConfig(exact_limit=10)
     n_true = 5000
-    exp = Expectation("exp", max_users=n_true)  # exactly at the cap: must not fire
+    exp = CompiledRegistration("exp", max_users=n_true)  # exactly at the cap: must not fire
     st = ExperimentState.new("exp")
     users = [f"user-{i:06d}" for i in range(n_true)]
     for i in range(0, n_true, 500):
@@ -101,7 +101,7 @@ def test_max_users_sketch_mode_never_alarms_below_true_count():
     assert not st.exact
     assert st.enrolled_lower_bound() <= n_true
     assert st.s <= n_true and st.s > 0.97 * n_true
-    exp2 = Expectation("exp", max_users=4000)
+    exp2 = CompiledRegistration("exp", max_users=4000)
     st2 = ExperimentState.new("exp")
     fired = []
     for i in range(0, n_true, 500):
@@ -125,7 +125,7 @@ def _feed(st, exp, ratio_enrolled_every, n, batch=1, start=0, cfg=EngineConfig()
 
 
 def test_fraction_full_rollout_detected_within_five_users():
-    exp = Expectation("exp", fraction=0.01)
+    exp = CompiledRegistration("exp", fraction=0.01)
     st = ExperimentState.new("exp")
     f = _feed(st, exp, 1, 5)
     assert rules_of(f) == ["fraction_exceeded"]
@@ -133,7 +133,7 @@ def test_fraction_full_rollout_detected_within_five_users():
 
 
 def test_fraction_restarts_after_alarm_and_re_alarms():
-    exp = Expectation("exp", fraction=0.01)
+    exp = CompiledRegistration("exp", fraction=0.01)
     st = ExperimentState.new("exp")
     f = _feed(st, exp, 1, 40)
     assert len(f) >= 2 and all(x.rule == "fraction_exceeded" for x in f)
@@ -141,7 +141,7 @@ def test_fraction_restarts_after_alarm_and_re_alarms():
 
 
 def test_fraction_null_stream_silent_and_repeats_do_not_count():
-    exp = Expectation("exp", fraction=0.01)
+    exp = CompiledRegistration("exp", fraction=0.01)
     st = ExperimentState.new("exp")
     # every user enrolled-or-not once, then the enrolled ones repeat 20 times (would look like 20%)
     f = _feed(st, exp, 100, 20000, batch=500)
@@ -152,7 +152,7 @@ def test_fraction_null_stream_silent_and_repeats_do_not_count():
 
 
 def test_fraction_two_x_detected_and_onset_estimate():
-    exp = Expectation("exp", fraction=0.01)
+    exp = CompiledRegistration("exp", fraction=0.01)
     st = ExperimentState.new("exp")
     f = _feed(st, exp, 50, 20000, batch=200)
     assert f and f[0].rule == "fraction_exceeded"
@@ -160,7 +160,7 @@ def test_fraction_two_x_detected_and_onset_estimate():
 
 
 def test_fraction_zero_declared():
-    exp = Expectation("exp", fraction=0.0)
+    exp = CompiledRegistration("exp", fraction=0.0)
     st = ExperimentState.new("exp")
     assert process_batch(st, exp, [ev("a", enrolled=False)]) == []
     assert rules_of(process_batch(st, exp, [ev("b", ts=T0 + 1)])) == ["fraction_exceeded"]
@@ -168,7 +168,7 @@ def test_fraction_zero_declared():
 
 # ---- segments ---------------------------------------------------------------------------
 def test_segment_breach_missing_attribute_counts_outside():
-    exp = Expectation("exp", segments={"country": frozenset({"US"}), "platform": frozenset({"ios", "web"})})
+    exp = CompiledRegistration("exp", segments={"country": frozenset({"US"}), "platform": frozenset({"ios", "web"})})
     st = ExperimentState.new("exp")
     evs = [ev("a", attrs={"country": "US", "platform": "ios"}, ts=T0),
            ev("b", attrs={"country": "US"}, ts=T0 + 1),  # missing platform
@@ -182,7 +182,7 @@ def test_segment_breach_missing_attribute_counts_outside():
     assert f[0].sample_ids == ("b", "c")
     assert observe(st, exp).rules["segment_breach"].missing_attributes == 1
     assert rule_breaches(st, exp)["segment_breach"]
-    looser = Expectation("exp", segments={"country": frozenset({"US", "FR"})})
+    looser = CompiledRegistration("exp", segments={"country": frozenset({"US", "FR"})})
     assert not rule_breaches(st, looser)["segment_breach"]  # b and c are inside the looser segments
     assert process_batch(st, exp, [ev("c", attrs={"country": "FR"}, ts=T0 + 9)]) == []
     # configured so, a missing attribute set is a breach
@@ -194,16 +194,16 @@ def test_segment_breach_missing_attribute_counts_outside():
 
 
 def test_segment_rejudge_clears_when_attributes_now_allowed():
-    exp = Expectation("exp", segments={"country": frozenset({"US"})})
+    exp = CompiledRegistration("exp", segments={"country": frozenset({"US"})})
     st = ExperimentState.new("exp")
     process_batch(st, exp, [ev("c", attrs={"country": "FR"})])
-    assert not rule_breaches(st, Expectation("exp", segments={"country": frozenset({"US", "FR"})}))["segment_breach"]
+    assert not rule_breaches(st, CompiledRegistration("exp", segments={"country": frozenset({"US", "FR"})}))["segment_breach"]
 
 
 # ---- window -----------------------------------------------------------------------------
 def test_outside_window_before_start_and_at_end():
     cfg = EngineConfig(window_grace_ms=0)
-    exp = Expectation("exp", starts_at=T0 + 100, ends_at=T0 + 200)
+    exp = CompiledRegistration("exp", starts_at=T0 + 100, ends_at=T0 + 200)
     st = ExperimentState.new("exp")
     assert process_batch(st, exp, [ev("in", ts=T0 + 100), ev("in2", ts=T0 + 199),
                                    ev("notenr", enrolled=False, ts=T0)], cfg) == []
@@ -211,12 +211,12 @@ def test_outside_window_before_start_and_at_end():
     assert rules_of(f) == ["outside_window"]
     assert f[0].first_offending_event_at == T0 + 50 and f[0].blast_radius == 2
     assert rule_breaches(st, exp, cfg)["outside_window"]
-    assert not rule_breaches(st, Expectation("exp", starts_at=T0, ends_at=T0 + 1000), cfg)["outside_window"]
+    assert not rule_breaches(st, CompiledRegistration("exp", starts_at=T0, ends_at=T0 + 1000), cfg)["outside_window"]
 
 
 def test_outside_window_grace_is_the_accepted_clock_skew():
     hour = 3_600_000
-    exp = Expectation("exp", starts_at=T0, ends_at=T0 + 10 * hour)
+    exp = CompiledRegistration("exp", starts_at=T0, ends_at=T0 + 10 * hour)
     st = ExperimentState.new("exp")
     # up to one hour (the default grace, = the accepted future skew) beyond either edge: no breach
     assert process_batch(st, exp, [ev("early", ts=T0 - hour + 1), ev("late", ts=T0 + 11 * hour - 1)]) == []
@@ -228,7 +228,7 @@ def test_outside_window_grace_is_the_accepted_clock_skew():
 
 # ---- SRM --------------------------------------------------------------------------------
 def test_srm_detects_one_sided_split_and_not_balanced():
-    exp = Expectation("exp", variants={"control": 0.5, "treatment": 0.5}, alpha=1e-3)
+    exp = CompiledRegistration("exp", variants={"control": 0.5, "treatment": 0.5}, alpha=1e-3)
     st = ExperimentState.new("exp")
     f = []
     for i in range(200):
@@ -244,7 +244,7 @@ def test_srm_detects_one_sided_split_and_not_balanced():
 
 
 def test_srm_first_variant_per_user_wins():
-    exp = Expectation("exp", variants={"control": 0.5, "treatment": 0.5})
+    exp = CompiledRegistration("exp", variants={"control": 0.5, "treatment": 0.5})
     st = ExperimentState.new("exp")
     process_batch(st, exp, [ev("u1", variant="control"), ev("u1", variant="treatment")])
     assert st.variants == {"control": 1}
@@ -254,7 +254,7 @@ def test_srm_first_variant_per_user_wins():
 def test_observe_is_json_able_and_reports_rules():
     import json
 
-    exp = Expectation("exp", allowlist=frozenset({"a"}), fraction=0.5, max_users=10,
+    exp = CompiledRegistration("exp", allowlist=frozenset({"a"}), fraction=0.5, max_users=10,
                       variants={"control": 0.5, "treatment": 0.5}, starts_at=T0, ends_at=T0 + 10,
                       segments={"c": frozenset({"x"})})
     st = ExperimentState.new("exp")
@@ -282,7 +282,7 @@ def test_finding_to_dict():
 @pytest.mark.parametrize("limit", [1, 3])
 def test_blast_radius_bounded_with_exact_count_beyond(limit):
     cfg = EngineConfig(blast_radius_limit=limit, sample_ids_limit=2)
-    exp = Expectation("exp", allowlist=frozenset())
+    exp = CompiledRegistration("exp", allowlist=frozenset())
     st = ExperimentState.new("exp")
     f = process_batch(st, exp, [ev(f"x{i}") for i in range(10)] + [ev("x1")], cfg)
     assert f[0].blast_radius == 10 and len(f[0].sample_ids) == 2
@@ -292,11 +292,11 @@ def test_blast_radius_bounded_with_exact_count_beyond(limit):
 
 
 def test_srm_counts_the_first_batch_and_restarts_on_new_split():
-    exp = Expectation("exp", variants={"control": 0.5, "treatment": 0.5})
+    exp = CompiledRegistration("exp", variants={"control": 0.5, "treatment": 0.5})
     st = ExperimentState.new("exp")
     f = process_batch(st, exp, [ev(f"u{i}", variant="treatment", ts=T0 + i) for i in range(200)])
     assert f and f[0].observed["users"] == 200 and f[0].first_offending_event_at == T0
     # re-registration with the observed split: a fresh test on new users, no alarm
-    exp2 = Expectation("exp", variants={"treatment": 1.0})
+    exp2 = CompiledRegistration("exp", variants={"treatment": 1.0})
     assert process_batch(st, exp2, [ev(f"v{i}", variant="treatment", ts=T0 + 500 + i) for i in range(50)]) == []
     assert not rule_breaches(st, exp2)["sample_ratio_mismatch"]

@@ -9,7 +9,7 @@ from detector.engine import EngineConfig, ExperimentState, observe, process_batc
 from detector.engine import stats
 from detector.engine.bloom import ScalableBloom
 from detector.engine.hashing import hash64, hash64_one
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from tests.unit.engine.helpers import T0, ev
 
 
@@ -61,7 +61,7 @@ def test_repeats_never_count_twice_exact_and_sketch():
 
 
 def test_round_trip_exact_bytes_and_identical_continuation():
-    exp = Expectation("exp", allowlist=frozenset({"user-0"}), fraction=0.1, variants={"a": 0.5, "b": 0.5},
+    exp = CompiledRegistration("exp", allowlist=frozenset({"user-0"}), fraction=0.1, variants={"a": 0.5, "b": 0.5},
                       segments={"c": frozenset({"x"})}, starts_at=T0, ends_at=T0 + 10**9)
     for cfg in (EngineConfig(), EngineConfig(exact_limit=50, blast_radius_limit=5)):
         evs = _stream(2000, 8000)
@@ -85,7 +85,7 @@ def test_state_is_compact():
     st = ExperimentState.new("exp")
     evs = _stream(100000, 200000, enrolled_every=100)
     for i in range(0, len(evs), 5000):
-        process_batch(st, Expectation("exp", fraction=0.01), evs[i:i + 5000], cfg)
+        process_batch(st, CompiledRegistration("exp", fraction=0.01), evs[i:i + 5000], cfg)
     size = len(st.to_bytes())
     assert size <= 16 * 1024 + 2 * st.n, size  # target 16 KiB + 2 B/user
 
@@ -152,8 +152,9 @@ def test_mixture_sprt_matches_notes_formula():
     alts = stats.fraction_alternatives(p0)
     s, n = 7, 300
     ps = [min(r * p0, 1 - (1 - p0) / r) for r in stats.RATIOS]  # capped below 1
-    direct = math.log(sum(math.exp(s * math.log(p / p0) + (n - s) * math.log((1 - p) / (1 - p0)))
-                          for p in ps) / len(ps))
+    pis = [w / sum(stats.RATIO_WEIGHTS) for w in stats.RATIO_WEIGHTS]  # the prior over ratios
+    direct = math.log(sum(pi * math.exp(s * math.log(p / p0) + (n - s) * math.log((1 - p) / (1 - p0)))
+                          for p, pi in zip(ps, pis)))
     assert abs(stats.log_mixture(s, n, alts) - direct) < 1e-9
     for p0 in (0.01, 0.2, 0.5, 0.9):  # one alternative per ratio, each strictly between p0 and 1
         al = stats.fraction_alternatives(p0)

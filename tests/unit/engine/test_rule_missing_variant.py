@@ -5,12 +5,12 @@ import random
 from hypothesis import given, settings, strategies as st_
 
 from detector.engine import EngineConfig, ExperimentState, observe, rule_breaches
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from tests.unit.engine.helpers import T0, ev, healthy_stream, run_batches
 
 RULE = "missing_variant"
 WEIGHTS = {"a": 0.25, "b": 0.25, "c": 0.5}
-EXP = Expectation("exp", variants=WEIGHTS)
+EXP = CompiledRegistration("exp", variants=WEIGHTS)
 
 
 def test_thirty_percent_enrolled_without_a_variant_fires_within_100_affected_users():
@@ -29,7 +29,7 @@ def test_thirty_percent_enrolled_without_a_variant_fires_within_100_affected_use
 
 
 def test_only_with_declared_variants_and_only_enrolled_events():
-    assert RULE not in Expectation("exp", max_users=5).active_rules()
+    assert RULE not in CompiledRegistration("exp", max_users=5).active_rules()
     st = ExperimentState.new("exp")
     assert run_batches(st, EXP, [ev("x", enrolled=False), ev("y", variant="a")], 2) == []
     [f] = run_batches(st, EXP, [ev("y", variant="a", ts=T0 + 1), ev("y", variant=None, ts=T0 + 2)], 2)

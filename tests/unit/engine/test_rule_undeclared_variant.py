@@ -5,13 +5,13 @@ import random
 from hypothesis import given, settings, strategies as st_
 
 from detector.engine import EngineConfig, ExperimentState, observe, rule_breaches
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.incidents import blast_radius as br
 from tests.unit.engine.helpers import T0, ev, healthy_stream, run_batches
 
 RULE = "undeclared_variant"
 WEIGHTS = {"control": 0.5, "treatment": 0.5}
-EXP = Expectation("exp", variants=WEIGHTS)
+EXP = CompiledRegistration("exp", variants=WEIGHTS)
 
 
 def test_thirty_percent_to_an_undeclared_variant_fires_within_100_affected_users_in_the_sketch_regime():
@@ -36,7 +36,7 @@ def test_not_enrolled_and_declared_traffic_is_fine_and_declaring_the_variant_res
     out = run_batches(st, EXP, [ev("d", variant="v3", ts=T0 + 5), ev("e", variant=None, ts=T0 + 6)], 5)
     [f] = [f for f in out if f.rule == RULE]
     assert f.rule == RULE and f.sample_ids == ("d",) and f.first_offending_event_at == T0 + 5
-    wider = Expectation("exp", variants={"control": 0.4, "treatment": 0.4, "v3": 0.2})
+    wider = CompiledRegistration("exp", variants={"control": 0.4, "treatment": 0.4, "v3": 0.2})
     assert rule_breaches(st, EXP)[RULE] and not rule_breaches(st, wider)[RULE]
     assert [o.user_id for _, o in br.offenders(st, EXP, rule=RULE)] == ["d"]
     assert list(br.offenders(st, wider, rule=RULE)) == []
@@ -47,7 +47,7 @@ def test_not_enrolled_and_declared_traffic_is_fine_and_declaring_the_variant_res
        exact_limit=st_.sampled_from([10, 100, 5000]),
        weights=st_.sampled_from([WEIGHTS, {"a": 0.2, "b": 0.3, "c": 0.5}, {"only": 1.0}]))
 def test_healthy_stream_never_fires(users, batch, seed, exact_limit, weights):
-    exp = Expectation("exp", variants=weights)
+    exp = CompiledRegistration("exp", variants=weights)
     st = ExperimentState.new("exp")
     out = run_batches(st, exp, healthy_stream(random.Random(seed), users, weights), batch,
                       EngineConfig(exact_limit=exact_limit))

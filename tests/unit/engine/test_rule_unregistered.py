@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st_
 from detector.engine import EngineConfig, ExperimentState, observe, process_batch, rule_breaches
 from detector.engine.rules.unregistered import REFRESH_MS, SAMPLE_IDS
 from detector.events import Assignment
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from tests.unit.engine.helpers import T0, ev, run_batches
 
 
@@ -26,7 +26,7 @@ def test_no_offender_records_blast_radius_is_the_enrolled_count_plus_a_bounded_s
     assert o["variants"] == {**st.variants, "(none)": st.variant_none}
     assert o["first_seen_at"] == T0 and o["last_seen_at"] <= T0 + 4999
     assert rule_breaches(st, None) == {"unregistered": True}
-    assert "unregistered" not in rule_breaches(st, Expectation("exp", max_users=10))
+    assert "unregistered" not in rule_breaches(st, CompiledRegistration("exp", max_users=10))
 
 
 def test_findings_follow_material_change_not_batches():

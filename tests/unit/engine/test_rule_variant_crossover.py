@@ -6,12 +6,12 @@ from hypothesis import given, settings, strategies as st_
 
 from detector.engine import EngineConfig, ExperimentState, observe, rule_breaches
 from detector.engine.rules.crossover import TRACKED_USERS
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from tests.unit.engine.helpers import T0, ev, healthy_stream, run_batches
 
 RULE = "variant_crossover"
 WEIGHTS = {"control": 0.5, "treatment": 0.5}
-EXP = Expectation("exp", variants=WEIGHTS)
+EXP = CompiledRegistration("exp", variants=WEIGHTS)
 
 
 def crossed(evs, rng, share):
@@ -45,7 +45,7 @@ def test_across_batches_and_inside_one():
                                             ev("u3", variant="treatment", ts=T0 + 9)], 5) if x.rule == RULE]
     assert g.blast_radius == 2 and g.sample_ids == ("u1", "u3")
     assert rule_breaches(st, EXP)[RULE] and observe(st, EXP).rules[RULE].state == "firing"
-    assert RULE not in rule_breaches(st, Expectation("exp", max_users=10))
+    assert RULE not in rule_breaches(st, CompiledRegistration("exp", max_users=10))
     back = ExperimentState.from_bytes(st.to_bytes())
     assert run_batches(back, EXP, [ev("u2", variant="control", ts=T0 + 10)], 1)[0].blast_radius == 3
 
@@ -82,7 +82,7 @@ def test_merge_keeps_the_first_variants():
        weights=st_.sampled_from([WEIGHTS, {"a": 0.1, "b": 0.2, "c": 0.7}]))
 def test_healthy_stream_never_fires(users, batch, seed, exact_limit, enrol_p, weights):
     """Returning users, 1-20 events a user, each re-logging their sticky variant: no finding."""
-    exp = Expectation("exp", variants=weights)
+    exp = CompiledRegistration("exp", variants=weights)
     st = ExperimentState.new("exp")
     out = run_batches(st, exp, healthy_stream(random.Random(seed), users, weights, enrol_p=enrol_p), batch,
                       EngineConfig(exact_limit=exact_limit))

@@ -6,19 +6,19 @@ from hypothesis import given, settings, strategies as st_
 
 from detector.engine import EngineConfig, ExperimentState, observe, rule_breaches
 from detector.engine.rules.zero_weight import ZERO_WEIGHT_BIT
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.incidents import blast_radius as br
 from tests.unit.engine.helpers import T0, ev, healthy_stream, run_batches
 
 RULE = "zero_weight_variant"
 WEIGHTS = {"control": 0.5, "treatment": 0.5, "retired": 0.0}
-EXP = Expectation("exp", variants=WEIGHTS)
+EXP = CompiledRegistration("exp", variants=WEIGHTS)
 FAST = settings(max_examples=30, deadline=None, derandomize=True)
 
 
 def test_active_only_with_a_weight_zero_variant():
     assert RULE in EXP.active_rules()
-    assert RULE not in Expectation("exp", variants={"a": 0.5, "b": 0.5}).active_rules()
+    assert RULE not in CompiledRegistration("exp", variants={"a": 0.5, "b": 0.5}).active_rules()
 
 
 def test_thirty_percent_to_a_weight_zero_variant_fires_within_100_affected_users():
@@ -52,7 +52,7 @@ def test_a_returning_user_later_seen_in_the_weight_zero_variant_is_caught():
 def test_rejudged_when_the_weight_is_no_longer_zero():
     st = ExperimentState.new("exp")
     run_batches(st, EXP, [ev(f"u{i}", variant="retired", ts=T0 + i) for i in range(5)], 2)
-    revived = Expectation("exp", variants={"control": 0.4, "treatment": 0.4, "retired": 0.2})
+    revived = CompiledRegistration("exp", variants={"control": 0.4, "treatment": 0.4, "retired": 0.2})
     assert rule_breaches(st, EXP)[RULE]
     assert RULE not in rule_breaches(st, revived)
     assert [o.user_id for _, o in br.offenders(st, EXP, rule=RULE)] == [f"u{i}" for i in range(5)]

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from detector.engine import EngineConfig, ExperimentState
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from tests.unit.engine.helpers import T0, ev
 from tests.unit.engine.test_engine_guarantees import run
 
@@ -24,8 +24,8 @@ def _change(lag_ms: int, config: EngineConfig, users_between: int = 3000):
     """50/50 for 5,000 users; the registration changes to 90/10 at t1; the flag follows `lag_ms` later."""
     rng = random.Random(11)
     st = ExperimentState.new("exp")
-    old = Expectation("exp", variants={"c": 0.5, "t": 0.5})
-    new = Expectation("exp", variants={"c": 0.1, "t": 0.9})
+    old = CompiledRegistration("exp", variants={"c": 0.5, "t": 0.5})
+    new = CompiledRegistration("exp", variants={"c": 0.1, "t": 0.9})
     out = run(st, old, _users(rng, 5000, 0.5, T0, "a"))
     t1 = T0 + 5000 * 1000
     between = _users(rng, users_between, 0.5, t1, "b")
@@ -46,9 +46,9 @@ def test_without_the_grace_the_same_change_pages():
 def test_a_split_that_never_follows_still_pages_after_the_grace():
     rng = random.Random(3)
     st = ExperimentState.new("exp")
-    run(st, Expectation("exp", variants={"c": 0.5, "t": 0.5}), _users(rng, 2000, 0.5, T0, "a"))
+    run(st, CompiledRegistration("exp", variants={"c": 0.5, "t": 0.5}), _users(rng, 2000, 0.5, T0, "a"))
     t1 = T0 + 2000 * 1000
-    out = run(st, Expectation("exp", variants={"c": 0.1, "t": 0.9}), _users(rng, 8000, 0.5, t1, "b"))
+    out = run(st, CompiledRegistration("exp", variants={"c": 0.1, "t": 0.9}), _users(rng, 8000, 0.5, t1, "b"))
     found = [f for f in out if f.rule == NAME]
     assert found and found[0].first_offending_event_at >= t1 + 59 * MIN  # the users after the grace
     assert found[0].detected_at < t1 + 60 * MIN + 2000 * 1000
@@ -58,6 +58,6 @@ def test_a_split_that_never_follows_still_pages_after_the_grace():
 def test_the_first_declared_split_has_no_grace(grace_min):
     rng = random.Random(4)
     st = ExperimentState.new("exp")
-    out = run(st, Expectation("exp", variants={"c": 0.5, "t": 0.5}), _users(rng, 3000, 0.9, T0, "a"),
+    out = run(st, CompiledRegistration("exp", variants={"c": 0.5, "t": 0.5}), _users(rng, 3000, 0.9, T0, "a"),
               config=EngineConfig(split_change_grace_ms=grace_min * MIN))
     assert [f for f in out if f.rule == NAME]

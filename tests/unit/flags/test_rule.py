@@ -9,14 +9,14 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.flags import flagd, growthbook, unleash
 from detector.flags.model import Condition, ConfiguredExposure, RuleExposure
 from detector.flags.rule import RULE, compare, config_exceeds_declaration
 
 FIX = Path(__file__).parent / "fixtures"
 QA = tuple(f"qa-{i:03d}" for i in range(1, 6))
-SEED = Expectation("crm-winback-email-qa", owner="crm", allowlist=frozenset(QA), max_users=5,
+SEED = CompiledRegistration("crm-winback-email-qa", owner="crm", allowlist=frozenset(QA), max_users=5,
                    variants={"control": 0.5, "treatment": 0.5}, severity="critical")
 FLAG = {"source": "growthbook", "key": "crm-winback-email-qa"}
 
@@ -59,7 +59,7 @@ def test_users_outside_the_allowlist_and_over_max_users():
 
 
 def test_fraction_variants_and_segments():
-    exp = Expectation("e", fraction=0.1, tolerance=0.2, variants={"control": 0.5, "treatment": 0.5},
+    exp = CompiledRegistration("e", fraction=0.1, tolerance=0.2, variants={"control": 0.5, "treatment": 0.5},
                       segments={"country": frozenset({"BR", "PT"})})
     ok = RuleExposure(1, "experiment", 0.12, None, (Condition("country", "in", ("BR",)),), {"control": 0.5, "treatment": 0.5})
     assert compare(exp, ConfiguredExposure("growthbook", "e", True, (ok,))).reasons == ()
@@ -100,7 +100,7 @@ def declared_and_within(draw):
     variants = draw(st.one_of(st.none(), st.just({n: w / sum(raw) for n, w in zip(names, raw)})))
     segs = draw(st.one_of(st.none(), st.dictionaries(st.sampled_from(["country", "platform"]),
                                                      st.frozensets(_values, min_size=1, max_size=4), min_size=1)))
-    exp = Expectation("e", allowlist=allowlist, max_users=len(allowlist) if allowlist and draw(st.booleans()) else None,
+    exp = CompiledRegistration("e", allowlist=allowlist, max_users=len(allowlist) if allowlist and draw(st.booleans()) else None,
                       fraction=fraction, tolerance=tolerance, variants=variants, segments=segs)
     rules = []
     for i in range(draw(st.integers(0, 4))):

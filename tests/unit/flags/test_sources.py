@@ -12,11 +12,8 @@ import pytest
 from detector.flags.model import FormatError
 from detector.flags.sources import SourceSpec, parse_sources, read_path, request_headers
 from detector.flags.watcher import users_per_day
-from detector.registration.model import (
-    RegistrationError,
-    expectation_to_dict,
-    parse_expectation,
-)
+from detector.registration.errors import RegistrationError
+from detector.registration.model import parse_registration, registration_to_dict
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -66,14 +63,14 @@ def test_configmap_directory_skips_dot_entries_and_merges_files(tmp_path):
 
 def test_registration_flag_field_round_trips_and_is_validated():
     raw = {"experiment": "e", "population": {"allowlist": ["a"]}, "flag": {"source": "growthbook", "key": "crm.flag"}}
-    exp = parse_expectation(raw)
+    exp = parse_registration(raw)
     assert (exp.flag.source, exp.flag.key) == ("growthbook", "crm.flag")
-    assert expectation_to_dict(exp)["flag"] == {"source": "growthbook", "key": "crm.flag"}
-    assert parse_expectation(expectation_to_dict(exp)) == exp
-    assert parse_expectation({"experiment": "e", "population": {"allowlist": ["a"]}}).flag is None
-    assert parse_expectation({**raw, "flag": {"source": "unleash"}}).flag.key == "e"  # default key: the experiment
+    assert registration_to_dict(exp)["flag"] == {"source": "growthbook", "key": "crm.flag"}
+    assert parse_registration(registration_to_dict(exp)) == exp
+    assert parse_registration({"experiment": "e", "population": {"allowlist": ["a"]}}).flag is None
+    assert parse_registration({**raw, "flag": {"source": "unleash"}}).flag.key == "e"  # default key: the experiment
     with pytest.raises(RegistrationError, match="flag"):
-        parse_expectation({**raw, "flag": {"name": "x"}})
+        parse_registration({**raw, "flag": {"name": "x"}})
 
 
 def test_users_per_day_needs_a_minute_of_traffic():
@@ -88,10 +85,10 @@ def test_a_registration_naming_an_unconfigured_source_is_a_risk():
 
     specs = parse_sources("growthbook=https://gb/x,unleash.eu=https://u/y")
     base = {"experiment": "e", "population": {"allowlist": ["a"]}}
-    assert unconfigured_flag_source(parse_expectation(base), specs) == []
+    assert unconfigured_flag_source(parse_registration(base), specs) == []
     for ok in ("growthbook", "unleash", "unleash.eu"):
-        assert unconfigured_flag_source(parse_expectation({**base, "flag": {"source": ok}}), specs) == []
-    [risk] = unconfigured_flag_source(parse_expectation({**base, "flag": {"source": "flagd"}}), specs)
+        assert unconfigured_flag_source(parse_registration({**base, "flag": {"source": ok}}), specs) == []
+    [risk] = unconfigured_flag_source(parse_registration({**base, "flag": {"source": "flagd"}}), specs)
     assert risk.code == "unknown_flag_source" and risk.field == "flag.source" and "growthbook" in risk.message
-    [risk] = unconfigured_flag_source(parse_expectation({**base, "flag": {"source": "flagd"}}), [])
+    [risk] = unconfigured_flag_source(parse_registration({**base, "flag": {"source": "flagd"}}), [])
     assert "DETECTOR_FLAG_SOURCES is unset" in risk.message

@@ -13,7 +13,7 @@ from detector.alerts.lifecycle import LifecycleConfig
 from detector.flags.rule import RULE
 from detector.flags.sources import SourceSpec
 from detector.flags.watcher import FlagWatcher
-from detector.registration.model import parse_expectation
+from detector.registration.model import parse_registration
 from detector.settings import Topics
 from detector.shell.outbox import AlertPublisher
 from detector.simulate import registrations
@@ -33,7 +33,7 @@ class Recorder:
 
 
 def _setup(tmp_path, owned: bool, clock):
-    reg = parse_expectation(registrations(QA, 5)[0])
+    reg = parse_registration(registrations(QA, 5)[0])
     pub = AlertPublisher(LifecycleConfig(group_wait_ms=0), {QA: reg}.get, Topics("t."))
     pub.producer = Recorder()
     w = FlagWatcher([SourceSpec("flagd", "flagd", str(tmp_path))], registrations=lambda: {QA: reg},

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.registration import RegistrationError, load_yaml_documents, parse_registration, registration_to_dict
 from detector.registration.model import POPULATION_FIELDS, TOP_LEVEL_FIELDS
-from detector.web.expectations_api import HTTPProblem, decode_body
+from detector.web.registrations_api import HTTPProblem, decode_body
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VALID = {
@@ -46,7 +46,7 @@ values = st.recursive(
 )
 
 
-def check_parse(raw, path_experiment=None) -> Expectation | None:
+def check_parse(raw, path_experiment=None) -> CompiledRegistration | None:
     try:
         e = parse_registration(raw, path_experiment=path_experiment)
     except RegistrationError as exc:
@@ -54,7 +54,7 @@ def check_parse(raw, path_experiment=None) -> Expectation | None:
         assert all(isinstance(err.field, str) and err.field and isinstance(err.message, str) and err.message
                    for err in exc.errors)
         return None
-    assert isinstance(e, Expectation)
+    assert isinstance(e, CompiledRegistration)
     assert parse_registration(registration_to_dict(e)) == e  # canonical form round-trips
     if e.kill_url is not None:
         assert e.kill_url.startswith(("https://", "http://"))

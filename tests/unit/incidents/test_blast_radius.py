@@ -10,22 +10,22 @@ import pytest
 
 from detector.engine import EngineConfig, ExperimentState, process_batch
 from detector.events import Assignment
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.incidents import blast_radius as br
 
 T0 = 1_700_000_000_000
 QA = [f"qa-{i}" for i in range(5)]
 
 
-def _state(expectation, events, config=EngineConfig()):
-    st = ExperimentState.new(expectation.experiment if expectation else "exp")
+def _state(registration, events, config=EngineConfig()):
+    st = ExperimentState.new(registration.experiment if registration else "exp")
     for i in range(0, len(events), 37):  # several batches, as the worker sees them
-        process_batch(st, expectation, events[i:i + 37], config)
+        process_batch(st, registration, events[i:i + 37], config)
     return st
 
 
 def _qa_incident(others=250):
-    exp = Expectation("qa-exp", allowlist=frozenset(QA), max_users=5)
+    exp = CompiledRegistration("qa-exp", allowlist=frozenset(QA), max_users=5)
     evs = [Assignment("qa-exp", u, "treatment", True, T0 + i) for i, u in enumerate(QA)]
     evs += [Assignment("qa-exp", f"u{i}", "control" if i % 2 else "treatment", True, T0 + 1000 + i)
             for i in range(others)]
@@ -62,7 +62,7 @@ def test_rule_filter_and_rejudging_under_a_changed_registration():
 
 
 def test_segment_and_window_rejudging():
-    exp = Expectation("seg", segments={"country": frozenset({"BR"})}, starts_at=T0, ends_at=T0 + 10_000)
+    exp = CompiledRegistration("seg", segments={"country": frozenset({"BR"})}, starts_at=T0, ends_at=T0 + 10_000)
     evs = [Assignment("seg", "in", "a", True, T0 + 1, {"country": "BR"}),
            Assignment("seg", "pt", "a", True, T0 + 2, {"country": "PT"}),
            Assignment("seg", "late", "a", True, T0 + 3_700_000, {"country": "BR"})]  # past the 1 h grace
@@ -119,14 +119,14 @@ def test_csv_has_header_then_one_row_per_user_in_chunks():
 
 
 def test_csv_quotes_awkward_ids():
-    exp = Expectation("x", allowlist=frozenset({"ok"}))
+    exp = CompiledRegistration("x", allowlist=frozenset({"ok"}))
     st = _state(exp, [Assignment("x", 'a,"b"', None, True, T0)])
     rows = list(csv.reader(io.StringIO("".join(br.csv_chunks(st, exp)))))
     assert rows[1][0] == 'a,"b"' and rows[1][2] == ""
 
 
 def test_bound_beyond_which_users_are_counted_not_listed():
-    exp = Expectation("big", allowlist=frozenset())
+    exp = CompiledRegistration("big", allowlist=frozenset())
     cfg = EngineConfig(blast_radius_limit=100)
     st = _state(exp, [Assignment("big", f"u{i}", "a", True, T0 + i) for i in range(300)], cfg)
     s = br.summary(st, exp)

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from detector.alerts.lifecycle import LifecycleConfig
 from detector.engine import ExperimentState, process_batch
 from detector.events import Assignment
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.settings import Topics
 from detector.shell.courier import fold_timeline
 from detector.shell.outbox import AlertPublisher
@@ -19,7 +19,7 @@ from detector.web.incidents_api import add_routes
 from detector.web.middleware import secure_app
 
 T0 = 1_700_000_000_000
-EXP = Expectation("qa-exp", owner="crm", allowlist=frozenset({"qa-1", "qa-2"}), severity="critical")
+EXP = CompiledRegistration("qa-exp", owner="crm", allowlist=frozenset({"qa-1", "qa-2"}), severity="critical")
 
 
 class FakeProducer:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from detector.web.expectations_api import add_routes
+from detector.web.registrations_api import add_routes
 from detector.web.middleware import secure_app
 
 TOKEN = "s3cret-token-for-tests"

@@ -131,7 +131,7 @@ async def test_no_token_configured_refuses_writes_with_503(service, monkeypatch)
 async def test_token_from_the_settings(service, monkeypatch):
     from detector.settings import Settings
     from detector.web.auth import load_tokens
-    from detector.web.expectations_api import add_routes
+    from detector.web.registrations_api import add_routes
     from detector.web.middleware import secure_app
 
     monkeypatch.setenv("DETECTOR_API_TOKEN", "env-token")
@@ -315,7 +315,7 @@ async def test_openapi_covers_the_http_contract(client):
 
 async def test_services_container_with_registrations_attribute(service):
 
-    from detector.web.expectations_api import add_routes
+    from detector.web.registrations_api import add_routes
 
     class Services:
         registrations = service

@@ -166,7 +166,7 @@ async def test_missing_path_is_invalid(tmp_path):
     assert code == 1 and "no such file" in err
 
 
-async def test_expectations_list_show_history_status_delete(server, tmp_path):
+async def test_registrations_list_show_history_status_delete(server, tmp_path):
     service, url = server
     await service.put(parse_registration(VALID), "seed")
     code, out, _ = await run("expectations", "list", url=url)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.expectations import Flag
+from detector.registration.compiled import Flag
 from detector.registration import RegistrationError, parse_registration, registration_to_dict
 from regtest_helpers import VALID, schema_errors
 

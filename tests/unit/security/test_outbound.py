@@ -18,7 +18,7 @@ from detector.alerts.outbound import GuardedResolver, KillUrlPolicy
 from detector.alerts.routing import parse_alerting
 from detector.alerts.signing import WeakSecretError, generate_secret
 from detector.registration.service import InMemoryRegistrationService
-from detector.web.expectations_api import add_routes
+from detector.web.registrations_api import add_routes
 from detector.web.middleware import secure_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "support"))
@@ -152,7 +152,8 @@ def test_weak_or_malformed_webhook_secrets_are_refused_at_start_up(secret, messa
 
 
 def test_yaml_alias_bomb_is_refused_before_anything_renders_it():
-    from detector.registration.model import RegistrationError, load_yaml_documents, yaml_load
+    from detector.registration.errors import RegistrationError
+    from detector.registration.files import load_yaml_documents, yaml_load
 
     doc = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
     prev = "a"

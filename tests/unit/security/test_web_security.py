@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from detector.alerts.lifecycle import LifecycleConfig
 from detector.engine import ExperimentState, process_batch
 from detector.events import Assignment
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.observability.metrics import DetectorMetrics
 from detector.registration.service import InMemoryRegistrationService
 from detector.settings import Settings, Topics
@@ -83,11 +83,11 @@ def _tokens_file(tmp_path, extra=()):
 
 async def _world(tmp_path, **settings_kw):
     """The worker's web app with one registration, engine state with offenders, and an incident."""
-    exp = Expectation(EXP, owner="crm", allowlist=frozenset(ALLOWED), severity="critical")
+    exp = CompiledRegistration(EXP, owner="crm", allowlist=frozenset(ALLOWED), severity="critical")
     service = InMemoryRegistrationService(clock=lambda: T0 / 1000)
     await service.put(exp, "alice")
     # A change of the allowlist: the history's diff names user ids.
-    await service.put(Expectation(EXP, owner="crm", allowlist=frozenset(ALLOWED + ("allow-id-0003",)),
+    await service.put(CompiledRegistration(EXP, owner="crm", allowlist=frozenset(ALLOWED + ("allow-id-0003",)),
                                   severity="critical"), "bob")
     await service.put(exp, "carol")
     st = ExperimentState.new(EXP)
@@ -425,7 +425,7 @@ async def test_markdown_escapes_input_and_links_only_from_external_url(tmp_path)
 # ------------------------------------------------------------------------------------- paging
 async def test_every_list_is_paged_with_a_cursor(world):
     for i in range(230):
-        await world.service.put(Expectation(f"page-{i:03d}", owner="o", max_users=5), "t")
+        await world.service.put(CompiledRegistration(f"page-{i:03d}", owner="o", max_users=5), "t")
     seen, url, pages = [], "/v1/expectations?limit=100", 0
     while url:
         body = await (await world.get(url, headers=_bearer(TOKENS["read"]))).json()

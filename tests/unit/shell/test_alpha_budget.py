@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from detector.engine import budget
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.shell.alpha_budget import AlphaBudgetWatch
 
 NOW = 1_700_000_000_000
@@ -20,9 +20,9 @@ def _watch(regs: dict, registry: CollectorRegistry) -> AlphaBudgetWatch:
 
 def test_within_budget_no_warning(caplog):
     reg = CollectorRegistry()
-    regs = {f"e{i}": Expectation(f"e{i}", fraction=0.01) for i in range(10)}
-    regs["ended"] = Expectation("ended", fraction=0.01, alpha=0.5, ends_at=NOW - 1)
-    regs["no-stats"] = Expectation("no-stats", max_users=10, alpha=0.5)
+    regs = {f"e{i}": CompiledRegistration(f"e{i}", fraction=0.01) for i in range(10)}
+    regs["ended"] = CompiledRegistration("ended", fraction=0.01, alpha=0.5, ends_at=NOW - 1)
+    regs["no-stats"] = CompiledRegistration("no-stats", max_users=10, alpha=0.5)
     with caplog.at_level(logging.WARNING):
         assert _watch(regs, reg).check() == pytest.approx(1.0)
     assert not caplog.records
@@ -32,8 +32,8 @@ def test_within_budget_no_warning(caplog):
 
 def test_overrides_beyond_the_budget_warn_once(caplog):
     reg = CollectorRegistry()
-    regs = {f"e{i}": Expectation(f"e{i}", fraction=0.01) for i in range(10)}
-    regs["big"] = Expectation("big", variants={"a": 0.5, "b": 0.5}, alpha=0.05)
+    regs = {f"e{i}": CompiledRegistration(f"e{i}", fraction=0.01) for i in range(10)}
+    regs["big"] = CompiledRegistration("big", variants={"a": 0.5, "b": 0.5}, alpha=0.05)
     w = _watch(regs, reg)
     with caplog.at_level(logging.WARNING):
         assert w.check() == pytest.approx(1.05)

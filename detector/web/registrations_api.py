@@ -27,7 +27,7 @@ import yaml
 from aiohttp import web
 
 from detector.engine.rules import BY_NAME
-from detector.expectations import Expectation
+from detector.registration.compiled import CompiledRegistration
 from detector.registration.errors import RegistrationError
 from detector.registration.files import yaml_load
 from detector.registration.model import parse_registration, registration_to_dict, valid_experiment_key
@@ -148,7 +148,7 @@ def _risk_problem(risks: list[Risk], action: str, **extra: Any) -> HTTPProblem:
 
 
 # ---------------------------------------------------------------------------------- side by side
-def _expected_for(rule: str, e: Expectation | None) -> Any:
+def _expected_for(rule: str, e: CompiledRegistration | None) -> Any:
     """The rule's own view of the declaration (the `expected` of its findings)."""
     r = BY_NAME.get(rule)
     return r.expected(e) if e is not None and r is not None and r.active(e) else None
@@ -158,7 +158,7 @@ def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else None
 
 
-def side_by_side(experiment: str, e: Expectation | None, obs: dict[str, Any] | None) -> dict[str, Any]:
+def side_by_side(experiment: str, e: CompiledRegistration | None, obs: dict[str, Any] | None) -> dict[str, Any]:
     """The declaration and the observation of one experiment, rule by rule."""
     o = obs or {}
     enrolled = _int(o.get("enrolled_users", o.get("distinct_users")))
@@ -219,7 +219,7 @@ def side_by_side(experiment: str, e: Expectation | None, obs: dict[str, Any] | N
 
 
 # --------------------------------------------------------------------------------------- handlers
-class ExpectationsAPI:
+class RegistrationsAPI:
     def __init__(self, service: RegistrationService, clock: Callable[[], float],
                  kill_url_problem: Callable[[str], str | None] | None = None,
                  extra_risks: Callable[[Any], list] | None = None):
@@ -351,7 +351,7 @@ def add_routes(
     clock: Callable[[], float] = time.time,
     kill_url_problem: Callable[[str], str | None] | None = None,
     extra_risks: Callable[[Any], list] | None = None,
-) -> ExpectationsAPI:
+) -> RegistrationsAPI:
     """Register the registration routes on `router`, each with its access rule.
 
     `services` is a `RegistrationService`, or an object with a `registrations` attribute holding one.
@@ -359,7 +359,7 @@ def add_routes(
     `kill_url_problem(url)` says why a registration's kill URL is refused (None: allowed).
     """
     service = getattr(services, "registrations", services)
-    api = ExpectationsAPI(service, clock, kill_url_problem, extra_risks)
+    api = RegistrationsAPI(service, clock, kill_url_problem, extra_risks)
     add_route(router, "GET", "/v1/expectations", api.list, access=READ)
     add_route(router, "PUT", "/v1/expectations/{experiment}", api.put, access=WRITE, max_body=MAX_BODY_BYTES)
     add_route(router, "GET", "/v1/expectations/{experiment}", api.get, access=READ)

@@ -1,10 +1,8 @@
 """The engine's compiled, immutable view of a registration.
 
-`Expectation` is what `detector.registration.parse_registration` compiles a validated
+`CompiledRegistration` is what `detector.registration.parse_registration` compiles a validated
 registration document into (epoch milliseconds, frozensets): the engine, the alerting and the
-API read it. The document model, its validation and encoding live in `detector.registration`.
-(The class keeps its historical name while the engine refactor lands; the concept is called
-"registration" everywhere else.)
+API read it. The document model (`model.Registration`), its validation and encoding live beside it.
 """
 
 from __future__ import annotations
@@ -13,8 +11,9 @@ from dataclasses import dataclass, field
 
 SEVERITIES = ("critical", "error", "warning", "info")
 # Relative excess the fraction rule ignores unless the registration says otherwise: covers a
-# logging asymmetry of up to ~9% between enrolled and not-enrolled evaluations (README "Statistics").
-DEFAULT_TOLERANCE = 0.1
+# logging asymmetry of up to ~5.6% between enrolled and not-enrolled evaluations (not-enrolled
+# evaluations logged at rate >= 0.944; README "Statistics" has the trade-off with detection delay).
+DEFAULT_TOLERANCE = 0.06
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class Flag:
 
 
 @dataclass(frozen=True)
-class Expectation:
+class CompiledRegistration:
     experiment: str
     owner: str | None = None
     description: str | None = None
