@@ -45,7 +45,7 @@ NO_IDENTITY = "no_identity"  # an exposure without the identity the source is co
 SKIPPED_KINDS = frozenset({NOT_EXPOSURE, NO_IDENTITY})
 
 _first = itemgetter(0)
-FAST_BLOCK = 256  # records per block of the columnar fast path (see StructDecoder.decode_batch)
+FAST_BLOCK = 512  # records per block of the columnar fast path (see StructDecoder.decode_batch)
 ONE_MS = timedelta(milliseconds=1)
 Batch = tuple[list[Assignment], "list[int] | None", list[tuple[int, Rejected]]]
 
