@@ -8,9 +8,10 @@ events: `kind`, `creationDate`, `key`, `contextKeys`, `variation`, `value`, `def
 | Assignment  | LaunchDarkly feature event                                                  |
 |-------------|-----------------------------------------------------------------------------|
 | experiment  | key (the flag key)                                                          |
-| user_id     | the key of the context kind the source names (`context_kind=user`, default):|
-|             | contextKeys[kind]; for `user` also userKey / user.key; a multi-kind context |
-|             | yields the key of that kind, evaluations without it are `no_identity`       |
+| user_id     | the key of the experiment's context kind: the kind its registration names   |
+|             | (`identity.context_kind`), else the source's (`context_kind=`, default      |
+|             | `user`): contextKeys[kind]; for `user` also userKey / user.key; a multi-kind|
+|             | context yields the key of that kind, evaluations without it `no_identity`   |
 | variant     | value when it is a string, boolean or number; else "variation-<index>"      |
 | enrolled    | false when the evaluation served the fallback: reason.kind OFF, ERROR or    |
 |             | PREREQUISITE_FAILED, or no variation; true otherwise, including when the    |
@@ -42,7 +43,9 @@ from ._common import (
     StructDecoder,
     assignment,
     assignments,
+    cached,
     column,
+    enrolled_only,
     ensure_options,
     epoch_ms,
     ident,
@@ -138,7 +141,7 @@ _value, _reason, _creation = column("value"), column("reason"), column("creation
 _reason_kind = attrgetter("kind")
 
 
-def _fast(kind_of: Callable[[str], str], kinds: Mapping[str, str], default: str):
+def _fast(kind_of: Callable[[str], str], per_experiment: bool, default: str):
     """`convert` over a batch in columns, or None (see _common's fast path)."""
     get_default = methodcaller("get", default)
 
@@ -149,36 +152,38 @@ def _fast(kind_of: Callable[[str], str], kinds: Mapping[str, str], default: str)
         keys, context_keys = _key(wires), _context_keys(wires)
         if not all(keys) or None in context_keys:
             return None
-        if kinds:  # the context kind each experiment's registration names
-            users = list(map(dict.get, context_keys, map(kind_of, keys)))
+        if per_experiment:  # the context kind each experiment's registration names, once per experiment
+            users = list(map(dict.get, context_keys, cached(kind_of, keys)))
         else:
             users = list(map(get_default, context_keys))
         ts = times_ms(_creation(wires), record_ts)
         if not all(users) or ts is None:
             return None
-        variations, values, reasons = _variation(wires), _value(wires), _reason(wires)
+        variations, flag_values, reasons = _variation(wires), _value(wires), _reason(wires)
         reason_kinds = list(map(_reason_kind, reasons)) if None not in reasons else \
             [None if r is None else r.kind for r in reasons]
         enrolled = [v is not None and k not in FALLBACK_REASONS for v, k in zip(variations, reason_kinds)]
-        variants = values if set(map(type, values)) == {str} else list(map(variant_of, values, variations))
-        if False in enrolled:
-            variants = [v if e else None for v, e in zip(variants, enrolled)]
-        return assignments(keys, users, variants, enrolled, ts, None, record_ts, lengths_checked=True)
+        variants = flag_values if set(map(type, flag_values)) == {str} else \
+            list(map(variant_of, flag_values, variations))
+        return assignments(keys, users, enrolled_only(variants, enrolled), enrolled, ts, None, record_ts,
+                           lengths_checked=True)
 
     return fast
 
 
-def decoder(options: Mapping[str, str] | None = None, context_kinds: Mapping[str, str] | None = None) -> StructDecoder:
-    """The decoder; `context_kinds` maps an experiment (flag key) to the context kind its
-    registration names (read at each decode, so a change applies to the events decoded after
-    it); other experiments use the `context_kind` option, default `user`."""
+KIND_PER_REGISTRATION = True  # `decoder` takes `context_kind_of` (see detector.sources.decoder_for)
+
+
+def decoder(options: Mapping[str, str] | None = None,
+            context_kind_of: Callable[[str], str | None] | None = None) -> StructDecoder:
+    """The decoder. `context_kind_of(experiment)` is the context kind the experiment's registration
+    names (`identity.context_kind`), or None; it is asked at each decode, so a registration's change
+    applies to the events decoded after it. Otherwise the `context_kind` option, default `user`."""
     opts = ensure_options(FORMAT, options or {}, OPTIONS)
     default = opts.get("context_kind", "user")
-    kinds: Mapping[str, str] = context_kinds if context_kinds is not None else {}
-    get = kinds.get
 
     def kind_of(experiment: str) -> str:
-        return get(experiment) or default
+        return (context_kind_of(experiment) if context_kind_of is not None else None) or default
 
     return StructDecoder(FORMAT, _Event, _convert(kind_of), _Envelope, lambda e: e.kind in (KIND, None),
-                         _fast(kind_of, kinds, default), _FastEvent)
+                         _fast(kind_of, context_kind_of is not None, default), _FastEvent)
