@@ -276,30 +276,33 @@ class _Blocks:
         if self._fast is None or not n:
             return self._per_record(values, record_ts)
         if n <= FAST_BLOCK:
-            events = self._try_fast(values, record_ts)
-            return (events, None, []) if events is not None else self._per_record(values, record_ts)
-        events, positions, rejects = [], [], []
+            whole = self._try_fast(values, record_ts)
+            return (whole, None, []) if whole is not None else self._per_record(values, record_ts)
+        events: list[Assignment] = []
+        positions: list[int] = []
+        rejects: list[tuple[int, Rejected]] = []
         for lo in range(0, n, FAST_BLOCK):
             vals, stamps = values[lo:lo + FAST_BLOCK], record_ts[lo:lo + FAST_BLOCK]
-            block = self._try_fast(vals, stamps)
-            if block is not None:
-                events.extend(block)
+            fast = self._try_fast(vals, stamps)
+            if fast is not None:
+                events.extend(fast)
                 positions.extend(range(lo, lo + len(vals)))
                 continue
-            block, where, bad = self._per_record(vals, stamps)
-            events.extend(block)
+            slow, where, bad = self._per_record(vals, stamps)
+            events.extend(slow)
             positions.extend(range(lo, lo + len(vals)) if where is None else [lo + i for i in where])
             rejects.extend((lo + i, r) for i, r in bad)
         return events, (None if not rejects else positions), rejects
 
     def _try_fast(self, values: list, record_ts: list[int]) -> list[Assignment] | None:
         """The block decoded by the columnar fast path, or None (the per-record path decides)."""
-        if None in values:
+        fast, decode = self._fast, self._fast_decode
+        if fast is None or decode is None or None in values:
             return None
         try:
             if max(map(len, values)) > MAX_VALUE_BYTES:
                 return None
-            return self._fast(list(map(self._fast_decode, values)), record_ts, values)  # type: ignore[misc]
+            return fast(list(map(decode, values)), record_ts, values)
         except Exception:  # noqa: BLE001 - malformed JSON, or a shape it did not foresee
             return None
 

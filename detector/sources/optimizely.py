@@ -117,7 +117,7 @@ class _FastEvent(_Event, gc=False):
     user_id: Id | int | None = None
     decisionInfo: _FastInfo | None = None  # noqa: N815
     decision_info: _FastInfo | None = None
-    timestamp: str | int | None = None
+    timestamp: str | int | None = None  # type: ignore[assignment]  # text here, parsed per batch
 
 
 _type, _user_id, _user_id_snake, _attributes = column("type"), column("userId"), column("user_id"), column("attributes")

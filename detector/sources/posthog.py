@@ -111,7 +111,7 @@ class _FastEvent(_Event, gc=False):
     distinct_id: Id | int | None = None
     person_id: Id | None = None
     properties: _FastProperties | None = None
-    timestamp: str | int | None = None
+    timestamp: str | int | None = None  # type: ignore[assignment]  # text here, parsed per batch
 
 
 _event, _properties, _timestamp = column("event"), column("properties"), column("timestamp")

@@ -172,7 +172,7 @@ class _FastEvent(_Event, gc=False):
     userId: Id | int | None = None  # noqa: N815
     anonymousId: Id | int | None = None  # noqa: N815
     properties: _FastProperties | None = None
-    timestamp: str | int | None = None
+    timestamp: str | int | None = None  # type: ignore[assignment]  # text here, parsed per batch
 
 
 _type, _event, _user_id, _anonymous_id = column("type"), column("event"), column("userId"), column("anonymousId")

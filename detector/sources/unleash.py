@@ -120,8 +120,8 @@ class _FastEvent(_Event, gc=False):
     featureName: Id | None = None  # noqa: N815
     variant: Text | _FastVariant | None = None
     context: _FastContext | None = None
-    createdTimestamp: str | int | None = None  # noqa: N815
-    timestamp: str | int | None = None
+    createdTimestamp: str | int | None = None  # type: ignore[assignment]  # noqa: N815 - text, parsed per batch
+    timestamp: str | int | None = None  # type: ignore[assignment]  # text here, parsed per batch
 
 
 _type, _feature, _enabled, _variant = column("eventType"), column("featureName"), column("enabled"), column("variant")
