@@ -25,7 +25,6 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
-from msgspec import UnsetType
 import orjson
 
 from detector.timestamps import EPOCH
@@ -466,41 +465,51 @@ def present(col: list) -> bool:
     return all(col)
 
 
-_DIGITS = {20: [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]}
-_DIGITS[24] = _DIGITS[20] + [20, 21, 22]
-_DIGITS[27] = _DIGITS[24] + [23, 24, 25]
-_SEPARATORS = {20: ([4, 7, 10, 13, 16, 19], b"--T::Z")}
-_SEPARATORS[24] = _SEPARATORS[27] = ([4, 7, 10, 13, 16, 19, -1], b"--T::.Z")
+def _layout(form: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (lowest, highest) byte of a time of `form` (9 = a digit) and its NUL separator."""
+    lo = [48 if c == "9" else ord(c) for c in form] + [0]
+    hi = [57 if c == "9" else ord(c) for c in form] + [0]
+    return np.array(lo, np.uint8), np.array(hi, np.uint8)
+
+
+_LAYOUTS = {len(f): _layout(f) for f in ("9999-99-99T99:99:99Z", "9999-99-99T99:99:99.999Z",
+                                         "9999-99-99T99:99:99.999999Z")}
 
 
 def rfc3339_ms(col: list[str]) -> list[int] | None:
     """Epoch ms of a column of UTC RFC 3339 times of one fixed form, in numpy; None otherwise.
 
     Accepted: `YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z` (what the platforms' exporters write), every
-    string the same length. The layout is checked here; numpy's ISO parser checks the calendar
-    (it raises on a day, hour, minute or second out of range, as msgspec does). The result equals
-    msgspec's datetime decoding followed by `epoch_ms`, fractions below the millisecond truncated,
-    for every year msgspec accepts (numpy also reads year 0: `limits_ok` refuses its negative ms).
+    string the same length. The layout is checked here: joined with NUL after each, every row of
+    width + 1 bytes must be digits and separators where the form has them and NUL last (so each
+    string is exactly that long); numpy's ISO parser checks the calendar (it raises on a day,
+    hour, minute or second out of range, as msgspec does). The result equals msgspec's datetime
+    decoding followed by `epoch_ms`, fractions below the millisecond truncated, for every year
+    msgspec accepts (numpy also reads year 0: `limits_ok` refuses its negative ms).
     """
     n = len(col)
     if not n:
         return []
     width = len(col[0])
-    if width not in _DIGITS or min(map(len, col)) != width or max(map(len, col)) != width:
+    layout = _LAYOUTS.get(width)
+    if layout is None:
         return None
     try:
-        buf = "".join(col).encode("ascii")
+        buf = bytearray(("\x00".join(col) + "\x00").encode("ascii"))
     except UnicodeEncodeError:
         return None
-    a = np.frombuffer(buf, np.uint8).reshape(n, width)
-    where, chars = _SEPARATORS[width]
-    if (a[:, where] != np.frombuffer(chars, np.uint8)).any() or (a[:, _DIGITS[width]] - 48).max() > 9:
+    if len(buf) != n * (width + 1):
         return None
+    a = np.frombuffer(buf, np.uint8).reshape(n, width + 1)
+    lo, hi = layout
+    if (a < lo).any() or (a > hi).any():
+        return None
+    a[:, width - 1] = 0  # the Z: numpy reads the rest (NUL-padded) as a naive UTC time
     try:
-        ms = np.ascontiguousarray(a[:, :-1]).view(f"S{width - 1}").ravel().astype("datetime64[ms]")
+        ms = a.view(f"S{width + 1}").ravel().astype("datetime64[ms]")
     except ValueError:
         return None
-    return ms.astype(np.int64).tolist()
+    return ms.view(np.int64).tolist()
 
 
 def times_ms(col: list, record_ts: list[int]) -> list[int] | None:
@@ -608,19 +617,23 @@ def _scalar_or_none(items: tuple | None) -> dict[str, str] | None:
     return scalar_attributes(items) or None if items else None
 
 
-def only_known_keys(values: list[bytes], columns: list[list]) -> bool:
+def only_known_keys(values: list[bytes], texts: list[list], scalars: list[list]) -> bool:
     """True when the JSON objects in `values` hold no key but the decoded fields, once each.
 
-    `columns` has one list per field of the struct they were decoded into, UNSET where absent,
-    every value a scalar. Without a backslash in the batch every JSON string has exactly two
-    quotes; each present field accounts for its key, plus its value when that is a string, so
-    any other key (or a repeated one) makes the count differ.
+    Each column holds one field of the struct they were decoded into, None where absent: `texts`
+    fields are strings, `scalars` fields strings or other scalars. Without a backslash in the
+    batch every JSON string has exactly two quotes; each field present accounts for its key, plus
+    its value when that is a string, so any other key (or a repeated one, or a JSON null, which
+    decodes as absent) makes the count differ.
     """
     buf = b"".join(values)
     if b"\\" in buf:
         return False
+    n = len(values)
     strings = 0
-    for col in columns:
+    for col in texts:
+        strings += 2 * (n if all(col) else n - col.count(None))
+    for col in scalars:
         types = list(map(type, col))
-        strings += len(col) - types.count(UnsetType) + types.count(str)
+        strings += n - types.count(type(None)) + types.count(str)
     return buf.count(b'"') == 2 * strings

@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from msgspec import UNSET, UnsetType
 
 from detector.events import Assignment, Rejected
 
@@ -198,47 +197,52 @@ def _otlp_record(doc: dict) -> tuple[dict, Any]:
 
 
 class _FlatEvaluation(msgspec.Struct, gc=False):
-    """The common flat OpenTelemetry shape, for the fast path: these keys only (`only_known_keys`)."""
+    """The common flat OpenTelemetry shape, for the fast path: these keys only (`only_known_keys`).
 
-    event_name: str | None | UnsetType = msgspec.field(default=UNSET, name="event.name")
-    key: Id | UnsetType = msgspec.field(default=UNSET, name="feature_flag.key")
-    variant: Text | None | UnsetType = msgspec.field(default=UNSET, name="feature_flag.result.variant")
-    value: str | bool | int | float | None | UnsetType = msgspec.field(default=UNSET, name="feature_flag.result.value")
-    user: Id | UnsetType = msgspec.field(default=UNSET, name="feature_flag.context.id")
-    reason: str | None | UnsetType = msgspec.field(default=UNSET, name="feature_flag.result.reason")
-    error: str | None | UnsetType = msgspec.field(default=UNSET, name="error.type")
-    provider: str | None | UnsetType = msgspec.field(default=UNSET, name="feature_flag.provider.name")
-    timestamp: str | int | None | UnsetType = UNSET
+    None is absent (a JSON null counts as absent in `_from_attributes` too, and its key makes the
+    quote count differ, so such a batch takes the per-record path)."""
+
+    event_name: str | None = msgspec.field(default=None, name="event.name")
+    key: Id | None = msgspec.field(default=None, name="feature_flag.key")
+    variant: Text | None = msgspec.field(default=None, name="feature_flag.result.variant")
+    value: str | bool | int | float | None = msgspec.field(default=None, name="feature_flag.result.value")
+    user: Id | None = msgspec.field(default=None, name="feature_flag.context.id")
+    reason: str | None = msgspec.field(default=None, name="feature_flag.result.reason")
+    error: str | None = msgspec.field(default=None, name="error.type")
+    provider: str | None = msgspec.field(default=None, name="feature_flag.provider.name")
+    timestamp: str | int | None = None
 
 
-_FIELDS = [column(f) for f in _FlatEvaluation.__struct_fields__]
 _key, _variant_col, _value, _user = column("key"), column("variant"), column("value"), column("user")
 _reason, _error, _timestamp = column("reason"), column("error"), column("timestamp")
+_event_name, _provider = column("event_name"), column("provider")
 
 
-def _enrolled_of(reason: Any, error: Any) -> bool:
-    return _enrolled(None if reason is UNSET or reason == "" else reason, None if error is UNSET or error == "" else error)
+def _enrolled_of(reason: Any, error: Any = None) -> bool:
+    return _enrolled(reason or None, error or None)
 
 
 def _variant_of(variant: Any, value: Any) -> str | None:
-    if variant.__class__ is str and variant:
+    if variant:
         return variant
-    return _variant(None, None if value is UNSET or value == "" else value, "feature_flag.result.variant")
+    return _variant(None, None if value == "" else value, "feature_flag.result.variant")
 
 
 def _fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
     """`_from_attributes` over a batch of flat OTel evaluations with no other key, or None."""
-    keys, users = _key(wires), _user(wires)
-    if UNSET in keys or UNSET in users or not only_known_keys(values, [f(wires) for f in _FIELDS]):
+    keys, users, variants, reasons, errors = _key(wires), _user(wires), _variant_col(wires), _reason(wires), \
+        _error(wires)
+    flag_values, stamps = _value(wires), _timestamp(wires)
+    if not all(keys) or not all(users) or not only_known_keys(
+            values, [keys, users, variants, reasons, errors, _event_name(wires), _provider(wires)],
+            [flag_values, stamps]):
         return None
-    stamps = _timestamp(wires)
-    ts = times_ms(stamps if UNSET not in stamps else [None if t is UNSET else t for t in stamps], record_ts)
+    ts = times_ms(stamps, record_ts)
     if ts is None:
         return None
-    variants, flag_values = _variant_col(wires), _value(wires)
-    if not (set(map(type, variants)) == {str} and all(variants)):
+    if not all(variants):
         variants = list(map(_variant_of, variants, flag_values))
-    enrolled = cached(_enrolled_of, _reason(wires), _error(wires))
+    enrolled = cached(_enrolled_of, reasons) if not any(errors) else cached(_enrolled_of, reasons, errors)
     return assignments(keys, users, enrolled_only(variants, enrolled), enrolled, ts, None, record_ts,
                        lengths_checked=True)
 
