@@ -608,13 +608,20 @@ def enrolled_only(variants: list, enrolled: list) -> list:
     return variants if False not in enrolled else [v if e else None for v, e in zip(variants, enrolled)]
 
 
-def attributes_of(dicts: list) -> list:
-    """`scalar_attributes(d.items()) or None` for a column of dicts (or None), once per distinct dict."""
-    return cached(_scalar_or_none, [None if not d else tuple(d.items()) for d in dicts])
+RawObject = msgspec.Raw  # a free-form attribute object, kept as its JSON text by the fast wire
+NO_OBJECT = msgspec.Raw(b"null")  # its default: absent
+_free_form = msgspec.json.Decoder(dict[str, Any] | None).decode
 
 
-def _scalar_or_none(items: tuple | None) -> dict[str, str] | None:
-    return scalar_attributes(items) or None if items else None
+def attributes_of(raws: list) -> list:
+    """`scalar_attributes(d.items()) or None` for a column of raw JSON objects (`RawObject`),
+    decoded as the wire's `dict[str, Any] | None` once per distinct text (a non-object raises)."""
+    keys = list(map(bytes, raws))
+    table = dict.fromkeys(keys)
+    for k in table:
+        d = _free_form(k)
+        table[k] = scalar_attributes(d.items()) or None if d else None
+    return list(map(table.__getitem__, keys))
 
 
 def only_known_keys(values: list[bytes], texts: list[list], scalars: list[list]) -> bool:

@@ -35,6 +35,8 @@ from detector.events import Assignment
 
 from ._common import (
     NO_IDENTITY,
+    NO_OBJECT,
+    RawObject,
     Id,
     Text,
     assignments,
@@ -118,6 +120,7 @@ class _FastEvent(_Event, gc=False):
     decisionInfo: _FastInfo | None = None  # noqa: N815
     decision_info: _FastInfo | None = None
     timestamp: str | int | None = None  # type: ignore[assignment]  # text here, parsed per batch
+    attributes: RawObject = NO_OBJECT  # type: ignore[assignment]  # decoded once per distinct text
 
 
 _type, _user_id, _user_id_snake, _attributes = column("type"), column("userId"), column("user_id"), column("attributes")

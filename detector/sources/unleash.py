@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from itertools import repeat
+from operator import is_not
 from typing import Any
 
 import msgspec
@@ -30,6 +32,8 @@ from detector.events import Assignment
 
 from ._common import (
     NO_IDENTITY,
+    NO_OBJECT,
+    RawObject,
     Id,
     Text,
     assignments,
@@ -112,6 +116,7 @@ class _FastVariant(_Variant, gc=False):
 class _FastContext(_Context, gc=False):
     userId: Id | int | None = None  # noqa: N815
     sessionId: Id | int | None = None  # noqa: N815
+    properties: RawObject = NO_OBJECT  # type: ignore[assignment]  # attributes decoded once per distinct text
 
 
 class _FastEvent(_Event, gc=False):
@@ -151,14 +156,13 @@ def _fast(identity: str):
                       [c if c is not None else t for c, t in zip(created, _timestamp(wires))], record_ts)
         if users is None or not all(users) or ts is None:
             return None
-        enabled = _enabled(wires)
-        if getvariant:
-            names = [_variant_name(v) if t == "getVariant" else "true" for v, t in zip(_variant(wires), types)]
-            enrolled = [e is True and bool(n) and n != "disabled" for e, n in zip(enabled, names)]
-            variants = [n if n and n != "disabled" else None for n in names]
+        enabled, variants_in = _enabled(wires), _variant(wires)
+        if getvariant == len(wires) and set(map(type, variants_in)) == {str}:  # variant names: one pass
+            variants = [v if e is True and v and v != "disabled" else None for v, e in zip(variants_in, enabled)]
         else:
-            enrolled, variants = [e is True for e in enabled], ["true"] * len(wires)
-        variants = [v if e else None for v, e in zip(variants, enrolled)]
+            names = [_variant_name(v) if t == "getVariant" else "true" for v, t in zip(variants_in, types)]
+            variants = [n if e is True and n and n != "disabled" else None for n, e in zip(names, enabled)]
+        enrolled = list(map(is_not, variants, repeat(None)))  # a variant exactly where enrolled
         return assignments(features, users, variants, enrolled, ts, attributes_of(_properties(contexts)), record_ts,
                            lengths_checked=True)
 
