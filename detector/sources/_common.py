@@ -552,7 +552,7 @@ def limits_ok(experiments: list[str], users: list[str], variants: list, ts: list
     """
     if not experiments:
         return True
-    strings = [v for v in variants if v is not None]
+    strings = variants if None not in variants else [v for v in variants if v is not None]
     if not lengths_checked and (
             min(map(len, experiments)) == 0 or min(map(len, users)) == 0
             or max(map(len, experiments)) > MAX_ID_CHARS or max(map(len, users)) > MAX_ID_CHARS

@@ -187,9 +187,11 @@ def _platform(device: str | None, os: str | None) -> str | None:
 
 
 def _attributes_column(contexts: list) -> list:
-    try:  # every context with location, device and os: C-level
+    try:  # every context with location and device (and os where no device type): C-level
         countries = list(map(_country, contexts))
-        platforms = either(list(map(_device_type, contexts)), list(map(_os_name, contexts)))
+        platforms = list(map(_device_type, contexts))
+        if not all(platforms):
+            platforms = either(platforms, list(map(_os_name, contexts)))
     except AttributeError:
         return list(map(_attributes, contexts))
     return cached(country_platform, countries, platforms)
@@ -202,7 +204,8 @@ def _fast(identity: str):
     def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
         n = len(wires)
         types = _type(wires)
-        if types.count("track") + types.count(None) != n or _event(wires).count(EVENT) != n:
+        if (types.count("track") != n and types.count("track") + types.count(None) != n) \
+                or _event(wires).count(EVENT) != n:
             return None
         props = _properties(wires)
         if None in props:
