@@ -17,6 +17,8 @@ other's stages as full stages (membership is "in any stage").
 
 from __future__ import annotations
 
+from typing import Any, Self
+
 import numpy as np
 
 from detector.engine.hashing import mix64
@@ -42,7 +44,8 @@ _T2 = _table(0x13198A2E03707344)
 
 def _masks(h: np.ndarray) -> np.ndarray:
     """K bit positions inside one word: two table lookups on 16-bit fields of the hash."""
-    return _T1[h & _U64(0xFFFF)] | _T2[(h >> _U64(16)) & _U64(0xFFFF)]
+    m: np.ndarray = _T1[h & _U64(0xFFFF)] | _T2[(h >> _U64(16)) & _U64(0xFFFF)]
+    return m
 
 
 def _words_for(capacity: int, bits_per_key: int) -> int:
@@ -81,15 +84,20 @@ class ScalableBloom:
 
     def _index(self, h: np.ndarray, stage: int | None = None) -> np.ndarray:
         hi = h >> _U64(32)
+        idx: np.ndarray
         if stage is None:  # (keys, stages)
-            return self.offsets[None, :] + ((hi[:, None] * self.sizes[None, :]) >> _U64(32))
-        return self.offsets[stage] + ((hi * self.sizes[stage]) >> _U64(32))
+            idx = self.offsets[None, :] + ((hi[:, None] * self.sizes[None, :]) >> _U64(32))
+        else:
+            idx = self.offsets[stage] + ((hi * self.sizes[stage]) >> _U64(32))
+        return idx
 
     def _probe(self, h: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        hit: np.ndarray
         if len(self.caps) == 1:
-            return (self.words[self._index(h, 0)] & masks) == masks
-        got = self.words[self._index(h)] & masks[:, None]
-        return (got == masks[:, None]).any(axis=1)
+            hit = (self.words[self._index(h, 0)] & masks) == masks
+        else:
+            hit = ((self.words[self._index(h)] & masks[:, None]) == masks[:, None]).any(axis=1)
+        return hit
 
     def add_new(self, h: np.ndarray) -> np.ndarray:
         """Probe and insert distinct hashes; returns a bool mask, True where the key was new."""
@@ -123,11 +131,11 @@ class ScalableBloom:
     def stages(self) -> int:
         return len(self.caps)
 
-    def to_obj(self) -> list:
+    def to_obj(self) -> list[Any]:
         return [self.words.tobytes(), self.sizes.tolist(), list(self.caps), list(self.counts)]
 
     @classmethod
-    def from_obj(cls, o: list) -> "ScalableBloom":
+    def from_obj(cls, o: list[Any]) -> Self:
         words, sizes, caps, counts = o
         b = cls.__new__(cls)
         b.words = np.frombuffer(words, np.uint64).copy()

@@ -26,5 +26,9 @@ class EngineConfig:
     fingerprint_bits: int = 30  # seen-set fingerprints: new-user false positive = keys / 2^bits
     small_batch_keys: int = 24  # batches with at most this many distinct users probe the user set in plain Python
 
+    def __post_init__(self) -> None:
+        if len(self.fraction_weights) != len(self.fraction_ratios) or min(self.fraction_weights, default=0) <= 0:
+            raise ValueError("fraction_weights: one positive weight per ratio in fraction_ratios")
+
 
 DEFAULT_CONFIG = EngineConfig()

@@ -18,6 +18,7 @@ of unary high part, i.e. bits - log2(n) + 2..3 bits per key (~15 at 10^5 keys, ~
 from __future__ import annotations
 
 import math
+from typing import Any, Self
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class FpSet:
         return self.main.nbytes + self.pend.nbytes + 40 * len(self.tiny)
 
     # -- serialisation: Elias-Fano ----------------------------------------------------------
-    def to_obj(self) -> list:
+    def to_obj(self) -> list[Any]:
         v = self.values()
         n = len(v)
         if n == 0:
@@ -104,7 +105,7 @@ class FpSet:
         return [self.bits, n, lo_bits, hi_b, lo_b]
 
     @classmethod
-    def from_obj(cls, o: list) -> "FpSet":
+    def from_obj(cls, o: list[Any]) -> Self:
         bits, n, lo_bits, hi_b, lo_b = o
         s = cls(bits)
         if n == 0:
@@ -223,7 +224,7 @@ class UserSet(FpSet):
 
     def upsert_small(self, ks: list[int], enrolled: list[bool]) -> tuple[list[bool], list[bool]]:
         """`upsert` for a few keys as Python ints: a handful of numpy calls, then plain Python."""
-        found: list = [None] * len(ks)
+        found: list[tuple[np.ndarray, int] | None] = [None] * len(ks)
         arr = None
         for a in (self.main, self.pend):
             if len(a):

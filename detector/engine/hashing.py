@@ -10,6 +10,7 @@ The values key checkpointed filters: changing the definition needs a new state f
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from itertools import repeat
 
 import numpy as np
@@ -18,7 +19,7 @@ from xxhash import xxh3_64_intdigest
 _U64 = np.uint64
 
 
-def _utf8(keys):
+def _utf8(keys: Sequence[str]) -> Iterable[bytes]:
     """The keys' UTF-8 bytes. Many keys: one join, encode and split (C loops) instead of a call each."""
     if len(keys) > 32:
         parts = "\x00".join(keys).encode("utf-8", "surrogatepass").split(b"\x00")
@@ -33,7 +34,7 @@ def hash64(keys: list[str]) -> np.ndarray:
     return np.fromiter(map(xxh3_64_intdigest, _utf8(keys)), np.uint64, len(keys))
 
 
-def hash64_list(keys) -> list[int]:
+def hash64_list(keys: Sequence[str]) -> list[int]:
     """`hash64` as Python ints (the small-batch path; same values)."""
     return list(map(xxh3_64_intdigest, _utf8(keys)))
 

@@ -13,14 +13,16 @@ offending event.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection, Sequence
 from itertools import compress
 from operator import attrgetter
-from typing import Any, Sequence
+from typing import Any, cast
 
 import msgspec
 import numpy as np
 
 from detector.engine.config import DEFAULT_CONFIG, EngineConfig
+from detector.engine.fpset import UserSet
 from detector.engine.hashing import hash64, hash64_list
 from detector.engine.rules import RULES, Batch, Finding, Plan, Rule, RuleState
 from detector.engine.state import ExperimentState
@@ -80,7 +82,8 @@ class Observation(msgspec.Struct):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (rule fields left at None omitted)."""
-        return msgspec.to_builtins(self)
+        d: dict[str, Any] = msgspec.to_builtins(self)
+        return d
 
 
 def declared(exp: CompiledRegistration | None) -> Declared:
@@ -137,6 +140,9 @@ def process_batch(state: ExperimentState, registration: CompiledRegistration | N
     nev = len(events)
 
     # ---- one pass: timestamps, first enrolled event per user ----------------------------
+    enr_events: list[Assignment]
+    enr_first: dict[str, Assignment]
+    batch_users: Collection[str]
     if nev == 1:
         e0 = events[0]
         bmin = bmax = e0.ts
@@ -159,7 +165,7 @@ def process_batch(state: ExperimentState, registration: CompiledRegistration | N
         if len(enr_events) == nev:
             batch_users = enr_first.keys()
         else:  # each user's first event in the batch: their first evaluation if they are new
-            first_any: dict = {}
+            first_any: dict[str, Assignment] = {}
             deque(map(first_any.setdefault, map(_user_of, events), events), maxlen=0)
             batch_users = first_any.keys()
     first_event_ever = st.events == 0
@@ -186,14 +192,17 @@ def process_batch(state: ExperimentState, registration: CompiledRegistration | N
     fs = st.fset
     if fs is None:
         seen = st.seen
-        before = len(seen)
         enr_map = st.enr
+        assert seen is not None and enr_map is not None  # the exact regime
+        before = len(seen)
         ret_enr = len(enr_map.keys() & batch_users) if enr_map else 0
         new_users = [u for u in batch_users if u not in seen] if mixed else None
         seen.update(batch_users)
         dn = len(seen) - before
         new_enr = [u for u in enr_first if u not in enr_map]
         enr_map.update(zip(new_enr, map(_variant_of, map(enr_first.__getitem__, new_enr))))
+        if len(seen) > config.exact_limit:
+            st.to_sketch(config)
     else:
         dn, new_enr, new_users = _sketch_membership(fs, batch_users, enr_first, config, mixed)
         ret_enr = fs.hits_enrolled
@@ -201,6 +210,7 @@ def process_batch(state: ExperimentState, registration: CompiledRegistration | N
     if not enr_events:
         dx = 0
     elif mixed:
+        assert new_users is not None
         dx = sum(1 for u in new_users if first_any[u].enrolled)
     else:
         dx = dn
@@ -213,14 +223,14 @@ def process_batch(state: ExperimentState, registration: CompiledRegistration | N
     st.f_x += dx
     batch_vc: dict[str, int] = {}
     if ds:
+        counts: dict[str | None, int] = {}
         for v in map(_variant_of, map(enr_first.__getitem__, new_enr)):
-            batch_vc[v] = batch_vc.get(v, 0) + 1
-        st.variant_none += batch_vc.pop(None, 0)
+            counts[v] = counts.get(v, 0) + 1
+        st.variant_none += counts.pop(None, 0)
+        batch_vc = cast("dict[str, int]", counts)  # None popped
         vc = st.variants
         for v, c in batch_vc.items():
             vc[v] = vc.get(v, 0) + c
-    if fs is None and len(st.seen) > config.exact_limit:
-        st.to_sketch(config)
 
     if not enr_first and not dn and not first_event_ever and not tn:
         return []  # nothing enrolled, no new eligible user, no returning trial: no rule can change
@@ -236,7 +246,8 @@ def process_batch(state: ExperimentState, registration: CompiledRegistration | N
     return findings
 
 
-def _sketch_membership(fs, batch_users, enr_first, config, want_new=False):
+def _sketch_membership(fs: UserSet, batch_users: Collection[str], enr_first: dict[str, Assignment], config: EngineConfig,
+                       want_new: bool = False) -> tuple[int, list[str], list[str] | None]:
     """New eligible users (count), new enrolled users (ids, batch order) and, if `want_new`,
     the new users' ids (else None), against the user set.
 
@@ -247,6 +258,7 @@ def _sketch_membership(fs, batch_users, enr_first, config, want_new=False):
     cand = list(batch_users)
     all_enr = batch_users is enr_first.keys() if enr_first else False
     flags = [True] * len(cand) if all_enr else [u in enr_first for u in cand]
+    new_user: list[bool] | np.ndarray
     if len(cand) <= config.small_batch_keys:
         new_user, newly = fs.upsert_small(fs.keys_list(hash64_list(cand)), flags)
         dn = sum(new_user)

@@ -23,7 +23,7 @@ Serialisation is msgpack of a msgspec struct (arrays, not maps) plus raw sketch 
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import msgspec
 import numpy as np
@@ -59,10 +59,10 @@ class _Snap(msgspec.Struct, array_like=True):
     variant_none: int
     seen: list[str] | None
     enr: dict[str, str | None] | None
-    fset: list | None
-    offenders: dict[str, list]
+    fset: list[Any] | None  # UserSet.to_obj()
+    offenders: dict[str, list[Any]]  # user -> [first seen ms, variant, rule bitmask]
     offender_count: int
-    overflow: list | None
+    overflow: list[Any] | None  # ScalableBloom.to_obj()
     rule_count: dict[str, int]
     rule_first: dict[str, int]
     rule_last: dict[str, int]
@@ -76,9 +76,37 @@ _FIELDS = _Snap.__struct_fields__
 
 
 class ExperimentState:
-    """Mutable state of one experiment. Create with `ExperimentState.new(key)`."""
+    """Mutable state of one experiment. Create with `ExperimentState.new(key)`.
+
+    Its attributes are the checkpoint's fields (`_Snap`; `offenders` is `_off`), typed as held in
+    memory: the exact regime keeps `seen`/`enr` (and `fset` None), the sketch regime `fset`.
+    """
 
     __slots__ = tuple("_off" if f == "offenders" else f for f in _FIELDS)
+
+    fmt: int
+    experiment: str
+    events: int
+    first_ts: int | None
+    last_ts: int | None
+    enr_min_ts: int | None
+    enr_max_ts: int | None
+    n: int
+    s: int
+    f_x: int
+    variants: dict[str, int]
+    variant_none: int
+    seen: set[str] | None  # exact regime: eligible users
+    enr: dict[str, str | None] | None  # exact regime: enrolled user -> first variant
+    fset: UserSet | None  # sketch regime
+    _off: dict[str, list[Any]]  # offender records: user -> [first seen ms, variant, rule bitmask]
+    offender_count: int
+    overflow: ScalableBloom | None
+    rule_count: dict[str, int]
+    rule_first: dict[str, int]
+    rule_last: dict[str, int]
+    rule_samples: dict[str, list[str]]
+    rules: dict[str, Any]  # rule name -> its State (a msgspec struct of the rule's own type)
 
     @classmethod
     def new(cls, experiment: str) -> "ExperimentState":
@@ -105,13 +133,26 @@ class ExperimentState:
     def exact(self) -> bool:
         return self.fset is None
 
+    def exact_sets(self) -> tuple[set[str], dict[str, str | None]]:
+        """The exact regime's `seen` and `enr` (only while `exact`)."""
+        seen, enr = self.seen, self.enr
+        assert seen is not None and enr is not None, "not in the exact regime"
+        return seen, enr
+
+    def user_set(self) -> UserSet:
+        """The sketch regime's user set (only while not `exact`)."""
+        fs = self.fset
+        assert fs is not None, "not in the sketch regime"
+        return fs
+
     def to_sketch(self, config: EngineConfig = DEFAULT_CONFIG) -> None:
         """Switch from exact sets to the user set (one way)."""
         if self.fset is not None:
             return
+        exact_seen, enr = self.exact_sets()
         fs = self.fset = UserSet(config.fingerprint_bits + 1)
-        seen = sorted(self.seen)
-        fs.upsert(fs.keys(hash64(seen)), np.array([u in self.enr for u in seen], bool))
+        seen = sorted(exact_seen)
+        fs.upsert(fs.keys(hash64(seen)), np.array([u in enr for u in seen], bool))
         self.seen = None
         self.enr = None
 
@@ -121,14 +162,15 @@ class ExperimentState:
         Fingerprint collisions only ever hide a user, so the count is low by ~n^2 / 2^31 on
         average (~0.05% at 1M users), never high.
         """
-        return len(self.enr) if self.fset is None else self.s
+        return len(self.exact_sets()[1]) if self.fset is None else self.s
 
     def enrolled_estimate(self) -> float:
         """Distinct enrolled users: exact, else the user set's count corrected for the collisions expected."""
-        if self.fset is None:
-            return float(len(self.enr))
+        fs = self.fset
+        if fs is None:
+            return float(len(self.exact_sets()[1]))
         # S = distinct fingerprints among the enrolled users, in 2^(bits-1) slots (the last bit is the flag)
-        return linear_count(self.s, 2.0 ** (self.fset.bits - 1))
+        return linear_count(self.s, 2.0 ** (fs.bits - 1))
 
     # -- offenders --------------------------------------------------------------------------
     def offenders(self) -> Iterator[tuple[str, int, str | None, tuple[str, ...]]]:
@@ -140,11 +182,12 @@ class ExperimentState:
     # -- serialisation ----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         vals = {f: getattr(self, f) for f in _FIELDS if f != "offenders"}
-        if self.fset is None:
-            vals["seen"] = sorted(self.seen)
+        fs = self.fset
+        if fs is None:
+            vals["seen"] = sorted(self.exact_sets()[0])
         else:
             vals["seen"] = None
-            vals["fset"] = self.fset.to_obj()
+            vals["fset"] = fs.to_obj()
         vals["offenders"] = self._off
         vals["overflow"] = None if self.overflow is None else self.overflow.to_obj()
         vals["rules"] = {k: msgspec.Raw(_encoder.encode(v)) for k, v in self.rules.items()}
@@ -179,9 +222,10 @@ class ExperimentState:
 
         size = 0
         if self.fset is None:
-            size += sys.getsizeof(self.seen) + sys.getsizeof(self.enr)
-            size += sum(sys.getsizeof(u) for u in self.seen)
-            size += sum(sys.getsizeof(u) for u in self.enr if u not in self.seen)
+            seen, enr = self.exact_sets()
+            size += sys.getsizeof(seen) + sys.getsizeof(enr)
+            size += sum(sys.getsizeof(u) for u in seen)
+            size += sum(sys.getsizeof(u) for u in enr if u not in seen)
         else:
             size += self.fset.nbytes
         size += sys.getsizeof(self._off) + sum(
@@ -212,13 +256,15 @@ class ExperimentState:
             a, b = getattr(self, f), getattr(o, f)
             setattr(self, f, b if a is None else a if b is None else fn(a, b))
         if self.fset is None and o.fset is None:
-            self.seen |= o.seen
-            for u, v in o.enr.items():
-                self.enr.setdefault(u, v)
-            self.n, self.s = len(self.seen), len(self.enr)
+            seen, enr = self.exact_sets()
+            o_seen, o_enr = o.exact_sets()
+            seen |= o_seen
+            for u, v in o_enr.items():
+                enr.setdefault(u, v)
+            self.n, self.s = len(seen), len(enr)
             self.f_x = min(self.f_x + o.f_x, self.s)  # disjoint users (user-partitioned streams)
             self.variants, self.variant_none = {}, 0
-            for v in self.enr.values():
+            for v in enr.values():
                 if v is None:
                     self.variant_none += 1
                 else:
@@ -230,8 +276,9 @@ class ExperimentState:
                 o = ExperimentState.from_bytes(o.to_bytes())
                 o.to_sketch(config)
             self.to_sketch(config)
-            self.fset.merge(o.fset)
-            self.n, self.s = len(self.fset), self.fset.enrolled_count()
+            fs = self.user_set()
+            fs.merge(o.user_set())
+            self.n, self.s = len(fs), fs.enrolled_count()
             for v, c in o.variants.items():
                 self.variants[v] = self.variants.get(v, 0) + c
             self.variant_none += o.variant_none
@@ -277,6 +324,10 @@ class ExperimentState:
                 continue
             self.rules[name] = rule.merge_state(self.rules.get(name) or rule.State(),
                                                 o.rules.get(name) or rule.State(), self)
+
+
+# The declarations above mirror the checkpoint's fields (typed as held in memory): keep them in step.
+assert set(ExperimentState.__annotations__) == set(ExperimentState.__slots__), "ExperimentState vs _Snap fields"
 
 
 def _stored(st: ExperimentState, rule: str) -> int:

@@ -28,6 +28,8 @@ Fraction rule (unit: a distinct user at their FIRST evaluation; see detector.eng
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Iterable, Sequence
 
 RATIOS = (1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0, 100.0)
 # prior weight of each ratio (normalised to sum 1 by ratio_log_weights); see the module docstring
@@ -45,7 +47,7 @@ def fraction_alternative(p0: float, r: float) -> float:
     return min(r * p0, 1.0 - (1.0 - p0) / r)
 
 
-def fraction_alternatives(p0: float, ratios=RATIOS) -> tuple[tuple[float, float], ...]:
+def fraction_alternatives(p0: float, ratios: Iterable[float] = RATIOS) -> tuple[tuple[float, float], ...]:
     """(ln(p_j/p0), ln((1-p_j)/(1-p0))) per ratio (one entry per ratio; empty unless 0 < p0 < 1)."""
     if not 0.0 < p0 < 1.0:
         return ()
@@ -56,14 +58,14 @@ def fraction_alternatives(p0: float, ratios=RATIOS) -> tuple[tuple[float, float]
     return tuple(out)
 
 
-def log_mean_exp(xs) -> float:
+def log_mean_exp(xs: Sequence[float]) -> float:
     m = max(xs)
     if m == -math.inf:
         return m
     return m + _log(sum(_exp(x - m) for x in xs) / len(xs))
 
 
-def ratio_log_weights(weights=RATIO_WEIGHTS) -> tuple[float, ...]:
+def ratio_log_weights(weights: Sequence[float] = RATIO_WEIGHTS) -> tuple[float, ...]:
     """ln pi_j of the mixture over ratios: the weights normalised to sum 1."""
     if not weights or min(weights) <= 0:
         raise ValueError("mixture weights must be positive")
@@ -74,12 +76,19 @@ def ratio_log_weights(weights=RATIO_WEIGHTS) -> tuple[float, ...]:
 LOG_PI = ratio_log_weights()
 
 
-def log_weighted_sum(log_r, log_pi=LOG_PI) -> float:
+def grid_id(ratios: Sequence[float] = RATIOS, weights: Sequence[float] = RATIO_WEIGHTS) -> int:
+    """A stable nonzero id of a mixture (ratios and weights), kept with the state built on it."""
+    if len(ratios) != len(weights):
+        raise ValueError("one weight per ratio")
+    return zlib.crc32(repr((tuple(map(float, ratios)), tuple(map(float, weights)))).encode()) or 1
+
+
+def log_weighted_sum(log_r: Iterable[float], log_pi: Iterable[float] = LOG_PI) -> float:
     """ln sum_j pi_j R_j from ln R_j and ln pi_j."""
     return log_sum_exp([lr + lp for lr, lp in zip(log_r, log_pi)])
 
 
-def log_sum_exp(xs) -> float:
+def log_sum_exp(xs: Sequence[float]) -> float:
     m = max(xs)
     if m == -math.inf:
         return m
@@ -95,7 +104,7 @@ def log_add(a: float, b: float) -> float:
     return a + _log1p(_exp(b - a))
 
 
-def log_mixture(s: int, n: int, alts: tuple[tuple[float, float], ...], log_pi=LOG_PI) -> float:
+def log_mixture(s: int, n: int, alts: tuple[tuple[float, float], ...], log_pi: Iterable[float] = LOG_PI) -> float:
     """ln of the mixture SPRT e-value for S enrolled out of n trials at one p0 (prior weights pi)."""
     if not alts:
         return 0.0
@@ -138,7 +147,7 @@ def linear_count(s: int, slots: float) -> float:
     return -slots * _log1p(-s / slots)
 
 
-def srm_log_bf(counts, probs, k: float) -> float:
+def srm_log_bf(counts: Iterable[int], probs: Iterable[float], k: float) -> float:
     """Lindon-Malek ln BF for variant counts against declared probabilities, concentration k."""
     a_sum = 0.0
     n = 0
@@ -151,6 +160,6 @@ def srm_log_bf(counts, probs, k: float) -> float:
     return acc + _lgamma(a_sum) - _lgamma(a_sum + n)
 
 
-def srm_log_mixture(counts, probs, ks=SRM_CONCENTRATIONS) -> float:
+def srm_log_mixture(counts: Sequence[int], probs: Sequence[float], ks: Iterable[float] = SRM_CONCENTRATIONS) -> float:
     """ln of the average of the Bayes factors over concentrations ks."""
     return log_mean_exp([srm_log_bf(counts, probs, k) for k in ks])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from detector.engine.rules import (allowlist, crossover, fraction, max_users, missing, returning, segments, srm,
                                   undeclared, unregistered, window, zero_weight)
 from detector.engine.rules.base import FIRING, OK, Batch, Finding, Plan, Rule, RuleState
+from detector.registration.compiled import CompiledRegistration
 
 RULES: tuple[Rule, ...] = (
     unregistered.RULE,
@@ -36,7 +37,7 @@ MASK_RULES: tuple[tuple[str, ...], ...] = tuple(
     tuple(r for r, b in RULE_BITS.items() if m & b) for m in range(2 * max(RULE_BITS.values())))
 
 
-def active_rules(exp) -> list[str]:
+def active_rules(exp: CompiledRegistration | None) -> list[str]:
     """The rules a declaration (None: no registration) switches on, in registry order."""
     return [r.name for r in RULES if r.active(exp)]
 

@@ -8,10 +8,10 @@ the user-set upsert) into a `Batch`, then asks each rule the declaration activat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import msgspec
 import numpy as np
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 _variant_of = attrgetter("variant")
 
-FIRING = "firing"  # the one spelling of a rule in breach (observe(), metrics, API)
-OK = "ok"
+FIRING: Final = "firing"  # the one spelling of a rule in breach (observe(), metrics, API)
+OK: Final = "ok"
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ class Finding:
     experiment: str
     rule: str
     severity: str
-    observed: dict
-    expected: dict
+    observed: dict[str, Any]
+    expected: dict[str, Any]
     first_offending_event_at: int  # epoch ms
     detected_at: int  # epoch ms: ts of the event at which the rule fired / was updated
     blast_radius: int  # out-of-target users (count)
@@ -46,7 +46,7 @@ class Finding:
     statistic: float | None = None
     summary: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "experiment": self.experiment, "rule": self.rule, "severity": self.severity,
             "observed": dict(self.observed), "expected": dict(self.expected),
@@ -86,7 +86,7 @@ class Batch:
                  "bmin", "bmax", "first_event_ever", "_variants", "dx",
                  "tn", "tx")
 
-    def __init__(self, events: list[Assignment] | tuple[Assignment, ...], enr_events: list[Assignment],
+    def __init__(self, events: Sequence[Assignment], enr_events: list[Assignment],
                  enr_first: dict[str, Assignment], new_enr: list[str], dn: int, ds: int,
                  new_variants: dict[str, int], bmin: int, bmax: int, first_event_ever: bool,
                  dx: int = 0, tn: int = 0, tx: int = 0) -> None:
@@ -122,13 +122,14 @@ class Plan:
         self.rule = rule
         self.exp = exp
         self.config = config
-        self._expected: dict | None = None
+        self._expected: dict[str, Any] | None = None
 
-    def expected(self) -> dict:
+    def expected(self) -> dict[str, Any]:
         """The declaration as this rule reads it; each finding gets its own copy."""
         if self._expected is None:
             self._expected = self.rule.expected(self.exp)
-        return _copy(self._expected)
+        copy: dict[str, Any] = _copy(self._expected)
+        return copy
 
 
 def _copy(d: Any) -> Any:
@@ -153,7 +154,7 @@ class Rule:
     def active(self, exp: CompiledRegistration | None) -> bool:
         raise NotImplementedError
 
-    def expected(self, exp: CompiledRegistration | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict[str, Any]:
         """The declared side of this rule, JSON-able (findings' `expected`, the API's view)."""
         raise NotImplementedError
 
@@ -166,7 +167,7 @@ class Rule:
         raise NotImplementedError
 
     # -- re-judging the current state ------------------------------------------------------------
-    def breached(self, st: "ExperimentState", exp: CompiledRegistration, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
         """Is the current state in breach under `exp` (possibly a newer declaration)?"""
         raise NotImplementedError
 
@@ -196,16 +197,18 @@ class Rule:
     def state(self, st: "ExperimentState") -> Any:
         s = st.rules.get(self.name)
         if s is None:
-            s = st.rules[self.name] = self.State()  # type: ignore[misc]
+            state_type = self.State
+            assert state_type is not None, f"{self.name} keeps no state"
+            s = st.rules[self.name] = state_type()
         return s
 
     def merge_state(self, mine: Any, other: Any, merged: "ExperimentState") -> Any:
         """The rule state of a merge of two states (default: start over on the merged counts)."""
-        return self.State() if self.State is not None else None  # type: ignore[misc]
+        return self.State() if self.State is not None else None
 
     # -- helpers for subclasses --------------------------------------------------------------------
-    def finding(self, st: "ExperimentState", plan: Plan, new: list[tuple[str, int]], detected_at: int,
-                observed_extra: dict | None = None, statistic: float | None = None, summary: str = "") -> Finding:
+    def finding(self, st: "ExperimentState", plan: Plan, new: Sized, detected_at: int,
+                observed_extra: dict[str, Any] | None = None, statistic: float | None = None, summary: str = "") -> Finding:
         """A finding of an offender-recording rule: counts, first offence, samples from the state."""
         name = self.name
         count = st.rule_count.get(name, 0)
@@ -261,7 +264,9 @@ class VariantRule(Rule):
     def judge(self, st: "ExperimentState", batch: Batch, plan: Plan) -> Finding | None:
         if not batch.enr_events:
             return None
-        bad = self.offending(plan.exp, batch.variants_seen())
+        exp = plan.exp
+        assert exp is not None  # active only under a registration
+        bad = self.offending(exp, batch.variants_seen())
         if not bad:
             return None
         firsts: dict[str, Assignment] = {}
@@ -280,9 +285,9 @@ class VariantRule(Rule):
         return self.finding(st, plan, new, tmin(new), observed_extra={"offending_variants": dict(by_variant)},
                             summary=self.describe(st, plan, by_variant))
 
-    def breached(self, st: "ExperimentState", exp: CompiledRegistration, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
         rs = st.rules.get(self.name)
-        if rs is None:
+        if rs is None or exp is None:
             return False
         return bool(self.offending(exp, (None if k == NO_VARIANT else k for k in rs.by_variant)))
 

@@ -22,15 +22,19 @@ three C-level passes over its distinct enrolled users.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import compress, repeat
 from operator import and_, attrgetter, is_, ne, not_
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, tmin
 from detector.registration.compiled import CompiledRegistration
+
+if TYPE_CHECKING:
+    from detector.engine.state import ExperimentState
 
 CROSSOVER_BIT = 256
 TRACKED_USERS = 1024
@@ -59,10 +63,11 @@ class VariantCrossover(Rule):
     def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and bool(exp.variants)
 
-    def expected(self, exp: CompiledRegistration | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict[str, Any]:
+        assert exp is not None  # active only under a registration
         return {"sticky_variants": True, "variants": sorted(exp.variants or ())}
 
-    def judge(self, st: Any, batch: Batch, plan: Plan) -> Finding | None:
+    def judge(self, st: "ExperimentState", batch: Batch, plan: Plan) -> Finding | None:
         enr_first = batch.enr_first
         if not enr_first:
             return None
@@ -113,10 +118,10 @@ class VariantCrossover(Rule):
             summary=f"{st.experiment}: {st.rule_count[self.name]} users seen in more than one variant "
                     f"(bucketing not sticky)")
 
-    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
         return st.rule_count.get(self.name, 0) > 0
 
-    def still_holds(self, st: Any, exp: CompiledRegistration | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None) -> Callable[[str], bool]:
         return constant(self.active(exp))
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:

@@ -16,7 +16,7 @@ segment with its own share of the experiment's lifetime alpha (detector.engine.b
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -25,6 +25,9 @@ from detector.engine.config import EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, RuleState
 from detector.registration.compiled import CompiledRegistration
 
+if TYPE_CHECKING:
+    from detector.engine.state import ExperimentState
+
 _INF = float("inf")
 _LOG_W0 = math.log(budget.START_WEIGHT)
 # A rule that fired reads "firing" until the users since its last alarm favour the declaration
@@ -32,27 +35,40 @@ _LOG_W0 = math.log(budget.START_WEIGHT)
 RESOLVE_LOG_E = -math.log(20.0)
 
 
-class FractionState(msgspec.Struct, array_like=True):
+class SequentialState(msgspec.Struct, array_like=True):
+    """The e-detector's running state (shared by the fraction and returning-users rules)."""
+
     p0: float | None = None  # p0 of the last look
-    lr: list[float] | None = None  # ln R_j of the running segment (None: starts at the next look)
+    lr: list[float] | None = None  # ln R_j of the running segment (None: starts at the next look;
+    # []: the segment runs but no e-process yet, at a declared 0%)
     seg: int = 1  # segment of the alpha budget (1: no alarm, no merge yet)
     sn: int = 0  # trials / enrolled trials in the running segment
     sx: int = 0
     onset: int | None = None  # where the running segment's evidence last started rising
     start: int | None = None  # when the running segment started
     alarms: int = 0
-    stat: float | None = None  # last ln mean_j R_j
+    stat: float | None = None  # last ln sum_j pi_j R_j
+
+
+class FractionState(SequentialState, array_like=True):
+    grid: int = 0  # grid_id of the alternatives lr was built on (0: the uniform 10-ratio grid of earlier releases)
+    cap: float = 0.0  # ln of the capital the running e-process carries over from an earlier grid
+
+
+LEGACY_GRID = 0  # states written before grids had ids: uniform weights over len(lr) ratios
 
 
 class FractionPlan(Plan):
-    __slots__ = ("p0", "alpha", "alts", "log_pi")
+    __slots__ = ("p0", "alpha", "alts", "log_pi", "grid")
 
     def __init__(self, rule: Rule, exp: CompiledRegistration, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
         self.alpha = exp.alpha if exp.alpha is not None else config.alpha
+        assert exp.fraction is not None  # what activates the rule
         p0 = self.p0 = stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
         self.alts = stats.fraction_alternatives(p0, config.fraction_ratios) if 0.0 < p0 < 1.0 else None
         self.log_pi = stats.ratio_log_weights(config.fraction_weights)
+        self.grid = stats.grid_id(config.fraction_ratios, config.fraction_weights)
 
 
 def start_log_weight(n_before: int, n_after: int) -> float:
@@ -63,13 +79,14 @@ def start_log_weight(n_before: int, n_after: int) -> float:
 
 class Fraction(Rule):
     name = "fraction_exceeded"
-    State = FractionState
+    State: ClassVar[type[msgspec.Struct] | None] = FractionState  # ReturningState: the same fields, pmin first
     plan_type = FractionPlan
 
     def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and exp.fraction is not None and exp.unenrolled_logged > 0
 
-    def expected(self, exp: CompiledRegistration | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict[str, Any]:
+        assert exp is not None and exp.fraction is not None  # what activates the rule
         return {"fraction": exp.fraction, "tolerance": exp.tolerance, "alpha": exp.alpha,
                 "unenrolled_logged": exp.unenrolled_logged,
                 "alert_above": exp.fraction * (1 + exp.tolerance)}
@@ -83,11 +100,11 @@ class Fraction(Rule):
         """(p0, alternatives) the batch's trials are judged against."""
         return plan.p0, plan.alts
 
-    def describe(self, st: Any, exp: CompiledRegistration, s: int, n: int, p0: float, lm: float, thr: float) -> str:
+    def describe(self, st: "ExperimentState", exp: CompiledRegistration, s: int, n: int, p0: float, lm: float, thr: float) -> str:
         return (f"{st.experiment}: {s} of {n} new eligible users enrolled at first evaluation ({s / n if n else 0:.4%}) "
                 f"vs declared {exp.fraction:.4%} (ln e-value {lm:.1f} >= {thr:.1f})")
 
-    def judge(self, st: Any, batch: Batch, plan: FractionPlan) -> Finding | None:
+    def judge(self, st: "ExperimentState", batch: Batch, plan: FractionPlan) -> Finding | None:
         dn, dx = self.trials(batch)
         fs = self.state(st)
         p0, alts = self.null(fs, plan)
@@ -95,19 +112,25 @@ class Fraction(Rule):
             return None
         bmin, bmax = batch.bmin, batch.bmax
         exp = plan.exp
+        assert exp is not None  # active only under a registration
         fs.p0 = p0
         if fs.start is None:
             fs.start = bmin
         if p0 >= 1.0:
             fs.stat = 0.0
             return None
-        if fs.lr is not None and alts is not None and len(fs.lr) != len(alts):
-            # the state was written under another grid of alternatives (an engine upgrade): its
-            # e-process cannot continue, so a new segment starts with its own share of alpha
-            fs.seg += 1
-            fs.lr = None
+        if fs.lr and alts is not None and fs.grid != plan.grid:
+            self.change_grid(fs, plan, bmin)
         if fs.lr is None:  # a new segment starts with this batch
-            fs.lr = [_LOG_W0] * len(alts or (0,))
+            fs.lr = []
+            fs.sn = fs.sx = 0
+            fs.start = bmin
+            fs.onset = None
+            fs.cap = 0.0
+        if not fs.lr and alts is not None:  # the segment's e-process starts (now, or at a ramp from 0%)
+            fs.lr = [_LOG_W0] * len(alts)
+            fs.grid = plan.grid
+            fs.cap = 0.0
             fs.sn = fs.sx = 0
             fs.start = bmin
             fs.onset = None
@@ -117,7 +140,9 @@ class Fraction(Rule):
             fs.sx += dx
             lm = _INF if batch.ds else prev
         else:
-            fs.lr = stats.sr_update(fs.lr, start_log_weight(fs.sn, fs.sn + dn), dx, dn, alts)
+            assert alts is not None
+            lw = fs.cap + start_log_weight(fs.sn, fs.sn + dn)
+            fs.lr = stats.sr_update(fs.lr, lw, dx, dn, alts)
             fs.sn += dn
             fs.sx += dx
             lm = stats.log_weighted_sum(fs.lr, plan.log_pi)
@@ -162,10 +187,30 @@ class Fraction(Rule):
         fs.stat = 0.0
         return f
 
-    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
+    def change_grid(self, fs: Any, plan: FractionPlan, bmin: int) -> None:
+        """The state's e-process was built on another grid of alternatives (an engine upgrade).
+
+        The evidence carries over, in the same segment: the new e-process starts with capital
+        C times a fresh e-process of initial value 1, where C is at most the old e-value at this
+        moment (legacy grid: its statistic, the uniform mean of the R_j without the unspent start
+        weight; another grid, whose weights this engine does not know: min_j R_j, below any
+        weighted mean). The old process up to now followed by Q_old(now) times a fresh
+        supermartingale is one supermartingale, and the statistic stays below it."""
+        lr = fs.lr or [0.0]
+        cap = stats.log_mean_exp(lr) if fs.grid == LEGACY_GRID else min(lr)  # lr includes any earlier capital
+        fs.lr = [cap + _LOG_W0] * len(plan.alts or ())
+        fs.cap = cap
+        fs.grid = plan.grid
+        fs.stat = cap
+        fs.sn = fs.sx = 0
+        fs.start = bmin
+        fs.onset = None
+
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
         """The alarm state, judged against `exp` (possibly a newer declaration): "firing" from an
         alarm until the users since that alarm favour the declaration 20:1. A registration that
         catches up with a legitimate ramp resolves the page; one that does not keeps it."""
+        assert exp is not None  # active only under a registration
         fs = st.rules.get(self.name)
         if fs is None or fs.alarms == 0 or exp.unenrolled_logged <= 0:
             return False
@@ -178,15 +223,17 @@ class Fraction(Rule):
         return stats.log_mixture(fs.sx, fs.sn, alts, stats.ratio_log_weights(config.fraction_weights)) > RESOLVE_LOG_E
 
     def resolve_p0(self, fs: Any, exp: CompiledRegistration, config: EngineConfig) -> float:
+        assert exp.fraction is not None
         return stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
 
-    def observe(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
+    def observe(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
         return self.sequential_state(st, exp, config, breached, st.rules.get(self.name) or FractionState())
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:
         """The path cannot merge: a new segment starts (each side's spent segments stay spent)."""
-        return self.State(p0=None, lr=None, seg=max(mine.seg, other.seg) + 1, start=mine.start,
-                             alarms=mine.alarms + other.alarms, stat=None)
+        state = type(mine)  # FractionState or ReturningState
+        return state(p0=None, lr=None, seg=max(mine.seg, other.seg) + 1, start=mine.start,
+                     alarms=mine.alarms + other.alarms, stat=None)
 
 
 RULE = Fraction()

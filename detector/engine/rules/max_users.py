@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import FIRING, OK, Batch, Finding, Plan, Rule, RuleState, constant
 from detector.registration.compiled import CompiledRegistration
+
+if TYPE_CHECKING:
+    from detector.engine.state import ExperimentState
 
 MAX_USERS_BIT = 16
 
@@ -25,14 +29,17 @@ class MaxUsers(Rule):
     def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and exp.max_users is not None
 
-    def expected(self, exp: CompiledRegistration | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict[str, Any]:
+        assert exp is not None  # active only under a registration
         return {"max_users": exp.max_users}
 
-    def judge(self, st: Any, batch: Batch, plan: Plan) -> Finding | None:
+    def judge(self, st: "ExperimentState", batch: Batch, plan: Plan) -> Finding | None:
         ds = batch.ds
         if not ds:
             return None
-        mx = plan.exp.max_users
+        exp = plan.exp
+        assert exp is not None and exp.max_users is not None  # what activates the rule
+        mx = exp.max_users
         cnt = st.enrolled_lower_bound()
         rs = self.state(st)
         if not (cnt > mx and cnt > rs.reported):
@@ -59,16 +66,18 @@ class MaxUsers(Rule):
             statistic=float(cnt),
             summary=f"{st.experiment}: at least {cnt} distinct enrolled users, declared max {mx}")
 
-    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
+        assert exp is not None and exp.max_users is not None
         return st.enrolled_lower_bound() > exp.max_users
 
-    def observe(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
+    def observe(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
+        assert exp is not None and exp.max_users is not None
         return RuleState(state=FIRING if breached else OK, statistic=float(st.enrolled_lower_bound()),
                          threshold=float(exp.max_users), offenders=st.rule_count.get(self.name, 0),
                          first_offending_event_at=st.rule_first.get(self.name),
                          last_offending_event_at=st.rule_last.get(self.name))
 
-    def still_holds(self, st: Any, exp: CompiledRegistration | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None) -> Callable[[str], bool]:
         """Which users are "over" is the arrival order at the time; the record holds while the
         experiment is still over its cap."""
         if exp is None or exp.max_users is None:

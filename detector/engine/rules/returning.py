@@ -33,16 +33,21 @@ own share of the experiment's alpha (detector.engine.budget.RULE_SHARE).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from detector.engine import stats
 from detector.engine.rules.base import Batch
-from detector.engine.rules.fraction import Fraction, FractionPlan, FractionState
+from detector.engine.rules.fraction import Fraction, FractionPlan, SequentialState
 from detector.registration.compiled import CompiledRegistration
 
+if TYPE_CHECKING:
+    from detector.engine.state import ExperimentState
 
-class ReturningState(FractionState, array_like=True):
+
+class ReturningState(SequentialState, array_like=True):
     pmin: float | None = None  # smallest declared fraction seen over the experiment's life
+    grid: int = 0  # as FractionState (after pmin: checkpoints written before these fields still decode)
+    cap: float = 0.0
 
 
 class ReturningPlan(FractionPlan):
@@ -56,6 +61,7 @@ class ReturningPlan(FractionPlan):
         got = self.cache.get(pmin)
         if got is None:
             exp, cfg = self.exp, self.config
+            assert exp is not None and exp.fraction is not None  # what activates the rule
             if cfg.returning_assume_sticky:
                 q = returning_p0(exp, pmin, cfg.returning_min_tolerance)
             else:
@@ -67,6 +73,7 @@ class ReturningPlan(FractionPlan):
 
 def returning_p0(exp: CompiledRegistration, pmin: float, min_tolerance: float) -> float:
     """Sticky bucketing: largest probability that a user not enrolled so far is enrolled now."""
+    assert exp.fraction is not None
     p = min(1.0, exp.fraction * (1.0 + max(exp.tolerance, min_tolerance)))
     if pmin >= 1.0:
         return 1.0
@@ -85,25 +92,29 @@ class Returning(Fraction):
         return (exp is not None and exp.fraction is not None and exp.fraction < 1.0
                 and exp.unenrolled_logged > 0)
 
-    def expected(self, exp: CompiledRegistration | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict[str, Any]:
+        assert exp is not None  # active only under a registration
         return {"fraction": exp.fraction, "tolerance": exp.tolerance, "alpha": exp.alpha,
                 "unenrolled_logged": exp.unenrolled_logged}
 
     def trials(self, batch: Batch) -> tuple[int, int]:
         return batch.tn, batch.tx
 
-    def _pmin(self, fs: Any, exp: CompiledRegistration) -> float:
-        if fs.pmin is None or exp.fraction < fs.pmin:
-            fs.pmin = exp.fraction
+    def _pmin(self, fs: ReturningState, fraction: float) -> float:
+        if fs.pmin is None or fraction < fs.pmin:
+            fs.pmin = fraction
         return fs.pmin
 
     def null(self, fs: Any, plan: FractionPlan) -> tuple[float, Any]:
-        pmin = self._pmin(fs, plan.exp)
-        if plan.exp.fraction <= 0.0:
+        exp = plan.exp
+        assert exp is not None and exp.fraction is not None  # what activates the rule
+        pmin = self._pmin(fs, exp.fraction)
+        if exp.fraction <= 0.0:
             return 1.0, None  # no test at 0% (any enrolment is the fraction rule's breach)
-        return plan.null(pmin)  # type: ignore[attr-defined]
+        return cast("ReturningPlan", plan).null(pmin)
 
     def resolve_p0(self, fs: Any, exp: CompiledRegistration, config: Any) -> float:
+        assert exp.fraction is not None
         if exp.fraction <= 0.0:
             return 1.0
         if not config.returning_assume_sticky:
@@ -111,7 +122,7 @@ class Returning(Fraction):
         pmin = exp.fraction if fs.pmin is None else min(fs.pmin, exp.fraction)
         return returning_p0(exp, pmin, config.returning_min_tolerance)
 
-    def describe(self, st: Any, exp: CompiledRegistration, s: int, n: int, p0: float, lm: float, thr: float) -> str:
+    def describe(self, st: "ExperimentState", exp: CompiledRegistration, s: int, n: int, p0: float, lm: float, thr: float) -> str:
         return (f"{st.experiment}: {s} of {n} evaluations of users not enrolled before turned enrolled "
                 f"({s / n if n else 0:.4%}) vs at most {p0:.4%} under declared {exp.fraction:.4%} "
                 f"(ln e-value {lm:.1f} >= {thr:.1f})")

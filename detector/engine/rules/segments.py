@@ -7,7 +7,8 @@ each stored offender are kept (rule state), so a later declaration can re-judge 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -15,6 +16,9 @@ from detector.engine.config import EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, RuleState, constant, stored_records, tmin, users
 from detector.events import Assignment
 from detector.registration.compiled import CompiledRegistration
+
+if TYPE_CHECKING:
+    from detector.engine.state import ExperimentState
 
 SEGMENT_BIT = 4
 
@@ -29,10 +33,11 @@ class SegmentPlan(Plan):
 
     def __init__(self, rule: Rule, exp: CompiledRegistration, config: EngineConfig) -> None:
         super().__init__(rule, exp, config)
+        assert exp.segments is not None  # what activates the rule
         self.segs = tuple(exp.segments.items())
 
 
-def _outside(a: dict | None, segs, missing_breach: bool = True) -> bool:
+def _outside(a: dict[str, str] | None, segs: Iterable[tuple[str, frozenset[str]]], missing_breach: bool = True) -> bool:
     if not a:
         return missing_breach
     return any(a.get(k) not in allowed for k, allowed in segs)
@@ -47,10 +52,11 @@ class Segments(Rule):
     def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and bool(exp.segments)
 
-    def expected(self, exp: CompiledRegistration | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict[str, Any]:
+        assert exp is not None  # active only under a registration
         return {"segments": {k: sorted(v) for k, v in (exp.segments or {}).items()}}
 
-    def judge(self, st: Any, batch: Batch, plan: SegmentPlan) -> Finding | None:
+    def judge(self, st: "ExperimentState", batch: Batch, plan: SegmentPlan) -> Finding | None:
         if not batch.enr_events:
             return None
         segs = plan.segs
@@ -86,7 +92,8 @@ class Segments(Rule):
             summary=f"{st.experiment}: {users(st.rule_count[self.name], 'enrolled user')} outside "
                     f"segments {', '.join(f'{k}={sorted(v)}' for k, v in segs)}")
 
-    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
+        assert exp is not None and exp.segments is not None
         segs = tuple(exp.segments.items())
         rs = st.rules.get(self.name)
         mb = config.segment_missing_breach
@@ -94,13 +101,13 @@ class Segments(Rule):
             return True
         return st.rule_count.get(self.name, 0) > stored_records(st, self.bit)
 
-    def observe(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
+    def observe(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
         rs = super().observe(st, exp, config, breached)
         seg = st.rules.get(self.name)
         rs.missing_attributes = seg.missing if seg is not None else 0
         return rs
 
-    def still_holds(self, st: Any, exp: CompiledRegistration | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None) -> Callable[[str], bool]:
         if exp is None or not exp.segments:
             return constant(False)
         segs = tuple(exp.segments.items())

@@ -11,7 +11,7 @@ time in a new segment of the experiment's alpha budget (detector.engine.budget),
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -20,12 +20,15 @@ from detector.engine.config import EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, RuleState
 from detector.registration.compiled import CompiledRegistration
 
+if TYPE_CHECKING:
+    from detector.engine.state import ExperimentState
+
 _lgamma = math.lgamma
 SRM_RESOLVE_MIN_USERS = 100  # the alarm state is judged on at least this many users since the alarm
 
 
 class SrmState(msgspec.Struct, array_like=True):
-    key: list | None = None  # the split the running test is for (None: restart at the next look)
+    key: list[Any] | None = None  # the split the running test is for (None: restart at the next look)
     base: dict[str, int] = {}  # variant counts at the test's start
     start: int | None = None
     alarms: int = 0
@@ -34,8 +37,9 @@ class SrmState(msgspec.Struct, array_like=True):
     grace_until: int | None = None  # after a split change: users enrolled before this (ms) are left out
 
 
-def srm_key(exp: CompiledRegistration) -> list:
+def srm_key(exp: CompiledRegistration) -> list[Any]:
     """The declared split as [[variant, weight], ...], weight-0 variants left out."""
+    assert exp.variants is not None  # what activates the rule
     return [[v, float(p)] for v, p in exp.variants.items() if p > 0]
 
 
@@ -62,9 +66,9 @@ class SrmPlan(Plan):
         self.consts = tuple(consts)
 
 
-def _srm_log_mixture(counts, consts) -> float:
+def _srm_log_mixture(counts: list[int], consts: tuple[tuple[tuple[tuple[float, float, float], ...], float, float], ...]) -> float:
     """stats.srm_log_mixture(counts, probs, ks) with per-(probs, k) constants precomputed (same floats)."""
-    ls = []
+    ls: list[float] = []
     for per, a_sum, lg_sum in consts:
         acc = 0.0
         n = 0
@@ -84,14 +88,16 @@ class Srm(Rule):
     def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and bool(exp.variants)
 
-    def expected(self, exp: CompiledRegistration | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict[str, Any]:
+        assert exp is not None  # active only under a registration
         return {"variants": dict(exp.variants or {}), "alpha": exp.alpha}
 
-    def judge(self, st: Any, batch: Batch, plan: SrmPlan) -> Finding | None:
+    def judge(self, st: "ExperimentState", batch: Batch, plan: SrmPlan) -> Finding | None:
         if not batch.ds:
             return None
         bmin, bmax = batch.bmin, batch.bmax
         exp = plan.exp
+        assert exp is not None  # active only under a registration
         rs = self.state(st)
         key = plan.key
         if rs.key is not key and rs.key != key:  # new declaration (or first look): the test starts here
@@ -148,10 +154,11 @@ class Srm(Rule):
         rs.seg += 1
         return f
 
-    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
         """The alarm state, judged against `exp` on the users since the last alarm: "firing" until
         at least SRM_RESOLVE_MIN_USERS users since it no longer favour a mismatch (BF <= 1; the
         Dirichlet mixture's BF falls only like sqrt(k / n) on a balanced split)."""
+        assert exp is not None
         rs = st.rules.get(self.name)
         key = srm_key(exp)
         if rs is None or rs.alarms == 0 or len(key) < 2:
@@ -162,7 +169,7 @@ class Srm(Rule):
         tot = sum(p for _, p in key)
         return stats.srm_log_mixture(counts, [p / tot for _, p in key], config.srm_concentrations) > 0.0
 
-    def observe(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
+    def observe(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig, breached: bool) -> RuleState:
         return self.sequential_state(st, exp, config, breached, st.rules.get(self.name) or SrmState())
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:

@@ -15,13 +15,17 @@ incident is refreshed well inside the lifecycle's quiet period while traffic con
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from detector.engine.config import EngineConfig
 from detector.engine.rules.base import NO_VARIANT, Batch, Finding, Plan, Rule, constant
 from detector.registration.compiled import CompiledRegistration
+
+if TYPE_CHECKING:
+    from detector.engine.state import ExperimentState
 
 SAMPLE_IDS = 100
 GROWTH = 1.1
@@ -42,10 +46,10 @@ class Unregistered(Rule):
     def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is None
 
-    def expected(self, exp: CompiledRegistration | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict[str, Any]:
         return {"registered": False}
 
-    def judge(self, st: Any, batch: Batch, plan: Plan) -> Finding | None:
+    def judge(self, st: "ExperimentState", batch: Batch, plan: Plan) -> Finding | None:
         if not (batch.dn or batch.first_event_ever):
             return None
         name = self.name
@@ -78,10 +82,10 @@ class Unregistered(Rule):
             summary=f"{st.experiment}: assignments with no registration: {s} enrolled of "
                     f"{n} eligible distinct users")
 
-    def breached(self, st: Any, exp: CompiledRegistration | None, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
         return st.events > 0
 
-    def still_holds(self, st: Any, exp: CompiledRegistration | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None) -> Callable[[str], bool]:
         return constant(exp is None)
 
     def merge_state(self, mine: Any, other: Any, merged: Any) -> Any:

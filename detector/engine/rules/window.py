@@ -10,7 +10,8 @@ can re-judge them.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -18,6 +19,9 @@ from detector.engine.config import DEFAULT_CONFIG, EngineConfig
 from detector.engine.rules.base import Batch, Finding, Plan, Rule, constant, tmin, users
 from detector.events import Assignment
 from detector.registration.compiled import CompiledRegistration
+
+if TYPE_CHECKING:
+    from detector.engine.state import ExperimentState
 
 WINDOW_BIT = 8
 _INF = math.inf
@@ -50,10 +54,11 @@ class Window(Rule):
     def active(self, exp: CompiledRegistration | None) -> bool:
         return exp is not None and (exp.starts_at is not None or exp.ends_at is not None)
 
-    def expected(self, exp: CompiledRegistration | None) -> dict:
+    def expected(self, exp: CompiledRegistration | None) -> dict[str, Any]:
+        assert exp is not None  # active only under a registration
         return {"starts_at": exp.starts_at, "ends_at": exp.ends_at}
 
-    def judge(self, st: Any, batch: Batch, plan: WindowPlan) -> Finding | None:
+    def judge(self, st: "ExperimentState", batch: Batch, plan: WindowPlan) -> Finding | None:
         enr_events = batch.enr_events
         if not enr_events:
             return None
@@ -88,11 +93,13 @@ class Window(Rule):
             summary=f"{st.experiment}: {users(st.rule_count[self.name])} enrolled outside "
                     f"the declared window")
 
-    def breached(self, st: Any, exp: CompiledRegistration, config: EngineConfig) -> bool:
+    def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
+        assert exp is not None  # active only under a registration
         lo, hi = window_of(exp, config)
-        return st.enr_min_ts is not None and (st.enr_min_ts < lo or st.enr_max_ts >= hi)
+        first, last = st.enr_min_ts, st.enr_max_ts
+        return first is not None and last is not None and (first < lo or last >= hi)
 
-    def still_holds(self, st: Any, exp: CompiledRegistration | None):
+    def still_holds(self, st: Any, exp: CompiledRegistration | None) -> Callable[[str], bool]:
         if exp is None or not self.active(exp):
             return constant(False)
         lo, hi = window_of(exp)
