@@ -44,7 +44,8 @@ NO_IDENTITY = "no_identity"  # an exposure without the identity the source is co
 SKIPPED_KINDS = frozenset({NOT_EXPOSURE, NO_IDENTITY})
 
 _first = itemgetter(0)
-FAST_BLOCK = 512  # records per block of the columnar fast path (see StructDecoder.decode_batch)
+FAST_BLOCK = 512  # records per block of the columnar fast path (see _Blocks.decode_batch)
+FAST_BACKOFF = 32  # most blocks taken per record after the fast path failed (see _Blocks)
 ONE_MS = timedelta(milliseconds=1)
 Batch = tuple[list[Assignment], "list[int] | None", list[tuple[int, Rejected]]]
 
@@ -256,6 +257,12 @@ class _Blocks:
     format: str
     _fast: Callable[[list, list[int], list], list[Assignment] | None] | None = None
     _fast_decode: Callable[[bytes], Any] | None = None
+    # After a block the fast path could not prove, the next `_skip` blocks go straight to the
+    # per-record path, doubling up to FAST_BACKOFF blocks while blocks keep failing (a topic
+    # shared with other events would otherwise pay the fast wire's parse for nothing); one
+    # block that the fast path proves resets it.
+    _skip = 0
+    _backoff = 0
 
     def decode_one(self, value: bytes | None, record_ts_ms: int = 0) -> Assignment | Rejected:
         """One record (the signature of `detector.events.decode`). Never raises."""
@@ -295,6 +302,17 @@ class _Blocks:
 
     def _try_fast(self, values: list, record_ts: list[int]) -> list[Assignment] | None:
         """The block decoded by the columnar fast path, or None (the per-record path decides)."""
+        if self._skip:
+            self._skip -= 1
+            return None
+        events = self._fast_block(values, record_ts)
+        if events is None:
+            self._skip = self._backoff = min(2 * self._backoff + 1, FAST_BACKOFF)
+        else:
+            self._backoff = 0
+        return events
+
+    def _fast_block(self, values: list, record_ts: list[int]) -> list[Assignment] | None:
         fast, decode = self._fast, self._fast_decode
         if fast is None or decode is None or None in values:
             return None

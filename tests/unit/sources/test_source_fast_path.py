@@ -176,3 +176,20 @@ def test_every_field_varied_alone_gives_what_the_per_record_path_gives(fmt, doc)
                     _same(fast, slow)
                 except AssertionError:
                     raise AssertionError(f"{path} = {value!r}, record time {record_ts[0]}") from None
+
+
+def test_a_topic_shared_with_other_events_backs_off_the_fast_path_and_comes_back():
+    fmt, doc = next((f, d) for f, d, _, _ in CASES if f == "posthog")
+    pageview = json.dumps({"event": "$pageview", "distinct_id": "u1", "properties": {"$current_url": "/"}}).encode()
+    exposure = json.dumps(doc).encode()
+    dec = decoder_for(fmt)
+    slow = decoder_for(fmt)
+    slow._fast = None
+    for _ in range(3):  # blocks of other events: every result as per record, the fast path tried less and less
+        values = [pageview] * 600 + [exposure] * 10
+        _same(dec.decode_batch(values, [0] * len(values)), slow.decode_batch(values, [0] * len(values)))
+    assert dec._backoff > 1 and dec._skip > 0
+    for _ in range(40):  # a topic of exposures again: the fast path is back after its skipped blocks
+        values = [exposure] * 512
+        _same(dec.decode_batch(values, [0] * 512), slow.decode_batch(values, [0] * 512))
+    assert dec._backoff == 0 and dec._skip == 0
