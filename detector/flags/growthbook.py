@@ -26,8 +26,9 @@ make a feature "cannot tell".
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
+
+from detector.timestamps import parse_rfc3339
 
 from .model import (
     CannotTell,
@@ -272,6 +273,6 @@ def _epoch_ms(value: Any) -> int | None:
     if not isinstance(value, str):
         return None
     try:
-        return int(datetime.fromisoformat(value).timestamp() * 1000)  # Python 3.11 reads the "Z"
+        return parse_rfc3339(value, strict=False)  # the payload's dateUpdated (a time without a zone: unknown)
     except ValueError:
         return None

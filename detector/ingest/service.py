@@ -92,7 +92,7 @@ class IngestService(Service):
         elif self.sources[engine].format != "native" and len(self.sources) > 1:
             raise ValueError(f"DETECTOR_SOURCES: {engine} carries {self.sources[engine].format}, so other sources "
                              f"cannot be forwarded to it; give that format its own topic")
-        self.decoders = {t: s.decoder() for t, s in self.sources.items()}
+        self.decoders = {t: s.decoder(self.context_kind_of) for t, s in self.sources.items()}
         self.source_metrics = source_metrics
         self._encode = msgspec.json.Encoder().encode
         self._partitioner = DefaultPartitioner()
@@ -123,6 +123,13 @@ class IngestService(Service):
         self._committed: dict[TopicPartition, int] = {}  # the offsets this process last committed
         # Acks + commits of the periodic checkpoints still in flight (at most MAX_IN_FLIGHT, oldest first).
         self._in_flight: list[asyncio.Future] = []
+
+    def context_kind_of(self, experiment: str) -> str | None:
+        """The context kind the experiment's registration names (`identity.context_kind`), or None.
+
+        The decoders ask it per batch, so a registration's change applies to the events decoded after it."""
+        registration = self.registration_of(experiment)
+        return None if registration is None else registration.context_kind
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:

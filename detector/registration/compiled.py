@@ -47,6 +47,7 @@ class CompiledRegistration:
     schema_version: int = 1
     mode: str = "page"  # page | observe (record incidents, do not page)
     flag: Flag | None = None
+    context_kind: str | None = None  # identity.context_kind: the context kind whose key is the unit
 
     def active_rules(self) -> list[str]:
         """The rules this declaration switches on, in registry order (detector.engine.rules.RULES)."""

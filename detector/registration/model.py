@@ -31,6 +31,8 @@ Decisions worth knowing (also in the README section on registration):
 - Label names follow Prometheus/Alertmanager label syntax, since alerts carry them there.
 - `mode: observe` records incidents without paging; `flag` names the flag configuration the
   experiment's exposure comes from (`key` defaults to the experiment).
+- `identity.context_kind` names the context kind whose key is the experiment's unit where a
+  source carries several (LaunchDarkly multi-kind contexts); sources without kinds ignore it.
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ MAX_OWNER = 256
 MAX_DESCRIPTION = 10_000
 MAX_URL = 2048
 MAX_NAME = 128
+# LaunchDarkly context kinds: ASCII letters, digits, '.', '_' and '-'; "kind" and "multi" are reserved.
+CONTEXT_KIND_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+RESERVED_CONTEXT_KINDS = ("kind", "multi")
 
 
 # ------------------------------------------------------------------------------------- types
@@ -188,6 +193,32 @@ class FlagRef(_Strict):
     )
 
 
+def _context_kind(value: str) -> str:
+    if value in RESERVED_CONTEXT_KINDS:
+        raise _fail("context_kind", f"{value!r} is reserved (LaunchDarkly's multi-context markers); name the kind "
+                    "of the unit the experiment randomizes, e.g. user or organization")
+    return value
+
+
+ContextKind = Annotated[
+    str,
+    StringConstraints(pattern=CONTEXT_KIND_PATTERN),
+    AfterValidator(_context_kind),
+    WithJsonSchema({"type": "string", "pattern": CONTEXT_KIND_PATTERN, "not": {"enum": list(RESERVED_CONTEXT_KINDS)},
+                    "description": "Context kind, e.g. user, organization, device."}),
+]
+
+
+class Identity(_Strict):
+    """Which identity of an evaluation is the experiment's unit, where a source carries several."""
+
+    context_kind: ContextKind | None = Field(
+        None, description="The context kind whose key is the user: a multi-kind LaunchDarkly context "
+        "(contextKeys) yields the key of this kind for this experiment's evaluations. Default: the "
+        "source's context_kind option, else user.",
+    )
+
+
 class Registration(_Strict):
     """The exposure an experiment is expected to have, declared before it starts."""
 
@@ -235,6 +266,7 @@ class Registration(_Strict):
         "page", description="page: notify the routed sinks; observe: record incidents without paging."
     )
     flag: FlagRef | None = None
+    identity: Identity | None = None
 
     @field_validator("schema_version")
     @classmethod
@@ -273,9 +305,11 @@ TOP_LEVEL_FIELDS = tuple(Registration.model_fields)
 POPULATION_FIELDS = tuple(Population.model_fields)
 MITIGATION_FIELDS = tuple(Mitigation.model_fields)
 _FIELDS = {"": TOP_LEVEL_FIELDS, "population": POPULATION_FIELDS, "mitigation": MITIGATION_FIELDS,
-           "flag": tuple(FlagRef.model_fields)}
+           "flag": tuple(FlagRef.model_fields), "identity": tuple(Identity.model_fields)}
 MESSAGES[("greater_than", "alpha")] = lambda v, c: f"must be in (0, {MAX_ALPHA}], got {v!r}"
 MESSAGES[("less_than_equal", "alpha")] = MESSAGES[("greater_than", "alpha")]
+MESSAGES[("string_pattern_mismatch", "identity.context_kind")] = lambda v, c: (
+    f"must be 1-64 ASCII letters, digits, '.', '_' or '-' (a context kind such as organization), got {v!r}"[:200])
 
 
 # ------------------------------------------------------------------------------ compile/encode
@@ -302,6 +336,7 @@ def compile_registration(doc: Registration) -> CompiledRegistration:
         schema_version=doc.schema_version,
         mode=doc.mode,
         flag=None if doc.flag is None else Flag(source=doc.flag.source, key=doc.flag.key or doc.experiment),
+        context_kind=doc.identity.context_kind if doc.identity else None,
     )
 
 
@@ -382,6 +417,8 @@ def registration_to_dict(e: CompiledRegistration) -> dict[str, Any]:
         out["mode"] = e.mode
     if e.flag is not None:
         out["flag"] = {"source": e.flag.source, "key": e.flag.key}
+    if e.context_kind is not None:
+        out["identity"] = {"context_kind": e.context_kind}
     return out
 
 

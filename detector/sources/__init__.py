@@ -12,7 +12,8 @@ options (every module's docstring has its field mapping and the documentation it
 | native        | `native`        | none                                                         |
 | segment       | `segment`       | identity=user_or_anonymous (default) / user_id / anonymous_id |
 | posthog       | `posthog`       | identity=distinct_id (default) / person_id                   |
-| launchdarkly  | `launchdarkly`  | context_kind=user (default) / any context kind               |
+| launchdarkly  | `launchdarkly`  | context_kind=user (default) / any context kind; a            |
+|               |                 | registration's identity.context_kind wins for its experiment |
 | statsig       | `statsig`       | identity=user_id (default) / stable_id / custom:<name>       |
 | unleash       | `unleash`       | identity=user_id (default) / session_id                      |
 | amplitude     | `amplitude`     | identity=user_id (default) / device_id                       |
@@ -28,7 +29,7 @@ dead-lettered.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,16 +70,28 @@ class Source:
     format: str
     options: Mapping[str, str] = field(default_factory=dict)
 
-    def decoder(self) -> Decoder:
-        return decoder_for(self.format, self.options)
+    def decoder(self, context_kind_of: ContextKindOf | None = None) -> Decoder:
+        return decoder_for(self.format, self.options, context_kind_of)
 
 
-def decoder_for(format: str, options: Mapping[str, str] | None = None) -> Decoder:
-    """The decoder of a format with its options; ValueError naming the known formats or options."""
+ContextKindOf = Callable[[str], "str | None"]  # experiment -> identity.context_kind of its registration
+
+
+def decoder_for(format: str, options: Mapping[str, str] | None = None,
+                context_kind_of: ContextKindOf | None = None) -> Decoder:
+    """The decoder of a format with its options; ValueError naming the known formats or options.
+
+    `context_kind_of(experiment)` gives the context kind an experiment's registration names
+    (`identity.context_kind`, None when it names none); formats with context kinds
+    (launchdarkly) key each evaluation by it, the others ignore it.
+    """
     name = MODULES.get(format.strip().lower()) if isinstance(format, str) else None
     if name is None:
         raise ValueError(f"unknown source format {format!r}: use one of {', '.join(FORMATS)}")
-    return importlib.import_module(f"{__name__}.{name}").decoder(options or {})
+    module = importlib.import_module(f"{__name__}.{name}")
+    if context_kind_of is not None and getattr(module, "KIND_PER_REGISTRATION", False):
+        return module.decoder(options or {}, context_kind_of)
+    return module.decoder(options or {})
 
 
 def parse_sources(spec: str | None, prefix: str = "") -> list[Source]:
@@ -122,5 +135,5 @@ def parse_sources(spec: str | None, prefix: str = "") -> list[Source]:
     return out or [Source(prefix + DEFAULT_TOPIC, "native")]
 
 
-__all__ = ["DEFAULT_TOPIC", "FORMATS", "NOT_EXPOSURE", "NO_IDENTITY", "SKIPPED_KINDS", "Decoder", "Source",
+__all__ = ["DEFAULT_TOPIC", "FORMATS", "ContextKindOf", "NOT_EXPOSURE", "NO_IDENTITY", "SKIPPED_KINDS", "Decoder", "Source",
            "decoder_for", "parse_sources"]

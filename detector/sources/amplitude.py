@@ -26,8 +26,20 @@ from typing import Any
 
 import msgspec
 
+from detector.events import Assignment
+
 from ._common import (
     NO_IDENTITY,
+    EpochMs,
+    Id,
+    Text,
+    assignments,
+    cached,
+    column,
+    either,
+    enrolled_only,
+    texts,
+    times_ms,
     Reject,
     StructDecoder,
     assignment,
@@ -84,7 +96,53 @@ def _convert(identity: str):
     return convert
 
 
+class _FastProperties(_Properties, gc=False):
+    flag_key: Id | None = None
+    variant: Text | None = None
+    ingested_flag_key: Id | None = msgspec.field(default=None, name="[Experiment] Flag Key")
+    ingested_variant: Text | None = msgspec.field(default=None, name="[Experiment] Variant")
+
+
+class _FastEvent(_Event, gc=False):
+    """`_Event` with the native limits checked by msgspec (see `Id`, `Text`)."""
+
+    user_id: Id | int | None = None
+    device_id: Id | None = None
+    time: EpochMs | None = None
+    event_properties: _FastProperties | None = None
+
+
+_type, _properties, _time = column("event_type"), column("event_properties"), column("time")
+_flag, _flag_ingested, _variant, _variant_ingested = (
+    column("flag_key"), column("ingested_flag_key"), column("variant"), column("ingested_variant"))
+_country, _platform = column("country"), column("platform")
+
+
+def _fast(identity: str):
+    """`convert` over a batch in columns, or None (see _common's fast path)."""
+    user_of = column("device_id" if identity == "device_id" else "user_id")
+
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
+        types = _type(wires)
+        if sum(map(types.count, EVENT_TYPES)) != len(wires):
+            return None
+        props = _properties(wires)
+        if None in props:
+            return None
+        flags, users = either(_flag(props), _flag_ingested(props)), texts(user_of(wires))
+        ts = times_ms(_time(wires), record_ts)
+        if not all(flags) or users is None or not all(users) or ts is None:
+            return None
+        variants = either(_variant(props), _variant_ingested(props))
+        enrolled = [bool(v) and v != "off" for v in variants]
+        return assignments(flags, users, enrolled_only(variants, enrolled), enrolled, ts,
+                           cached(country_platform, _country(wires), _platform(wires)), record_ts, lengths_checked=True)
+
+    return fast
+
+
 def decoder(options: Mapping[str, str] | None = None) -> StructDecoder:
     opts = ensure_options(FORMAT, options or {}, OPTIONS)
-    return StructDecoder(FORMAT, _Event, _convert(opts.get("identity", "user_id")), _Envelope,
-                         lambda e: e.event_type in EVENT_TYPES or e.event_type is None)
+    identity = opts.get("identity", "user_id")
+    return StructDecoder(FORMAT, _Event, _convert(identity), _Envelope,
+                         lambda e: e.event_type in EVENT_TYPES or e.event_type is None, _fast(identity), _FastEvent)

@@ -8,9 +8,10 @@ events: `kind`, `creationDate`, `key`, `contextKeys`, `variation`, `value`, `def
 | Assignment  | LaunchDarkly feature event                                                  |
 |-------------|-----------------------------------------------------------------------------|
 | experiment  | key (the flag key)                                                          |
-| user_id     | the key of the context kind the source names (`context_kind=user`, default):|
-|             | contextKeys[kind]; for `user` also userKey / user.key; a multi-kind context |
-|             | yields the key of that kind, evaluations without it are `no_identity`       |
+| user_id     | the key of the experiment's context kind: the kind its registration names   |
+|             | (`identity.context_kind`), else the source's (`context_kind=`, default      |
+|             | `user`): contextKeys[kind]; for `user` also userKey / user.key; a multi-kind|
+|             | context yields the key of that kind, evaluations without it `no_identity`   |
 | variant     | value when it is a string, boolean or number; else "variation-<index>"      |
 | enrolled    | false when the evaluation served the fallback: reason.kind OFF, ERROR or    |
 |             | PREREQUISITE_FAILED, or no variation; true otherwise, including when the    |
@@ -24,21 +25,32 @@ Other kinds (`index`, `identify`, `custom`, `summary`, ...) are `not_exposure`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import attrgetter, methodcaller
 from typing import Any
 
 import msgspec
 
+from detector.events import Assignment
+
 from ._common import (
     NO_IDENTITY,
+    EpochMs,
+    Id,
+    Text,
     NOT_EXPOSURE,
     Reject,
     StructDecoder,
     assignment,
+    assignments,
+    cached,
+    column,
+    enrolled_only,
     ensure_options,
     epoch_ms,
     ident,
     scalar_text,
+    times_ms,
 )
 
 FORMAT = "launchdarkly"
@@ -91,20 +103,19 @@ def _context_key(ctx: dict[str, Any], kind: str) -> str | None:
     return None
 
 
-def _convert(kind: str):
-    is_user = kind == "user"
-
+def _convert(kind_of: Callable[[str], str]):
     def convert(w: _Event, record_ts: int):
         if w.kind != KIND:
             raise Reject(f"LaunchDarkly {w.kind[:40]!r} event, not a feature evaluation", NOT_EXPOSURE)
         if not w.key:
             raise Reject("feature event without key (the flag key)")
+        kind = kind_of(w.key)
         user = None
         if w.contextKeys is not None:
             user = w.contextKeys.get(kind)
         elif w.context is not None:
             user = _context_key(w.context, kind)
-        elif is_user:
+        elif kind == "user":
             user = w.userKey or (ident(w.user.key) if w.user is not None else None)
         if not user:
             raise Reject(f"evaluation of {w.key!r} has no {kind!r} context key", NO_IDENTITY)
@@ -116,7 +127,63 @@ def _convert(kind: str):
     return convert
 
 
-def decoder(options: Mapping[str, str] | None = None) -> StructDecoder:
+class _FastEvent(_Event, gc=False):
+    """`_Event` with the native limits checked by msgspec (see `Id`, `Text`)."""
+
+    key: Id | None = None
+    creationDate: EpochMs | None = None  # noqa: N815
+    contextKeys: dict[str, Text] | None = None  # noqa: N815
+    value: Text | bool | int | float | None = None  # other values (JSON flags): the per-record path
+
+
+_kind, _key, _context_keys, _variation = column("kind"), column("key"), column("contextKeys"), column("variation")
+_value, _reason, _creation = column("value"), column("reason"), column("creationDate")
+_reason_kind = attrgetter("kind")
+
+
+def _fast(kind_of: Callable[[str], str], per_experiment: bool, default: str):
+    """`convert` over a batch in columns, or None (see _common's fast path)."""
+    get_default = methodcaller("get", default)
+
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
+        n = len(wires)
+        if _kind(wires).count(KIND) != n:
+            return None
+        keys, context_keys = _key(wires), _context_keys(wires)
+        if not all(keys) or None in context_keys:
+            return None
+        if per_experiment:  # the context kind each experiment's registration names, once per experiment
+            users = list(map(dict.get, context_keys, cached(kind_of, keys)))
+        else:
+            users = list(map(get_default, context_keys))
+        ts = times_ms(_creation(wires), record_ts)
+        if not all(users) or ts is None:
+            return None
+        variations, flag_values, reasons = _variation(wires), _value(wires), _reason(wires)
+        reason_kinds = list(map(_reason_kind, reasons)) if None not in reasons else \
+            [None if r is None else r.kind for r in reasons]
+        enrolled = [v is not None and k not in FALLBACK_REASONS for v, k in zip(variations, reason_kinds)]
+        variants = flag_values if set(map(type, flag_values)) == {str} else \
+            list(map(variant_of, flag_values, variations))
+        return assignments(keys, users, enrolled_only(variants, enrolled), enrolled, ts, None, record_ts,
+                           lengths_checked=True)
+
+    return fast
+
+
+KIND_PER_REGISTRATION = True  # `decoder` takes `context_kind_of` (see detector.sources.decoder_for)
+
+
+def decoder(options: Mapping[str, str] | None = None,
+            context_kind_of: Callable[[str], str | None] | None = None) -> StructDecoder:
+    """The decoder. `context_kind_of(experiment)` is the context kind the experiment's registration
+    names (`identity.context_kind`), or None; it is asked at each decode, so a registration's change
+    applies to the events decoded after it. Otherwise the `context_kind` option, default `user`."""
     opts = ensure_options(FORMAT, options or {}, OPTIONS)
-    return StructDecoder(FORMAT, _Event, _convert(opts.get("context_kind", "user")), _Envelope,
-                         lambda e: e.kind in (KIND, None))
+    default = opts.get("context_kind", "user")
+
+    def kind_of(experiment: str) -> str:
+        return (context_kind_of(experiment) if context_kind_of is not None else None) or default
+
+    return StructDecoder(FORMAT, _Event, _convert(kind_of), _Envelope, lambda e: e.kind in (KIND, None),
+                         _fast(kind_of, context_kind_of is not None, default), _FastEvent)

@@ -25,13 +25,22 @@ or `feature_flag.context.<name>` and the other non-`feature_flag.*` scalar attri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from collections.abc import Mapping
+import msgspec
 
 from detector.events import Assignment, Rejected
 
 from ._common import (
+    Id,
+    Text,
+    assignments,
+    cached,
+    column,
+    enrolled_only,
+    only_known_keys,
+    times_ms,
     NOT_EXPOSURE,
     RecordDecoder,
     Reject,
@@ -187,6 +196,57 @@ def _otlp_record(doc: dict) -> tuple[dict, Any]:
     return attrs, rec.get("timeUnixNano") or rec.get("observedTimeUnixNano")
 
 
+class _FlatEvaluation(msgspec.Struct, gc=False):
+    """The common flat OpenTelemetry shape, for the fast path: these keys only (`only_known_keys`).
+
+    None is absent (a JSON null counts as absent in `_from_attributes` too, and its key makes the
+    quote count differ, so such a batch takes the per-record path)."""
+
+    event_name: str | None = msgspec.field(default=None, name="event.name")
+    key: Id | None = msgspec.field(default=None, name="feature_flag.key")
+    variant: Text | None = msgspec.field(default=None, name="feature_flag.result.variant")
+    value: str | bool | int | float | None = msgspec.field(default=None, name="feature_flag.result.value")
+    user: Id | None = msgspec.field(default=None, name="feature_flag.context.id")
+    reason: str | None = msgspec.field(default=None, name="feature_flag.result.reason")
+    error: str | None = msgspec.field(default=None, name="error.type")
+    provider: str | None = msgspec.field(default=None, name="feature_flag.provider.name")
+    timestamp: str | int | None = None
+
+
+_key, _variant_col, _value, _user = column("key"), column("variant"), column("value"), column("user")
+_reason, _error, _timestamp = column("reason"), column("error"), column("timestamp")
+_event_name, _provider = column("event_name"), column("provider")
+
+
+def _enrolled_of(reason: Any, error: Any = None) -> bool:
+    return _enrolled(reason or None, error or None)
+
+
+def _variant_of(variant: Any, value: Any) -> str | None:
+    if variant:
+        return variant
+    return _variant(None, None if value == "" else value, "feature_flag.result.variant")
+
+
+def _fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
+    """`_from_attributes` over a batch of flat OTel evaluations with no other key, or None."""
+    keys, users, variants, reasons, errors = _key(wires), _user(wires), _variant_col(wires), _reason(wires), \
+        _error(wires)
+    flag_values, stamps = _value(wires), _timestamp(wires)
+    if not all(keys) or not all(users) or not only_known_keys(
+            values, [keys, users, variants, reasons, errors, _event_name(wires), _provider(wires)],
+            [flag_values, stamps]):
+        return None
+    ts = times_ms(stamps, record_ts)
+    if ts is None:
+        return None
+    if not all(variants):
+        variants = list(map(_variant_of, variants, flag_values))
+    enrolled = cached(_enrolled_of, reasons) if not any(errors) else cached(_enrolled_of, reasons, errors)
+    return assignments(keys, users, enrolled_only(variants, enrolled), enrolled, ts, None, record_ts,
+                       lengths_checked=True)
+
+
 def decoder(options: Mapping[str, str] | None = None) -> RecordDecoder:
     ensure_options(FORMAT, options or {}, OPTIONS)
-    return RecordDecoder(FORMAT, decode_openfeature)
+    return RecordDecoder(FORMAT, decode_openfeature, _fast, _FlatEvaluation)

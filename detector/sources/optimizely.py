@@ -31,8 +31,21 @@ from typing import Any
 
 import msgspec
 
+from detector.events import Assignment
+
 from ._common import (
     NO_IDENTITY,
+    NO_OBJECT,
+    RawObject,
+    Id,
+    Text,
+    assignments,
+    attributes_of,
+    column,
+    either,
+    enrolled_only,
+    texts,
+    times_ms,
     Reject,
     StructDecoder,
     assignment,
@@ -92,6 +105,52 @@ def _convert(w: _Event, record_ts: int):
                       attrs)
 
 
+class _FastInfo(_Info, gc=False):
+    flagKey: Id | None = None  # noqa: N815
+    flag_key: Id | None = None
+    variationKey: Text | None = None  # noqa: N815
+    variation_key: Text | None = None
+
+
+class _FastEvent(_Event, gc=False):
+    """`_Event` (type `flag`) with the native limits checked by msgspec; times parsed per batch."""
+
+    userId: Id | int | None = None  # noqa: N815
+    user_id: Id | int | None = None
+    decisionInfo: _FastInfo | None = None  # noqa: N815
+    decision_info: _FastInfo | None = None
+    timestamp: str | int | None = None  # type: ignore[assignment]  # text here, parsed per batch
+    attributes: RawObject = NO_OBJECT  # type: ignore[assignment]  # decoded once per distinct text
+
+
+_type, _user_id, _user_id_snake, _attributes = column("type"), column("userId"), column("user_id"), column("attributes")
+_info, _info_snake, _timestamp = column("decisionInfo"), column("decision_info"), column("timestamp")
+_flag_key, _flag_key_snake, _enabled = column("flagKey"), column("flag_key"), column("enabled")
+_variation, _variation_snake = column("variationKey"), column("variation_key")
+
+
+def _fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
+    """`_convert` over a batch of `flag` decisions in columns, or None (see _common's fast path)."""
+    if _type(wires).count("flag") != len(wires):
+        return None
+    infos = either(_info(wires), _info_snake(wires))
+    if None in infos:
+        return None
+    experiments = either(_flag_key(infos), _flag_key_snake(infos))
+    first, second = texts(_user_id(wires)), texts(_user_id_snake(wires))
+    ts = times_ms(_timestamp(wires), record_ts)
+    if not all(experiments) or first is None or second is None or ts is None:
+        return None
+    users = either(first, second)
+    if not all(users):
+        return None
+    enrolled = [e is True for e in _enabled(infos)]
+    variants = enrolled_only(either(_variation(infos), _variation_snake(infos)), enrolled)
+    return assignments(experiments, users, variants, enrolled, ts, attributes_of(_attributes(wires)), record_ts,
+                       lengths_checked=True)
+
+
 def decoder(options: Mapping[str, str] | None = None) -> StructDecoder:
     ensure_options(FORMAT, options or {}, OPTIONS)
-    return StructDecoder(FORMAT, _Event, _convert, _Envelope, lambda e: e.type in TYPES or e.type is None)
+    return StructDecoder(FORMAT, _Event, _convert, _Envelope, lambda e: e.type in TYPES or e.type is None,
+                         _fast, _FastEvent)

@@ -29,16 +29,25 @@ from typing import Any
 
 import msgspec
 
+from detector.events import Assignment
+
 from ._common import (
     NO_IDENTITY,
+    Id,
+    Text,
     NOT_EXPOSURE,
     Reject,
     StructDecoder,
     assignment,
+    assignments,
+    cached,
+    column,
     country_platform,
     ensure_options,
     epoch_ms,
     ident,
+    texts,
+    times_ms,
 )
 
 FORMAT = "posthog"
@@ -91,7 +100,54 @@ def _convert(identity: str):
     return convert
 
 
+class _FastProperties(_Properties, gc=False):
+    flag: Id | None = msgspec.field(default=None, name="$feature_flag")
+    response: Text | bool | None = msgspec.field(default=None, name="$feature_flag_response")
+
+
+class _FastEvent(_Event, gc=False):
+    """`_Event` with the native limits checked by msgspec; times parsed per batch (`times_ms`)."""
+
+    distinct_id: Id | int | None = None
+    person_id: Id | None = None
+    properties: _FastProperties | None = None
+    timestamp: str | int | None = None  # type: ignore[assignment]  # text here, parsed per batch
+
+
+_event, _properties, _timestamp = column("event"), column("properties"), column("timestamp")
+_flag, _response, _country, _device = column("flag"), column("response"), column("country"), column("device_type")
+
+
+def _fast(identity: str):
+    """`convert` over a batch of `_FastEvent`s in columns, or None (see _common's fast path)."""
+    user_of = column("person_id" if identity == "person_id" else "distinct_id")
+
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
+        n = len(wires)
+        if _event(wires).count(EVENT) != n:
+            return None
+        props = _properties(wires)
+        if None in props:
+            return None
+        flags = _flag(props)
+        users = texts(user_of(wires))
+        ts = times_ms(_timestamp(wires), record_ts)
+        if not all(flags) or users is None or None in users or ts is None:
+            return None
+        responses = _response(props)
+        if set(map(type, responses)) <= {str}:
+            enrolled, variants = [True] * n, responses
+        else:  # false or absent: evaluated, not enrolled
+            enrolled = [not (r is None or r is False) for r in responses]
+            variants = [None if r is None or r is False else "true" if r is True else r for r in responses]
+        attrs = cached(country_platform, _country(props), _device(props))
+        return assignments(flags, users, variants, enrolled, ts, attrs, record_ts, lengths_checked=True)
+
+    return fast
+
+
 def decoder(options: Mapping[str, str] | None = None) -> StructDecoder:
     opts = ensure_options(FORMAT, options or {}, OPTIONS)
-    return StructDecoder(FORMAT, _Event, _convert(opts.get("identity", "distinct_id")), _Envelope,
-                         lambda e: e.event in (EVENT, None))
+    identity = opts.get("identity", "distinct_id")
+    return StructDecoder(FORMAT, _Event, _convert(identity), _Envelope, lambda e: e.event in (EVENT, None),
+                         _fast(identity), _FastEvent)

@@ -35,12 +35,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 
+from detector.events import Assignment
+
 from ._common import (
     NO_IDENTITY,
+    Id,
+    Text,
+    assignments,
+    cached,
+    column,
+    either,
+    texts,
+    times_ms,
     NOT_EXPOSURE,
     Reject,
     StructDecoder,
@@ -149,6 +160,82 @@ def _convert(identity: str):
     return convert
 
 
+class _FastProperties(_Properties, gc=False):
+    experiment_id: Id | int | None = None
+    variation_name: Text | None = None
+    variation_id: Text | int | None = None
+
+
+class _FastEvent(_Event, gc=False):
+    """`_Event` (A/B-testing spec shape) with the native limits checked by msgspec; times per batch."""
+
+    userId: Id | int | None = None  # noqa: N815
+    anonymousId: Id | int | None = None  # noqa: N815
+    properties: _FastProperties | None = None
+    timestamp: str | int | None = None  # type: ignore[assignment]  # text here, parsed per batch
+
+
+_type, _event, _user_id, _anonymous_id = column("type"), column("event"), column("userId"), column("anonymousId")
+_properties, _context, _timestamp = column("properties"), column("context"), column("timestamp")
+_experiment_id, _variation_name, _variation_id = column("experiment_id"), column("variation_name"), column("variation_id")
+_country, _device_type, _os_name = (attrgetter("location.country"), attrgetter("device.type"),
+                                    attrgetter("os.name"))
+
+
+def _platform(device: str | None, os: str | None) -> str | None:
+    return device or os
+
+
+def _attributes_column(contexts: list) -> list:
+    try:  # every context with location and device (and os where no device type): C-level
+        countries = list(map(_country, contexts))
+        platforms = list(map(_device_type, contexts))
+        if not all(platforms):
+            platforms = either(platforms, list(map(_os_name, contexts)))
+    except AttributeError:
+        return list(map(_attributes, contexts))
+    return cached(country_platform, countries, platforms)
+
+
+def _fast(identity: str):
+    """`convert` over a batch of A/B-testing spec events in columns, or None (see _common's fast path)."""
+    use_user, use_anon = identity != "anonymous_id", identity != "user_id"
+
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
+        n = len(wires)
+        types = _type(wires)
+        if (types.count("track") != n and types.count("track") + types.count(None) != n) \
+                or _event(wires).count(EVENT) != n:
+            return None
+        props = _properties(wires)
+        if None in props:
+            return None
+        experiments = texts(_experiment_id(props))
+        users = texts(_user_id(wires)) if use_user else [None] * n
+        stamps = _timestamp(wires)  # absent or 0: `convert` falls back to originalTimestamp, sentAt, ...
+        ts = times_ms(stamps, record_ts) if None not in stamps else None
+        if experiments is None or not all(experiments) or users is None or ts is None or 0 in ts:
+            return None
+        if use_anon and not all(users):
+            anonymous = texts(_anonymous_id(wires))
+            if anonymous is None:
+                return None
+            users = either(users, anonymous)
+        variants = _variation_name(props)
+        if not all(variants):
+            ids = texts(_variation_id(props))
+            if ids is None or not all(ids):  # (variationId: the per-record path)
+                return None
+            variants = either(variants, ids)
+        if not all(users):
+            return None
+        return assignments(experiments, users, variants, [True] * n, ts, _attributes_column(_context(wires)),
+                           record_ts, lengths_checked=True)
+
+    return fast
+
+
 def decoder(options: Mapping[str, str] | None = None) -> StructDecoder:
     opts = ensure_options(FORMAT, options or {}, OPTIONS)
-    return StructDecoder(FORMAT, _Event, _convert(opts.get("identity", "user_or_anonymous")), _Envelope, _is_exposure)
+    identity = opts.get("identity", "user_or_anonymous")
+    return StructDecoder(FORMAT, _Event, _convert(identity), _Envelope, _is_exposure, _fast(identity), _FastEvent)

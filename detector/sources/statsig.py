@@ -29,7 +29,28 @@ from typing import Any
 
 import msgspec
 
-from ._common import NO_IDENTITY, NOT_EXPOSURE, Reject, StructDecoder, assignment, ensure_options, epoch_ms, ident
+from detector.events import Assignment
+
+from ._common import (
+    NO_IDENTITY,
+    NOT_EXPOSURE,
+    EpochMs,
+    Id,
+    Reject,
+    StructDecoder,
+    Text,
+    assignment,
+    assignments,
+    cached,
+    column,
+    either,
+    enrolled_only,
+    ensure_options,
+    epoch_ms,
+    ident,
+    texts,
+    times_ms,
+)
 
 FORMAT = "statsig"
 CONFIG_EVENTS = frozenset({"statsig::experiment_exposure", "statsig::config_exposure"})
@@ -118,6 +139,62 @@ def _convert(identity: str):
     return convert
 
 
+class _FastUser(_User, gc=False):
+    userID: Id | int | None = None  # noqa: N815
+    stableID: Id | int | None = None  # noqa: N815
+
+
+class _FastMetadata(_Metadata, gc=False):
+    config: Id | None = None
+    ruleID: Text | None = None  # noqa: N815
+    group: Text | None = None
+    groupName: Text | None = None  # noqa: N815
+
+
+class _FastEvent(_Event, gc=False):
+    """`_Event` with the native limits checked by msgspec (see `Id`, `Text`)."""
+
+    user: _FastUser | None = None
+    time: EpochMs | None = None
+    metadata: _FastMetadata | None = None
+
+
+_name, _user, _metadata, _time = column("eventName"), column("user"), column("metadata"), column("time")
+_config, _rule, _group, _group_name = column("config"), column("ruleID"), column("group"), column("groupName")
+_country = column("country")
+
+
+def _country_attribute(country: str | None) -> dict[str, str] | None:
+    return {"country": country} if country else None
+
+
+def _fast(identity: str):
+    """`convert` over a batch of experiment/config exposures in columns, or None (see _common)."""
+    if identity not in ("user_id", "stable_id"):
+        return None
+    user_id = column("stableID" if identity == "stable_id" else "userID")
+
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
+        names = _name(wires)
+        if sum(map(names.count, CONFIG_EVENTS)) != len(wires):
+            return None
+        meta, user = _metadata(wires), _user(wires)
+        if None in meta or None in user:
+            return None
+        experiments, users = _config(meta), texts(user_id(user))
+        ts = times_ms(_time(wires), record_ts)
+        if not all(experiments) or users is None or not all(users) or ts is None:
+            return None
+        rules = _rule(meta)
+        enrolled = [(r or "") not in NOT_ALLOCATED for r in rules]
+        variants = enrolled_only(either(either(_group_name(meta), _group(meta)), rules), enrolled)
+        return assignments(experiments, users, variants, enrolled, ts, cached(_country_attribute, _country(user)),
+                           record_ts, lengths_checked=True)
+
+    return fast
+
+
 def decoder(options: Mapping[str, str] | None = None) -> StructDecoder:
     opts = ensure_options(FORMAT, options or {}, OPTIONS)
-    return StructDecoder(FORMAT, _Event, _convert(opts.get("identity", "user_id")), _Envelope, _is_exposure)
+    identity = opts.get("identity", "user_id")
+    return StructDecoder(FORMAT, _Event, _convert(identity), _Envelope, _is_exposure, _fast(identity), _FastEvent)

@@ -22,12 +22,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from itertools import repeat
+from operator import is_not
 from typing import Any
 
 import msgspec
 
+from detector.events import Assignment
+
 from ._common import (
     NO_IDENTITY,
+    NO_OBJECT,
+    RawObject,
+    Id,
+    Text,
+    assignments,
+    attributes_of,
+    column,
+    texts,
+    times_ms,
     Reject,
     StructDecoder,
     assignment,
@@ -96,7 +109,68 @@ def _convert(identity: str):
     return convert
 
 
+class _FastVariant(_Variant, gc=False):
+    name: Text | None = None
+
+
+class _FastContext(_Context, gc=False):
+    userId: Id | int | None = None  # noqa: N815
+    sessionId: Id | int | None = None  # noqa: N815
+    properties: RawObject = NO_OBJECT  # type: ignore[assignment]  # attributes decoded once per distinct text
+
+
+class _FastEvent(_Event, gc=False):
+    """`_Event` with the native limits checked by msgspec; times parsed per batch (`times_ms`)."""
+
+    featureName: Id | None = None  # noqa: N815
+    variant: Text | _FastVariant | None = None
+    context: _FastContext | None = None
+    createdTimestamp: str | int | None = None  # type: ignore[assignment]  # noqa: N815 - text, parsed per batch
+    timestamp: str | int | None = None  # type: ignore[assignment]  # text here, parsed per batch
+
+
+_type, _feature, _enabled, _variant = column("eventType"), column("featureName"), column("enabled"), column("variant")
+_context, _created, _timestamp, _properties = (
+    column("context"), column("createdTimestamp"), column("timestamp"), column("properties"))
+
+
+def _variant_name(v: Any) -> str | None:
+    return v if isinstance(v, str) else (v.name if v is not None and v.enabled is not False else None)
+
+
+def _fast(identity: str):
+    """`convert` over a batch in columns, or None (see _common's fast path)."""
+    user_of = column("sessionId" if identity == "session_id" else "userId")
+
+    def fast(wires: list, record_ts: list[int], values: list) -> list[Assignment] | None:
+        types = _type(wires)
+        getvariant = types.count("getVariant")
+        if getvariant + types.count("isEnabled") != len(wires):
+            return None
+        features, contexts = _feature(wires), _context(wires)
+        if None in contexts or not all(features):
+            return None
+        users = texts(user_of(contexts))
+        created = _created(wires)
+        ts = times_ms(created if None not in created else
+                      [c if c is not None else t for c, t in zip(created, _timestamp(wires))], record_ts)
+        if users is None or not all(users) or ts is None:
+            return None
+        enabled, variants_in = _enabled(wires), _variant(wires)
+        if getvariant == len(wires) and set(map(type, variants_in)) == {str}:  # variant names: one pass
+            variants = [v if e is True and v and v != "disabled" else None for v, e in zip(variants_in, enabled)]
+        else:
+            names = [_variant_name(v) if t == "getVariant" else "true" for v, t in zip(variants_in, types)]
+            variants = [n if e is True and n and n != "disabled" else None for n, e in zip(names, enabled)]
+        enrolled = list(map(is_not, variants, repeat(None)))  # a variant exactly where enrolled
+        return assignments(features, users, variants, enrolled, ts, attributes_of(_properties(contexts)), record_ts,
+                           lengths_checked=True)
+
+    return fast
+
+
 def decoder(options: Mapping[str, str] | None = None) -> StructDecoder:
     opts = ensure_options(FORMAT, options or {}, OPTIONS)
-    return StructDecoder(FORMAT, _Event, _convert(opts.get("identity", "user_id")), _Envelope,
-                         lambda e: e.eventType in EVENT_TYPES or e.eventType is None)
+    identity = opts.get("identity", "user_id")
+    return StructDecoder(FORMAT, _Event, _convert(identity), _Envelope,
+                         lambda e: e.eventType in EVENT_TYPES or e.eventType is None, _fast(identity), _FastEvent)

@@ -103,7 +103,8 @@ class Collector:
             except ValueError as exc:
                 raise HTTPProblem(404, str(exc)) from None
             configured = next((s for s in self.ingest.sources.values() if s.format == canonical), None)
-            dec = self._decoders[fmt] = decoder_for(canonical, configured.options if configured else None)
+            dec = self._decoders[fmt] = decoder_for(canonical, configured.options if configured else None,
+                                                    getattr(self.ingest, "context_kind_of", None))
         return dec
 
     async def handle(self, request: web.Request, fmt: str) -> web.Response:
