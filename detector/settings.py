@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     offset_reset: str = "earliest"
     checkpoint_interval_s: float = Field(1.0, validation_alias="DETECTOR_CHECKPOINT_INTERVAL")
     max_batch_records: int = Field(20000, validation_alias="DETECTOR_MAX_BATCH")
+    # --- speed ---
+    # Most bytes fetched from one partition per request (a request: 4x this). aiokafka refetches a
+    # partition only once its buffer is empty, so larger fetches keep a catching-up worker fed;
+    # a worker buffers up to this much per owned partition (README "Configuration").
+    fetch_partition_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024,
+                                       validation_alias="DETECTOR_FETCH_PARTITION_BYTES")
+    # --- end speed ---
     log_level: str = "info"
     # Kafka consumer-group session timeout (both groups): how long a crashed worker keeps its
     # partitions before the group hands them to a restarted or surviving worker. The broker

@@ -22,10 +22,12 @@ def test_environment_and_aliases(monkeypatch):
     monkeypatch.setenv("DETECTOR_WEB_PORT", "7000")
     monkeypatch.setenv("DETECTOR_CHECKPOINT_INTERVAL", "2.5")
     monkeypatch.setenv("DETECTOR_MAX_BATCH", "10")
+    monkeypatch.setenv("DETECTOR_FETCH_PARTITION_BYTES", "4194304")
     monkeypatch.setenv("DETECTOR_WEBHOOK_URLS", "http://a/h, http://b/h,")
     monkeypatch.setenv("DETECTOR_EXPECTATIONS_PRUNE", "true")
     s = Settings()
     assert (s.web_port, s.checkpoint_interval_s, s.max_batch_records) == (7000, 2.5, 10)
+    assert s.fetch_partition_bytes == 4 * 1024 * 1024
     assert s.webhook_urls == ("http://a/h", "http://b/h") and s.expectations_prune is True
     assert Settings(partitions=3, checkpoint_interval_s=4).checkpoint_interval_s == 4.0  # init by field name
 
