@@ -23,7 +23,7 @@ Serialisation is msgpack of a msgspec struct (arrays, not maps) plus raw sketch 
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, get_type_hints
 
 import msgspec
 import numpy as np
@@ -42,47 +42,13 @@ _FORMAT = 7  # 3: XXH3-64 ids; 4: one flagged fingerprint per user (UserSet); 5:
 # 7: first-evaluation counts (f_x) and the fraction rule's e-detector
 
 
-class _Snap(msgspec.Struct, array_like=True):
-    """The checkpoint: shared state, then each rule's own State struct keyed by rule name."""
-
-    fmt: int
-    experiment: str
-    events: int
-    first_ts: int | None
-    last_ts: int | None
-    enr_min_ts: int | None
-    enr_max_ts: int | None
-    n: int
-    s: int
-    f_x: int  # users enrolled at their FIRST evaluation (the fraction rule's unit), of n
-    variants: dict[str, int]
-    variant_none: int
-    seen: list[str] | None
-    enr: dict[str, str | None] | None
-    fset: list[Any] | None  # UserSet.to_obj()
-    offenders: dict[str, list[Any]]  # user -> [first seen ms, variant, rule bitmask]
-    offender_count: int
-    overflow: list[Any] | None  # ScalableBloom.to_obj()
-    rule_count: dict[str, int]
-    rule_first: dict[str, int]
-    rule_last: dict[str, int]
-    rule_samples: dict[str, list[str]]
-    rules: dict[str, msgspec.Raw]  # rule name -> its State struct, encoded
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_Snap)
-_FIELDS = _Snap.__struct_fields__
-
-
 class ExperimentState:
     """Mutable state of one experiment. Create with `ExperimentState.new(key)`.
 
-    Its attributes are the checkpoint's fields (`_Snap`; `offenders` is `_off`), typed as held in
-    memory: the exact regime keeps `seen`/`enr` (and `fset` None), the sketch regime `fset`.
+    Its attributes, in this order, are the checkpoint's fields (`_Snap` is generated from them
+    below, `offenders` for `_off`), typed as held in memory: the exact regime keeps `seen`/`enr`
+    (and `fset` None), the sketch regime `fset`.
     """
-
-    __slots__ = tuple("_off" if f == "offenders" else f for f in _FIELDS)
 
     fmt: int
     experiment: str
@@ -107,6 +73,7 @@ class ExperimentState:
     rule_last: dict[str, int]
     rule_samples: dict[str, list[str]]
     rules: dict[str, Any]  # rule name -> its State (a msgspec struct of the rule's own type)
+    __slots__ = tuple(__annotations__)  # the attributes above, nothing else
 
     @classmethod
     def new(cls, experiment: str) -> "ExperimentState":
@@ -326,8 +293,21 @@ class ExperimentState:
                                                 o.rules.get(name) or rule.State(), self)
 
 
-# The declarations above mirror the checkpoint's fields (typed as held in memory): keep them in step.
-assert set(ExperimentState.__annotations__) == set(ExperimentState.__slots__), "ExperimentState vs _Snap fields"
+# The checkpoint: ExperimentState's attributes in their order, with the wire type where memory
+# holds something richer (sets, the user set, the bloom filter, each rule's State struct).
+_WIRE_TYPES: dict[str, Any] = {
+    "seen": list[str] | None,  # sorted
+    "fset": list[Any] | None,  # UserSet.to_obj()
+    "_off": dict[str, list[Any]],  # user -> [first seen ms, variant, rule bitmask]
+    "overflow": list[Any] | None,  # ScalableBloom.to_obj()
+    "rules": dict[str, msgspec.Raw],  # rule name -> its State struct, encoded
+}
+_hints = get_type_hints(ExperimentState)
+_Snap = msgspec.defstruct("_Snap", [("offenders" if f == "_off" else f, _WIRE_TYPES.get(f, _hints[f]))
+                                    for f in ExperimentState.__slots__], array_like=True, module=__name__)
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(_Snap)
+_FIELDS = _Snap.__struct_fields__
 
 
 def _stored(st: ExperimentState, rule: str) -> int:
