@@ -177,19 +177,23 @@ class Lifecycle:
         for inc in self._open_incidents(experiment):
             self._add(inc, now_ms, "registration_change", **detail)
 
-    def resolve(self, incident_id: str, who: str, now_ms: int) -> list[Notification]:
-        """Operator resolution. Returns the resolved notification if a page went out."""
+    def resolve(self, incident_id: str, who: str, now_ms: int, token: str | None = None) -> list[Notification]:
+        """Operator resolution. Returns the resolved notification if a page went out.
+
+        `who` is the name the caller gives; `token` the name of the credential that made the
+        call (recorded beside it on the timeline when the two differ)."""
         inc = self._s.incidents[incident_id]
         if inc.status != "firing":
             return []
-        return self._resolve(inc, now_ms, f"operator:{who}")
+        return self._resolve(inc, now_ms, f"operator:{who}", **_via(who, token))
 
-    def acknowledge(self, incident_id: str, who: str, now_ms: int) -> Incident:
-        """Someone owns it: stop repeat pages (refreshes continue), note it on the timeline."""
+    def acknowledge(self, incident_id: str, who: str, now_ms: int, token: str | None = None) -> Incident:
+        """Someone owns it: stop repeat pages (refreshes continue), note it on the timeline (with
+        the credential's name when it differs from `who`, see `resolve`)."""
         inc = self._s.incidents[incident_id]
         if inc.acknowledged_by is None and inc.status == "firing":
             inc.acknowledged_by, inc.acknowledged_at = who, now_ms
-            self._add(inc, now_ms, "acknowledged", by=who)
+            self._add(inc, now_ms, "acknowledged", by=who, **_via(who, token))
         return inc
 
     def record_mitigation(self, incident_id: str, outcome: Any, now_ms: int) -> None:
@@ -365,14 +369,14 @@ class Lifecycle:
         inc.last_page_at = now_ms
         return self._notification(inc, "firing" if inc.pages == 1 else "repeat", inc.pages, now_ms)
 
-    def _resolve(self, inc: Incident, now_ms: int, by: str) -> list[Notification]:
+    def _resolve(self, inc: Incident, now_ms: int, by: str, **via: str) -> list[Notification]:
         inc.status, inc.ended_at, inc.resolved_by = "resolved", now_ms, by
         if inc.folded and inc.folded != "observe":
             self.digest_changes += 1
         self._s.open.pop(_key(inc.experiment, inc.rule), None)
         was_paged = inc.pages > 0
         inc.pending_page = False
-        self._add(inc, now_ms, "resolution", by=by, notified=was_paged)
+        self._add(inc, now_ms, "resolution", by=by, notified=was_paged, **via)
         if not self._open_incidents(inc.experiment):
             self._s.groups.pop(inc.experiment, None)
         return [self._notification(inc, "resolved", 1, now_ms)] if was_paged else []
@@ -422,3 +426,8 @@ class Lifecycle:
         cutoff = now_ms - self.config.retention_ms
         for iid in [i for i, inc in self._s.incidents.items() if inc.status == "resolved" and (inc.ended_at or 0) < cutoff]:
             del self._s.incidents[iid]
+
+
+def _via(who: str, token: str | None) -> dict[str, str]:
+    """The timeline's `token` detail: the authenticated credential, when it is not `who` itself."""
+    return {"token": token} if token and token != who else {}

@@ -199,10 +199,11 @@ def describe(entry: Mapping[str, Any]) -> str:
         attempts = d.get("attempts")
         return (f"{what}: {_md_id(d.get('status'))}{http}" + (f" after {_md_id(attempts)} attempt(s)" if attempts else "")
                 + f"{err} {_md_id(d.get('notification_id'))}")
+    via = f" (token {_code(d['token'])})" if d.get("token") else ""
     if kind == "acknowledged":
-        return f"by {_code(d.get('by'))}"
+        return f"by {_code(d.get('by'))}{via}"
     if kind == "resolution":
-        return f"by {_code(d.get('by'))}" + ("" if d.get("notified", True) else " (before any page went out)")
+        return f"by {_code(d.get('by'))}{via}" + ("" if d.get("notified", True) else " (before any page went out)")
     if kind == "registration_change":
         parts = []
         if d.get("who"):

@@ -125,23 +125,23 @@ class AlertPublisher:
 
     # Under the ingest lock: a lifecycle changed between settling notifications and taking its
     # checkpoint could be checkpointed ahead of an unacknowledged notification.
-    async def acknowledge(self, incident_id: str, who: str, now_s: float):
+    async def acknowledge(self, incident_id: str, who: str, now_s: float, token: str | None = None):
         async with self.lock:
             hit = self.find(incident_id)
             if hit is None:
                 return None
             lc, _ = hit
-            inc = lc.acknowledge(incident_id, who, int(now_s * 1000))
+            inc = lc.acknowledge(incident_id, who, int(now_s * 1000), token)
             await self._snapshot([inc])
             return inc
 
-    async def resolve(self, incident_id: str, who: str, now_s: float):
+    async def resolve(self, incident_id: str, who: str, now_s: float, token: str | None = None):
         async with self.lock:
             hit = self.find(incident_id)
             if hit is None:
                 return None
             lc, inc = hit
-            await self._publish(lc, lc.resolve(incident_id, who, int(now_s * 1000)), ())
+            await self._publish(lc, lc.resolve(incident_id, who, int(now_s * 1000), token), ())
             await self._snapshot([inc])
             return inc
 

@@ -164,23 +164,23 @@ class IncidentsAPI:
         raise _field_problem(409, f"incident {iid!r} is held by another worker", "id",
                              "send this request to the worker that owns the experiment's partition")
 
-    async def acknowledge(self, iid: str, who: str) -> str:
+    async def acknowledge(self, iid: str, who: str, token: str | None = None) -> str:
         """Acknowledge a firing incident held here: "acknowledged" or "unchanged" (HTTPProblem otherwise)."""
         self._local_or_problem(iid)
         _, inc = self.publisher.find(iid)
         if inc.status != "firing":
             raise _field_problem(409, f"incident {iid!r} is {inc.status}", "status", "only a firing incident can be acknowledged")
         action = "unchanged" if inc.acknowledged_by is not None else "acknowledged"
-        await self.publisher.acknowledge(iid, who, self.clock())
+        await self.publisher.acknowledge(iid, who, self.clock(), token)
         return action
 
-    async def resolve_now(self, iid: str, who: str) -> str:
+    async def resolve_now(self, iid: str, who: str, token: str | None = None) -> str:
         """Resolve an incident held here now: "resolved" or "unchanged"."""
         self._local_or_problem(iid)
         _, inc = self.publisher.find(iid)
         action = "unchanged" if inc.status != "firing" else "resolved"
         if action == "resolved":
-            await self.publisher.resolve(iid, who, self.clock())
+            await self.publisher.resolve(iid, who, self.clock(), token)
         return action
 
     def _action_result(self, request: web.Request, action: str, iid: str) -> web.Response:
@@ -191,12 +191,12 @@ class IncidentsAPI:
     async def ack(self, request: web.Request) -> web.Response:
         iid = request.match_info["id"]
         who, _note = await self._who(request)
-        return self._action_result(request, await self.acknowledge(iid, who), iid)
+        return self._action_result(request, await self.acknowledge(iid, who, principal(request).name), iid)
 
     async def resolve(self, request: web.Request) -> web.Response:
         iid = request.match_info["id"]
         who, _note = await self._who(request)
-        return self._action_result(request, await self.resolve_now(iid, who), iid)
+        return self._action_result(request, await self.resolve_now(iid, who, principal(request).name), iid)
 
     # ---- blast radius ------------------------------------------------------------------------
     async def experiment_blast_radius(self, request: web.Request) -> web.StreamResponse:

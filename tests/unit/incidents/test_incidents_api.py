@@ -126,6 +126,9 @@ async def test_ack_needs_token_and_who_then_resolve(api):
     assert r.status == 200 and body["action"] == "acknowledged"
     assert body["incident"]["acknowledged_by"] == "alice"
     assert body["incident"]["timeline"][-1]["kind"] == "acknowledged"
+    # who is what the caller says; the credential that made the call is recorded beside it
+    token = body["incident"]["timeline"][-1]["detail"].get("token")
+    assert token and token != "alice"
     r = await api.post(url, headers={**AUTH, "X-Detector-User": "bob"})
     assert (await r.json())["action"] == "unchanged"
     # the snapshot went to exposure.timeline for the other workers' views
@@ -136,6 +139,8 @@ async def test_ack_needs_token_and_who_then_resolve(api):
     assert r.status == 200 and body["action"] == "resolved"
     assert body["incident"]["status"] == "resolved" and body["incident"]["resolved_by"] == "operator:bob"
     assert [e["kind"] for e in body["incident"]["timeline"]][-2:] == ["resolution", "notification_queued"]
+    assert body["incident"]["timeline"][-2]["detail"]["by"] == "operator:bob"
+    assert body["incident"]["timeline"][-2]["detail"]["token"] == token
     assert any(t == "t.exposure.alerts" and b"resolved" in v for t, _, v in api.publisher.producer.sent)
     r = await api.post(url, json={"who": "alice"}, headers=AUTH)
     assert r.status == 409

@@ -80,3 +80,15 @@ def test_markdown_shows_times_not_epoch_milliseconds():
     observed = next(line for line in md.splitlines() if line.startswith("- Observed:"))
     assert "2023-11-14T22:13:20.500Z" in observed and str(T + 500) not in observed
     assert '"offenders":3' in observed
+
+
+def test_acknowledgement_names_the_credential_beside_the_claimed_person():
+    tl = _inc()["timeline"] + [
+        {"at": "2023-11-14T22:14:00.000Z", "at_ms": T + 40_000, "kind": "acknowledged",
+         "detail": {"by": "alice", "token": "ops-bot"}},
+        {"at": "2023-11-14T22:15:00.000Z", "at_ms": T + 100_000, "kind": "resolution",
+         "detail": {"by": "operator:alice", "notified": True}},
+    ]
+    md = incident_markdown(incident_view(_inc(timeline=tl), {}))
+    assert "by `alice` (token `ops-bot`)" in md
+    assert "by `operator:alice`" in md and "by `operator:alice` (token" not in md
