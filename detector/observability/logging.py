@@ -83,9 +83,13 @@ class TransientCoordinatorFilter(logging.Filter):
     """aiokafka logs "Group Coordinator Request failed" at ERROR while a consumer group forms on a
     new broker or group (the coordinator is elected a moment later and aiokafka retries by itself).
     For the first `grace_s` seconds such a record is rewritten to one INFO line saying so; if it
-    persists beyond that, it passes through at ERROR, because then something is really wrong."""
+    persists beyond that, it passes through at ERROR, because then something is really wrong.
+    `TransientLeaderFilter` does the same for the fetcher's offset lookups while partition
+    leaders are elected on a broker that has just started."""
 
-    RETRIABLE = ("GroupCoordinatorNotAvailable", "NotCoordinator", "CoordinatorLoadInProgress")
+    PREFIX = "Group Coordinator Request failed"
+    RETRIABLE: tuple[str, ...] = ("GroupCoordinatorNotAvailable", "NotCoordinator", "CoordinatorLoadInProgress")
+    SAYS = "Kafka group coordinator not available yet (normal while a new broker or consumer group starts); retrying"
 
     def __init__(self, grace_s: float = 30.0, clock=time.monotonic) -> None:
         super().__init__()
@@ -98,7 +102,7 @@ class TransientCoordinatorFilter(logging.Filter):
             # A worker joined or left the group: routine in a fleet, not a warning.
             record.levelno, record.levelname = logging.INFO, "INFO"
             return True
-        if record.levelno < logging.ERROR or not str(record.msg).startswith("Group Coordinator Request failed"):
+        if record.levelno < logging.ERROR or not str(record.msg).startswith(self.PREFIX):
             return True
         if not any(name in record.getMessage() for name in self.RETRIABLE):
             return True
@@ -111,9 +115,16 @@ class TransientCoordinatorFilter(logging.Filter):
             return False
         self.told = True
         record.levelno, record.levelname = logging.INFO, "INFO"
-        record.msg, record.args = ("Kafka group coordinator not available yet (normal while a new broker or "
-                                   "consumer group starts); retrying", None)
+        record.msg, record.args = self.SAYS, None
         return True
+
+
+class TransientLeaderFilter(TransientCoordinatorFilter):
+    """The fetcher's "Failed fetch offsets" while partition leaders are elected (broker start)."""
+
+    PREFIX = "Failed fetch offsets"
+    RETRIABLE = ("NotLeaderForPartition", "LeaderNotAvailable")
+    SAYS = "Kafka partition leaders not elected yet (normal right after the broker starts); retrying"
 
 
 def setup_logging(level: int | str = "INFO", json: bool = True, stream: TextIO | None = None) -> logging.Handler:
@@ -135,9 +146,11 @@ def setup_logging(level: int | str = "INFO", json: bool = True, stream: TextIO |
     if root.level > logging.DEBUG:
         for name in ("aiokafka", "kafka", "faust", "mode", "aiohttp.access"):
             logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
-    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
-    for f in list(coordinator.filters):
-        if isinstance(f, TransientCoordinatorFilter):
-            coordinator.removeFilter(f)
-    coordinator.addFilter(TransientCoordinatorFilter())
+    for name, kind in (("aiokafka.consumer.group_coordinator", TransientCoordinatorFilter),
+                       ("aiokafka.consumer.fetcher", TransientLeaderFilter)):
+        logger = logging.getLogger(name)
+        for f in list(logger.filters):
+            if isinstance(f, TransientCoordinatorFilter):
+                logger.removeFilter(f)
+        logger.addFilter(kind())
     return handler

@@ -110,3 +110,25 @@ def test_rebalance_heartbeat_warning_is_info(log_stream):
     assert [(r["level"], r["msg"]) for r in got] == [
         ("INFO", "Heartbeat failed for group g1 because it is rebalancing"),
         ("WARNING", "Heartbeat session expired - marking coordinator dead")]
+
+
+def test_partition_leader_election_at_broker_start_is_one_info_line_then_error(log_stream):
+    # what `make run` printed right after the broker started: ten ERROR lines in a second
+    from aiokafka.errors import NotLeaderForPartitionError
+
+    from detector.observability.logging import TransientLeaderFilter
+
+    log = logging.getLogger("aiokafka.consumer.fetcher")
+    [f] = [f for f in log.filters if isinstance(f, TransientLeaderFilter)]
+    now = [5.0]
+    f.clock = lambda: now[0]
+    for _ in range(10):
+        log.error("Failed fetch offsets from %s: %s", 1, NotLeaderForPartitionError())
+    got = lines(log_stream)
+    assert len(got) == 1 and got[0]["level"] == "INFO"
+    assert got[0]["msg"].startswith("Kafka partition leaders not elected yet")
+    now[0] += 31
+    log.error("Failed fetch offsets from %s: %s", 1, NotLeaderForPartitionError())
+    assert lines(log_stream)[-1]["level"] == "ERROR"
+    log.error("Failed fetch offsets from %s: %s", 1, "TopicAuthorizationFailedError")  # never hidden
+    assert lines(log_stream)[-1]["level"] == "ERROR"
