@@ -128,7 +128,8 @@ def test_console_works_the_seed_incident(workers, ns, browser, tmp_path):
     box.clear()
     box.send_keys(risky)
     d.find_element(By.ID, "apply").click()
-    risks = d.find_element(By.ID, "risks").text
+    # the click submits the form: wait for the answer page instead of reading the page being left
+    risks = wait_until(lambda: (d.find_elements(By.ID, "risks") or [None])[0], 10, what="the risks").text
     assert "Review these risks" in risks
     assert not d.find_elements(By.ID, "applied")
     assert w.get(f"/v1/expectations/{QA}")[1]["population"].get("fraction") is None  # not applied
@@ -143,7 +144,8 @@ def test_console_works_the_seed_incident(workers, ns, browser, tmp_path):
     box = d.find_element(By.ID, "yaml")
     box.send_keys("experiment: x\npopulation:\n  fractoin: 0.5\n")
     d.find_element(By.ID, "check").click()
-    assert "population.fractoin" in d.find_element(By.ID, "errors").text
+    errors = wait_until(lambda: (d.find_elements(By.ID, "errors") or [None])[0], 10, what="the errors")
+    assert "population.fractoin" in errors.text
 
 
 def test_pages_without_read_users_show_no_user_id(workers, ns, browser, tmp_path):
