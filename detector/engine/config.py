@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from detector.engine.stats import RATIO_WEIGHTS, RATIOS, SRM_CONCENTRATIONS
+from detector.engine.stats import RATIO_WEIGHTS, RATIOS, SRM_CONCENTRATIONS, grid_id, ratio_log_weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +26,13 @@ class EngineConfig:
     fingerprint_bits: int = 30  # seen-set fingerprints: new-user false positive = keys / 2^bits
     small_batch_keys: int = 24  # batches with at most this many distinct users probe the user set in plain Python
 
-    def __post_init__(self) -> None:
-        if len(self.fraction_weights) != len(self.fraction_ratios) or min(self.fraction_weights, default=0) <= 0:
-            raise ValueError("fraction_weights: one positive weight per ratio in fraction_ratios")
+    # derived once from the mixture (ln pi_j, and the grid's id kept with the states built on it)
+    fraction_log_pi: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    fraction_grid: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # raises ValueError unless one positive weight per ratio
+        object.__setattr__(self, "fraction_grid", grid_id(self.fraction_ratios, self.fraction_weights))
+        object.__setattr__(self, "fraction_log_pi", ratio_log_weights(self.fraction_weights))
 
 
 DEFAULT_CONFIG = EngineConfig()

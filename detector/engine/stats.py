@@ -59,10 +59,8 @@ def fraction_alternatives(p0: float, ratios: Iterable[float] = RATIOS) -> tuple[
 
 
 def log_mean_exp(xs: Sequence[float]) -> float:
-    m = max(xs)
-    if m == -math.inf:
-        return m
-    return m + _log(sum(_exp(x - m) for x in xs) / len(xs))
+    """ln of the mean of e^x."""
+    return log_sum_exp(xs) - _log(len(xs))
 
 
 def ratio_log_weights(weights: Sequence[float] = RATIO_WEIGHTS) -> tuple[float, ...]:
@@ -89,6 +87,7 @@ def log_weighted_sum(log_r: Iterable[float], log_pi: Iterable[float] = LOG_PI) -
 
 
 def log_sum_exp(xs: Sequence[float]) -> float:
+    """ln of the sum of e^x (-inf when every x is)."""
     m = max(xs)
     if m == -math.inf:
         return m

@@ -16,6 +16,8 @@ from detector.ingest import checkpoint
 
 
 STEP_EVENTS = 1000  # events between two steps of `PartitionDetector.steps`
+# experiment -> its registration, as a mapping or a lookup function
+Registrations = Mapping[str, CompiledRegistration] | Callable[[str], CompiledRegistration | None]
 
 
 class PartitionDetector:
@@ -46,7 +48,7 @@ class PartitionDetector:
         self,
         events: Sequence[Assignment],
         offsets: Sequence[int] | None,
-        registrations: Mapping[str, CompiledRegistration] | Callable[[str], CompiledRegistration | None],
+        registrations: Registrations,
         last_offset: int | None = None,
     ) -> list[Finding]:
         """Run one batch (events in offset order) through the engine; returns the findings.
@@ -55,16 +57,13 @@ class PartitionDetector:
         the batch's last offset) when the batch starts after `skip_upto`: per-event offsets are
         only needed to drop what a restored checkpoint already covers.
         """
-        findings: list[Finding] = []
-        for found in self.steps(events, offsets, registrations, last_offset):
-            findings.extend(found)
-        return findings
+        return [f for found in self.steps(events, offsets, registrations, last_offset) for f in found]
 
     def steps(
         self,
         events: Sequence[Assignment],
         offsets: Sequence[int] | None,
-        registrations: Mapping[str, CompiledRegistration] | Callable[[str], CompiledRegistration | None],
+        registrations: Registrations,
         last_offset: int | None = None,
         every: int = STEP_EVENTS,
     ) -> Iterator[list[Finding]]:

@@ -67,8 +67,17 @@ class FractionPlan(Plan):
         assert exp.fraction is not None  # what activates the rule
         p0 = self.p0 = stats.effective_p0(exp.fraction, exp.tolerance, exp.unenrolled_logged)
         self.alts = stats.fraction_alternatives(p0, config.fraction_ratios) if 0.0 < p0 < 1.0 else None
-        self.log_pi = stats.ratio_log_weights(config.fraction_weights)
-        self.grid = stats.grid_id(config.fraction_ratios, config.fraction_weights)
+        self.log_pi = config.fraction_log_pi
+        self.grid = config.fraction_grid
+
+
+def begin(fs: Any, lr: list[float] | None, cap: float, grid: int, at: int) -> None:
+    """Start the running e-process over from `at` (ln R_j `lr`; None: at the next look), with
+    capital `cap`, built on `grid`: no trials and no onset yet."""
+    fs.lr, fs.cap, fs.grid = lr, cap, grid
+    fs.sn = fs.sx = 0
+    fs.start = at
+    fs.onset = None
 
 
 def start_log_weight(n_before: int, n_after: int) -> float:
@@ -121,19 +130,10 @@ class Fraction(Rule):
             return None
         if fs.lr and alts is not None and fs.grid != plan.grid:
             self.change_grid(fs, plan, bmin)
-        if fs.lr is None:  # a new segment starts with this batch
-            fs.lr = []
-            fs.sn = fs.sx = 0
-            fs.start = bmin
-            fs.onset = None
-            fs.cap = 0.0
-        if not fs.lr and alts is not None:  # the segment's e-process starts (now, or at a ramp from 0%)
-            fs.lr = [_LOG_W0] * len(alts)
-            fs.grid = plan.grid
-            fs.cap = 0.0
-            fs.sn = fs.sx = 0
-            fs.start = bmin
-            fs.onset = None
+        if fs.lr is None or (not fs.lr and alts is not None):
+            # a new segment starts with this batch (its e-process too, unless declared 0%: []), or
+            # the running segment's e-process starts at a ramp from 0%
+            begin(fs, [_LOG_W0] * len(alts) if alts is not None else [], 0.0, plan.grid, bmin)
         prev = fs.stat if fs.stat is not None else 0.0
         if p0 <= 0.0:  # declared 0%: any new enrolment now (new or returning user) is a breach, at no
             fs.sn += dn  # alpha cost (it cannot happen under the null); the e-process is left as it is
@@ -180,10 +180,7 @@ class Fraction(Rule):
             summary=self.describe(st, exp, s, n, p0, lm, thr))
         # the next segment starts with the next batch, with its own share of alpha
         fs.seg += 1
-        fs.lr = None
-        fs.sn = fs.sx = 0
-        fs.start = bmax
-        fs.onset = None
+        begin(fs, None, 0.0, fs.grid, bmax)
         fs.stat = 0.0
         return f
 
@@ -198,13 +195,8 @@ class Fraction(Rule):
         supermartingale is one supermartingale, and the statistic stays below it."""
         lr = fs.lr or [0.0]
         cap = stats.log_mean_exp(lr) if fs.grid == LEGACY_GRID else min(lr)  # lr includes any earlier capital
-        fs.lr = [cap + _LOG_W0] * len(plan.alts or ())
-        fs.cap = cap
-        fs.grid = plan.grid
+        begin(fs, [cap + _LOG_W0] * len(plan.alts or ()), cap, plan.grid, bmin)
         fs.stat = cap
-        fs.sn = fs.sx = 0
-        fs.start = bmin
-        fs.onset = None
 
     def breached(self, st: "ExperimentState", exp: CompiledRegistration | None, config: EngineConfig) -> bool:
         """The alarm state, judged against `exp` (possibly a newer declaration): "firing" from an
@@ -220,7 +212,7 @@ class Fraction(Rule):
         if p0 <= 0.0:
             return True
         alts = stats.fraction_alternatives(p0, config.fraction_ratios)
-        return stats.log_mixture(fs.sx, fs.sn, alts, stats.ratio_log_weights(config.fraction_weights)) > RESOLVE_LOG_E
+        return stats.log_mixture(fs.sx, fs.sn, alts, config.fraction_log_pi) > RESOLVE_LOG_E
 
     def resolve_p0(self, fs: Any, exp: CompiledRegistration, config: EngineConfig) -> float:
         assert exp.fraction is not None
